@@ -1,0 +1,117 @@
+// Command etcdguard backs up, verifies, diagnoses and restores etcd clusters. main wires the
+// process's streams, environment and clock into the CLI and turns the error it returns into one
+// line on stderr and a documented exit code.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/cli"
+	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+// exitCode is one documented exit code and the errors that produce it.
+type exitCode struct {
+	code    int
+	meaning string
+	errs    []error
+}
+
+// exitCodes is the table of exit codes, in the order they are checked: the first row whose
+// error matches decides. It is printed in every command's help and copied in the README.
+func exitCodes() []exitCode {
+	return []exitCode{
+		{0, "success", nil},
+		{2, "usage: a bad flag, argument or configuration file", []error{cli.ErrUsage}},
+		{3, "partial: the backup is stored and verified, but at least one target failed", []error{snapshot.ErrPartial}},
+		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},
+		{5, "integrity: a backup copy or snapshot failed verification, or the age key does not match", []error{snapshot.ErrCorrupt, repository.ErrWrongKey}},
+		{6, "locked: another etcdguard run holds the repository lock", []error{repository.ErrLocked}},
+		{7, "not found: no such backup or file", []error{repository.ErrNotFound, os.ErrNotExist}},
+		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
+		{1, "any other failure", nil},
+	}
+}
+
+func codeFor(err error) int {
+	if err == nil {
+		return 0
+	}
+	for _, c := range exitCodes() {
+		for _, e := range c.errs {
+			if errors.Is(err, e) {
+				return c.code
+			}
+		}
+	}
+	return 1
+}
+
+func exitCodeHelp() string {
+	var b strings.Builder
+	for _, c := range exitCodes() {
+		fmt.Fprintf(&b, "  %d  %s\n", c.code, c.meaning)
+	}
+	return b.String()
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	isTTY := false
+	if f, ok := stdout.(*os.File); ok {
+		isTTY = term.IsTerminal(int(f.Fd()))
+	}
+	root := cli.NewRootCommand(cli.Env{
+		Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: time.Now,
+		ExitCodes: exitCodeHelp(),
+	})
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	code := codeFor(err)
+	if code == 1 && isCobraUsage(err) {
+		code = 2
+	}
+	fmt.Fprintln(stderr, "Error:", oneLine(err))
+	return code
+}
+
+// isCobraUsage recognises the argument errors cobra returns (unknown flag, wrong arg count).
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "accepts ", "requires at least", "invalid argument", "flag needs an argument", "required flag"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// oneLine drops the sentinel prefixes that only serve exit-code mapping and joins lines.
+func oneLine(err error) string {
+	msg := err.Error()
+	for _, p := range []string{cli.ErrUsage.Error() + ": "} {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return strings.ReplaceAll(msg, "\n", "; ")
+}

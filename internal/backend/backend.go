@@ -1,0 +1,64 @@
+// Package backend stores and retrieves named objects: the bytes of a backup repository, with no
+// knowledge of what they mean. Implementations live in sub-packages (local, s3); every one of them
+// runs the conformance suite in backendtest.
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotExist is returned (wrapped) when an object does not exist.
+var ErrNotExist = errors.New("object does not exist")
+
+// ErrUnavailable is returned (wrapped) when the storage itself cannot be reached: an unmounted
+// offline medium, an S3 endpoint that does not answer, a bucket that does not exist, or credentials
+// the store refuses. Callers treat such a target as failed, not the whole operation.
+var ErrUnavailable = errors.New("storage unavailable")
+
+// ErrNoSpace is returned (wrapped) when the storage is full.
+var ErrNoSpace = errors.New("no space left on storage")
+
+// FileInfo describes one stored object.
+type FileInfo struct {
+	// Name is the object's name relative to the backend root, slash-separated.
+	Name    string
+	Size    int64
+	ModTime time.Time
+}
+
+// Backend is a place where objects are kept. Names are slash-separated paths relative to the
+// backend's root, such as "snapshots/20261124T035532Z-1a2b3c4d/manifest.json".
+//
+// Objects are written once and never modified. Every method takes a context and honours its
+// cancellation.
+type Backend interface {
+	// Location returns a human-readable address of the backend root, without credentials, for
+	// messages ("/backup/etcd", "s3://bucket/prefix").
+	Location() string
+
+	// Save stores the whole of rd under name, atomically: after Save returns nil the object is
+	// complete and durable; if rd returns an error, the context is cancelled or the write fails,
+	// nothing appears under name and nothing is left behind. Save returns the number of bytes
+	// stored. An existing object of the same name is replaced (callers choose fresh names).
+	Save(ctx context.Context, name string, rd io.Reader) (int64, error)
+
+	// Open returns a reader of the object's contents. It fails with ErrNotExist if the object
+	// does not exist. The caller closes the reader.
+	Open(ctx context.Context, name string) (io.ReadCloser, error)
+
+	// Stat describes one object; it fails with ErrNotExist if the object does not exist.
+	Stat(ctx context.Context, name string) (FileInfo, error)
+
+	// List calls fn for every object whose name starts with prefix, in lexical order of name.
+	// Iteration stops at the first error fn returns, which List returns.
+	List(ctx context.Context, prefix string, fn func(FileInfo) error) error
+
+	// Remove deletes one object. Removing an object that does not exist is not an error.
+	Remove(ctx context.Context, name string) error
+
+	// Close releases the backend's resources.
+	Close() error
+}

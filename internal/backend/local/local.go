@@ -1,0 +1,384 @@
+// Package local keeps a backend's objects as files under a directory: a local disk, a network
+// mount, or a removable medium that may be absent.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+)
+
+// partialMarker is part of the name of every temporary file Save writes. Object names may not
+// contain it, and List hides files that do, so an interrupted Save is never seen as an object.
+const partialMarker = ".partial-"
+
+// copyBufferSize bounds the memory one Save uses, and is how often it checks its context.
+const copyBufferSize = 1 << 20
+
+// Options controls how New treats the root directory.
+type Options struct {
+	// MustExist says the root directory is never created: if it is absent (an unmounted tape or
+	// removable medium, a network share that is not mounted), New and every operation fail with
+	// an error wrapping backend.ErrUnavailable. Without it, New creates the root (mode 0700).
+	MustExist bool
+}
+
+// Local is a backend.Backend that stores each object as a file under a root directory.
+// Directories are created with mode 0700 and files with mode 0600.
+type Local struct {
+	root      string
+	mustExist bool
+}
+
+var _ backend.Backend = (*Local)(nil)
+
+// New returns a backend rooted at the directory root. See Options for what happens when the
+// root does not exist.
+func New(root string, opts Options) (*Local, error) {
+	if root == "" {
+		return nil, errors.New("local backend: the root directory is empty")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("local backend %s: resolve the root directory: %w", root, err)
+	}
+	l := &Local{root: abs, mustExist: opts.MustExist}
+	if !opts.MustExist {
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return nil, l.mapErr("create root directory", err)
+		}
+	}
+	if err := l.checkRoot(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Location returns the absolute path of the root directory.
+func (l *Local) Location() string { return l.root }
+
+// Save writes rd to a temporary file next to the object, fsyncs it, renames it into place and
+// fsyncs the directory. On any failure the temporary file is removed.
+func (l *Local) Save(ctx context.Context, name string, rd io.Reader) (n int64, err error) {
+	if err := checkName(name); err != nil {
+		return 0, fmt.Errorf("save %s: %w", name, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("save %s to %s: %w", name, l.root, err)
+	}
+	if err := l.checkRoot(); err != nil {
+		return 0, fmt.Errorf("save %s: %w", name, err)
+	}
+	dst := l.path(name)
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	// CreateTemp creates the file with mode 0600.
+	f, err := os.CreateTemp(dir, filepath.Base(dst)+partialMarker+"*")
+	if err != nil {
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			_ = f.Close() // may already be closed; the error that matters is err
+			_ = os.Remove(tmp)
+		}
+	}()
+
+	n, err = copyContext(ctx, f, rd)
+	var rerr readError
+	switch {
+	case errors.As(err, &rerr):
+		return 0, fmt.Errorf("save %s to %s: read data: %w", name, l.root, rerr.err)
+	case ctx.Err() != nil:
+		return 0, fmt.Errorf("save %s to %s: %w", name, l.root, err)
+	case err != nil:
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("save %s to %s: %w", name, l.root, err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
+	}
+	if err := syncDir(dir); err != nil {
+		// The object is in place but its directory entry may not be durable: report it, as
+		// Save promises durability, and leave the object for the caller to decide about.
+		return 0, l.mapErr(fmt.Sprintf("save %s to %s: sync directory", name, l.root), err)
+	}
+	return n, nil
+}
+
+// Open opens the object's file for reading.
+func (l *Local) Open(ctx context.Context, name string) (io.ReadCloser, error) {
+	if err := l.checkOp(ctx, name); err != nil {
+		return nil, fmt.Errorf("open %s: %w", name, err)
+	}
+	p := l.path(name)
+	f, err := os.Open(p)
+	if isNotExist(err) {
+		return nil, fmt.Errorf("open %s: %s: %w", name, p, backend.ErrNotExist)
+	}
+	if err != nil {
+		return nil, l.mapErr(fmt.Sprintf("open %s", name), err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, l.mapErr(fmt.Sprintf("open %s", name), err)
+	}
+	if !fi.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, fmt.Errorf("open %s: %s is not a regular file: %w", name, p, backend.ErrNotExist)
+	}
+	return f, nil
+}
+
+// Stat describes the object's file.
+func (l *Local) Stat(ctx context.Context, name string) (backend.FileInfo, error) {
+	if err := l.checkOp(ctx, name); err != nil {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", name, err)
+	}
+	p := l.path(name)
+	fi, err := os.Stat(p)
+	if isNotExist(err) {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %s: %w", name, p, backend.ErrNotExist)
+	}
+	if err != nil {
+		return backend.FileInfo{}, l.mapErr(fmt.Sprintf("stat %s", name), err)
+	}
+	if !fi.Mode().IsRegular() {
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %s is not a regular file: %w", name, p, backend.ErrNotExist)
+	}
+	return backend.FileInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+// List walks the directories that can hold names starting with prefix, in lexical order of
+// the full name, skipping temporary files of unfinished Saves.
+func (l *Local) List(ctx context.Context, prefix string, fn func(backend.FileInfo) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("list %q in %s: %w", prefix, l.root, err)
+	}
+	if err := l.checkRoot(); err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	// Start at the deepest directory the prefix names completely: "a/b/c" starts at "a/b".
+	start := ""
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		start = prefix[:i]
+	}
+	if start != "" && !fs.ValidPath(start) {
+		return nil // no object name can start with such a prefix
+	}
+	return l.walk(ctx, start, prefix, fn)
+}
+
+// walk calls fn for the files under the directory dir (a slash-separated name relative to the
+// root) whose names start with prefix. Entries are visited in the order of their name, with a
+// slash appended to directory names: that makes the order of the full names lexical ("a-b"
+// comes before "a/c" because '-' sorts before '/').
+func (l *Local) walk(ctx context.Context, dir, prefix string, fn func(backend.FileInfo) error) error {
+	entries, err := os.ReadDir(l.path(dir))
+	if isNotExist(err) && dir != "" {
+		return nil // nothing below dir, or dir was removed while walking
+	}
+	if err != nil {
+		return l.mapErr(fmt.Sprintf("list %q: read directory %s", prefix, l.path(dir)), err)
+	}
+	type entry struct {
+		key string
+		de  fs.DirEntry
+	}
+	sorted := make([]entry, 0, len(entries))
+	for _, de := range entries {
+		key := de.Name()
+		if de.IsDir() {
+			key += "/"
+		}
+		sorted = append(sorted, entry{key, de})
+	}
+	slices.SortFunc(sorted, func(a, b entry) int { return strings.Compare(a.key, b.key) })
+
+	for _, e := range sorted {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("list %q in %s: %w", prefix, l.root, err)
+		}
+		name := path.Join(dir, e.de.Name())
+		if e.de.IsDir() {
+			// Descend only if names below can start with prefix.
+			d := name + "/"
+			if !strings.HasPrefix(d, prefix) && !strings.HasPrefix(prefix, d) {
+				continue
+			}
+			if err := l.walk(ctx, name, prefix, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if !strings.HasPrefix(name, prefix) || strings.Contains(e.de.Name(), partialMarker) || !e.de.Type().IsRegular() {
+			continue
+		}
+		fi, err := e.de.Info()
+		if isNotExist(err) {
+			continue // removed since the directory was read
+		}
+		if err != nil {
+			return l.mapErr(fmt.Sprintf("list %q: stat %s", prefix, name), err)
+		}
+		if err := fn(backend.FileInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Remove deletes the object's file; a missing file is not an error. Empty directories are left
+// in place, as a concurrent Save may be about to use them.
+func (l *Local) Remove(ctx context.Context, name string) error {
+	if err := l.checkOp(ctx, name); err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	p := l.path(name)
+	fi, err := os.Lstat(p)
+	if isNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return l.mapErr(fmt.Sprintf("remove %s", name), err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("remove %s: %s is a directory, not an object", name, p)
+	}
+	if err := os.Remove(p); err != nil && !isNotExist(err) {
+		return l.mapErr(fmt.Sprintf("remove %s", name), err)
+	}
+	return nil
+}
+
+// Close does nothing: a Local holds no resources between calls.
+func (l *Local) Close() error { return nil }
+
+// path returns the file path of a slash-separated object name.
+func (l *Local) path(name string) string {
+	return filepath.Join(l.root, filepath.FromSlash(name))
+}
+
+// checkOp checks what every single-object operation needs: a valid name, a live context and a
+// present root.
+func (l *Local) checkOp(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", l.root, err)
+	}
+	return l.checkRoot()
+}
+
+// checkRoot reports a root that is absent or not a directory as unavailable storage. Without
+// it, a Save to the mount point of an unmounted medium would fill the disk underneath.
+func (l *Local) checkRoot() error {
+	fi, err := os.Stat(l.root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist (medium not mounted or absent?): mount it or fix the path: %w",
+			l.root, backend.ErrUnavailable)
+	case err != nil:
+		return fmt.Errorf("%s: %w: %w", l.root, backend.ErrUnavailable, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory: fix the path: %w", l.root, backend.ErrUnavailable)
+	}
+	return nil
+}
+
+// mapErr wraps err with what was being done, adding backend.ErrNoSpace when the file system is
+// full (or the user's quota exhausted). The errors of package os name the file concerned.
+func (l *Local) mapErr(doing string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%s: %w: %w", doing, backend.ErrNoSpace, err)
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// isNotExist reports whether err says a path does not exist, including the case where one of
+// its parents is a file rather than a directory.
+func isNotExist(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+}
+
+// checkName accepts slash-separated relative names with no "." or ".." elements, and rejects
+// names Save would confuse with its temporary files.
+func checkName(name string) error {
+	if !fs.ValidPath(name) || name == "." {
+		return fmt.Errorf("invalid object name %q: want a relative slash-separated path without . or .. elements", name)
+	}
+	if strings.Contains(name, partialMarker) || strings.Contains(name, `\`) {
+		return fmt.Errorf("invalid object name %q: it must not contain %q or a backslash", name, partialMarker)
+	}
+	return nil
+}
+
+// copyContext copies src to dst through a bounded buffer, checking ctx between chunks.
+func copyContext(ctx context.Context, dst io.Writer, src io.Reader) (int64, error) {
+	buf := make([]byte, copyBufferSize)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		nr, rerr := src.Read(buf)
+		if nr > 0 {
+			nw, werr := dst.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if nw != nr {
+				return n, io.ErrShortWrite
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, readError{rerr}
+		}
+	}
+}
+
+// readError marks an error of the reader passed to Save, as opposed to one of the file system.
+type readError struct{ err error }
+
+func (e readError) Error() string { return "read data: " + e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
+
+// syncDir fsyncs a directory so that a rename into it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return err
+	}
+	return d.Close()
+}

@@ -1,0 +1,165 @@
+package local_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/backend/backendtest"
+	"github.com/etcdguard/etcdguard/internal/backend/local"
+)
+
+func TestConformance(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		b, err := local.New(filepath.Join(t.TempDir(), "repo"), local.Options{})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, b.Close()) })
+		return b
+	})
+}
+
+func TestPermissions(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "new", "repo")
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	_, err = b.Save(t.Context(), "snapshots/1/data", strings.NewReader("x"))
+	require.NoError(t, err)
+
+	for _, tt := range []struct {
+		path string
+		mode fs.FileMode
+	}{
+		{filepath.Join(root), fs.ModeDir | 0o700},
+		{filepath.Join(root, "snapshots"), fs.ModeDir | 0o700},
+		{filepath.Join(root, "snapshots", "1"), fs.ModeDir | 0o700},
+		{filepath.Join(root, "snapshots", "1", "data"), 0o600},
+	} {
+		fi, err := os.Stat(tt.path)
+		require.NoError(t, err)
+		require.Equal(t, tt.mode, fi.Mode(), tt.path)
+	}
+}
+
+func TestLocationIsAbsolute(t *testing.T) {
+	t.Chdir(t.TempDir())
+	b, err := local.New("repo", local.Options{})
+	require.NoError(t, err)
+	require.True(t, filepath.IsAbs(b.Location()), b.Location())
+}
+
+func TestAbsentRootWithMustExist(t *testing.T) {
+	ctx := t.Context()
+	root := filepath.Join(t.TempDir(), "tape")
+
+	_, err := local.New(root, local.Options{MustExist: true})
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorContains(t, err, root)
+	require.ErrorContains(t, err, "not mounted")
+	t.Logf("absent root: %v", err)
+	require.NoDirExists(t, root, "New must not create the root of an offline medium")
+
+	// The medium is mounted, used, then taken away again.
+	require.NoError(t, os.Mkdir(root, 0o700))
+	b, err := local.New(root, local.Options{MustExist: true})
+	require.NoError(t, err)
+	_, err = b.Save(ctx, "snapshots/a", strings.NewReader("a"))
+	require.NoError(t, err)
+	require.NoError(t, os.RemoveAll(root))
+
+	_, err = b.Save(ctx, "snapshots/b", strings.NewReader("b"))
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.NoDirExists(t, root, "Save must not recreate the root of an offline medium")
+	_, err = b.Open(ctx, "snapshots/a")
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	_, err = b.Stat(ctx, "snapshots/a")
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorIs(t, b.Remove(ctx, "snapshots/a"), backend.ErrUnavailable)
+	err = b.List(ctx, "", func(backend.FileInfo) error { return nil })
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorContains(t, err, root)
+}
+
+func TestRootIsAFile(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "file")
+	require.NoError(t, os.WriteFile(root, nil, 0o600))
+	for _, opts := range []local.Options{{}, {MustExist: true}} {
+		_, err := local.New(root, opts)
+		require.Error(t, err)
+		require.ErrorContains(t, err, root)
+	}
+}
+
+// TestPartialFilesAreHidden checks that the temporary file of a Save interrupted by a crash is
+// neither listed nor accepted as a name.
+func TestPartialFilesAreHidden(t *testing.T) {
+	ctx := t.Context()
+	root := t.TempDir()
+	b, err := local.New(root, local.Options{MustExist: true})
+	require.NoError(t, err)
+	_, err = b.Save(ctx, "dir/obj", strings.NewReader("x"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "dir", "obj2.partial-123"), []byte("half"), 0o600))
+
+	require.Equal(t, []string{"dir/obj"}, backendtest.ListNames(t, b, ""))
+	_, err = b.Save(ctx, "dir/x.partial-1", strings.NewReader("x"))
+	require.Error(t, err)
+}
+
+// TestFailedSaveRemovesTemporaryFile looks at the directory itself, where the conformance suite
+// can only look through List.
+func TestFailedSaveRemovesTemporaryFile(t *testing.T) {
+	root := t.TempDir()
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	readErr := errors.New("broken pipe from etcd")
+	_, err = b.Save(t.Context(), "a/b", io.MultiReader(strings.NewReader("some data"), errReader{readErr}))
+	require.ErrorIs(t, err, readErr)
+	entries, err := os.ReadDir(filepath.Join(root, "a"))
+	require.NoError(t, err)
+	require.Empty(t, entries)
+}
+
+// TestDiskFull fills a 2 MiB tmpfs. It needs root (to mount) and mount(8).
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if os.Geteuid() != 0 {
+		t.Skip("TestDiskFull mounts a small tmpfs and needs root")
+	}
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("TestDiskFull needs to mount a tmpfs, which this machine refuses: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("unmount %s: %v: %s", dir, err, out)
+		}
+	})
+
+	b, err := local.New(dir, local.Options{MustExist: true})
+	require.NoError(t, err)
+	_, err = b.Save(t.Context(), "snapshots/big", bytes.NewReader(make([]byte, 3<<20)))
+	require.ErrorIs(t, err, backend.ErrNoSpace)
+	t.Logf("full disk: %v", err)
+	require.ErrorContains(t, err, dir)
+	require.Empty(t, backendtest.ListNames(t, b, ""))
+	entries, err := os.ReadDir(filepath.Join(dir, "snapshots"))
+	require.NoError(t, err)
+	require.Empty(t, entries, "the temporary file is removed")
+
+	// The space is free again.
+	_, err = b.Save(t.Context(), "snapshots/small", bytes.NewReader(make([]byte, 1<<20)))
+	require.NoError(t, err)
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }

@@ -1,0 +1,360 @@
+package s3_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/backend/backendtest"
+	"github.com/etcdguard/etcdguard/internal/backend/s3"
+	"github.com/etcdguard/etcdguard/internal/testenv"
+)
+
+const prefix = "etcd/prod"
+
+func TestParseURL(t *testing.T) {
+	tests := []struct {
+		url     string
+		want    s3.Config
+		wantErr string
+	}{
+		{url: "s3://backups", want: s3.Config{Bucket: "backups"}},
+		{url: "s3://backups/", want: s3.Config{Bucket: "backups"}},
+		{url: "s3://backups/etcd/prod/", want: s3.Config{Bucket: "backups", Prefix: "etcd/prod"}},
+		{
+			url: "s3://backups/etcd?endpoint=http://127.0.0.1:9000&region=eu-west-1&storage-class=DEEP_ARCHIVE",
+			want: s3.Config{Bucket: "backups", Prefix: "etcd", Endpoint: "http://127.0.0.1:9000", Region: "eu-west-1",
+				StorageClass: "DEEP_ARCHIVE"},
+		},
+		{url: "s3://b-1.x/p?storage-class=standard_ia", want: s3.Config{Bucket: "b-1.x", Prefix: "p", StorageClass: "STANDARD_IA"}},
+		{url: "s3://bkt?endpoint=https://s3.example.com/", want: s3.Config{Bucket: "bkt", Endpoint: "https://s3.example.com/"}},
+
+		{url: "file:///backups", wantErr: `scheme "file" is not s3`},
+		{url: "s3://AKIA:secret@backups/p", wantErr: "credentials do not belong in the URL"},
+		{url: "s3:backups", wantErr: "want s3://bucket/prefix"},
+		{url: "s3:///p", wantErr: "want s3://bucket/prefix"},
+		{url: "s3://Bad_Bucket/p", wantErr: `bucket "Bad_Bucket"`},
+		{url: "s3://bkt/p?storage-class=COLD", wantErr: `storage class "COLD" is not supported: use one of STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE`},
+		{url: "s3://bkt/p?sotrage-class=GLACIER", wantErr: `unknown parameter "sotrage-class" (known: endpoint, region, storage-class)`},
+		{url: "s3://bkt/p?region=a&region=b", wantErr: "parameter region is given 2 times"},
+		{url: "s3://bkt/p?endpoint=127.0.0.1:9000", wantErr: "want http://host[:port] or https://host[:port]"},
+		{url: "s3://bkt/p?endpoint=ftp://host", wantErr: "want http://host[:port] or https://host[:port]"},
+		{url: "s3://bkt/p?endpoint=http://k:s@host", wantErr: "credentials do not belong in the endpoint"},
+		{url: "s3://bkt/p?endpoint=http://host/path", wantErr: "want only scheme, host and port"},
+		{url: "s3://bkt/a//c", wantErr: `prefix "a//c"`},
+		{url: "s3://bkt/a/../c", wantErr: `prefix "a/../c"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			u, err := url.Parse(tt.url)
+			require.NoError(t, err)
+			got, err := s3.ParseURL(u)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				require.NotContains(t, err.Error(), "secret", "the message must not repeat credentials")
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     s3.Config
+		wantErr string
+	}{
+		{"only access key", s3.Config{Bucket: "bkt", AccessKey: "a"}, "set both the access key and the secret key, or neither"},
+		{"part too small", s3.Config{Bucket: "bkt", PartSize: 1 << 20}, "part size 1048576 is outside what S3 allows"},
+		{"no bucket", s3.Config{}, `bucket ""`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s3.New(t.Context(), tt.cfg)
+			require.ErrorContains(t, err, tt.wantErr)
+		})
+	}
+}
+
+func TestConformance(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	n := 0
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		n++
+		bucket := fmt.Sprintf("conformance-%d", n)
+		m.CreateBucket(t, bucket)
+		b := newS3(t, m, s3.Config{Bucket: bucket, Prefix: prefix})
+		t.Cleanup(func() {
+			requireNoIncompleteUploads(t, m, bucket)
+			requireAllUnderPrefix(t, m, bucket, prefix+"/")
+		})
+		return b
+	})
+}
+
+func TestLocation(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "loc")
+	b := newS3(t, m, s3.Config{Bucket: "loc", Prefix: prefix})
+	require.Equal(t, "s3://loc/"+prefix+"?endpoint="+m.Endpoint, b.Location())
+	require.NotContains(t, b.Location(), m.AccessKey)
+	require.NotContains(t, b.Location(), m.SecretKey)
+
+	// The location is a URL ParseURL reads back.
+	u, err := url.Parse(b.Location())
+	require.NoError(t, err)
+	cfg, err := s3.ParseURL(u)
+	require.NoError(t, err)
+	require.Equal(t, s3.Config{Bucket: "loc", Prefix: prefix, Endpoint: m.Endpoint}, cfg)
+}
+
+// TestUnavailable checks that every way of not being able to use the bucket is reported up
+// front by New, as backend.ErrUnavailable, with a message that says what to fix.
+func TestUnavailable(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "exists")
+	stopped := testenv.StartMinIO(t)
+	stopped.Stop()
+
+	tests := []struct {
+		name     string
+		cfg      s3.Config
+		wantMsgs []string
+	}{
+		{
+			name: "no such bucket",
+			cfg:  s3.Config{Bucket: "missing", Prefix: "p", Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey},
+			wantMsgs: []string{fmt.Sprintf(`s3://missing/p: bucket "missing" does not exist at %s: create it or fix the URL`,
+				m.Endpoint)},
+		},
+		{
+			name:     "unknown access key",
+			cfg:      s3.Config{Bucket: "exists", Endpoint: m.Endpoint, AccessKey: "nobody", SecretKey: m.SecretKey},
+			wantMsgs: []string{m.Endpoint + " does not know the access key", "AWS_ACCESS_KEY_ID"},
+		},
+		{
+			name:     "wrong secret key",
+			cfg:      s3.Config{Bucket: "exists", Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: "wrong-secret-key"},
+			wantMsgs: []string{m.Endpoint + " refused the secret key", "AWS_SECRET_ACCESS_KEY"},
+		},
+		{
+			name:     "server stopped",
+			cfg:      s3.Config{Bucket: "exists", Endpoint: stopped.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey},
+			wantMsgs: []string{"cannot reach " + stopped.Endpoint + " (connection refused)", "S3 server is up"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			b, err := s3.New(t.Context(), tt.cfg)
+			require.Nil(t, b)
+			require.ErrorIs(t, err, backend.ErrUnavailable)
+			t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
+			for _, msg := range tt.wantMsgs {
+				require.ErrorContains(t, err, msg)
+			}
+			require.NotContains(t, err.Error(), "\n")
+			if tt.cfg.SecretKey != "" {
+				require.NotContains(t, err.Error(), tt.cfg.SecretKey)
+			}
+		})
+	}
+}
+
+// TestUnavailableLater checks the same errors from a backend whose storage goes away after New.
+func TestUnavailableLater(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "bkt")
+	b := newS3(t, m, s3.Config{Bucket: "bkt"})
+	ctx := t.Context()
+	_, err := b.Save(ctx, "obj", strings.NewReader("x"))
+	require.NoError(t, err)
+
+	// The bucket is deleted.
+	require.NoError(t, m.Client(t).RemoveObject(ctx, "bkt", "obj", minio.RemoveObjectOptions{}))
+	require.NoError(t, m.Client(t).RemoveBucket(ctx, "bkt"))
+	_, err = b.Save(ctx, "obj", strings.NewReader("x"))
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorContains(t, err, `bucket "bkt" does not exist`)
+	_, err = b.Stat(ctx, "obj")
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.NotErrorIs(t, err, backend.ErrNotExist, "a missing bucket is not a missing object")
+	err = b.List(ctx, "", func(backend.FileInfo) error { return nil })
+	require.ErrorIs(t, err, backend.ErrUnavailable)
+
+	// The server stops.
+	m.Stop()
+	for name, op := range map[string]func() error{
+		"Save":   func() error { _, err := b.Save(ctx, "obj", strings.NewReader("x")); return err },
+		"Open":   func() error { _, err := b.Open(ctx, "obj"); return err },
+		"Stat":   func() error { _, err := b.Stat(ctx, "obj"); return err },
+		"List":   func() error { return b.List(ctx, "", func(backend.FileInfo) error { return nil }) },
+		"Remove": func() error { return b.Remove(ctx, "obj") },
+	} {
+		err := op()
+		require.ErrorIs(t, err, backend.ErrUnavailable, name)
+		require.ErrorContains(t, err, "cannot reach "+m.Endpoint, name)
+	}
+}
+
+// TestCredentialsFromEnvironment checks the default credential chain reads the standard AWS
+// variables.
+func TestCredentialsFromEnvironment(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "env")
+	m.SetAWSEnv(t)
+	b, err := s3.New(t.Context(), s3.Config{Bucket: "env", Endpoint: m.Endpoint})
+	require.NoError(t, err)
+	defer b.Close()
+	_, err = b.Save(t.Context(), "x", strings.NewReader("x"))
+	require.NoError(t, err)
+}
+
+// TestFailedUploadIsAborted makes a multipart upload fail after some parts went up, by a reader
+// error and by cancellation, and checks that the server holds no incomplete upload afterwards.
+func TestFailedUploadIsAborted(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "abort")
+	b := newS3(t, m, s3.Config{Bucket: "abort", Prefix: prefix, PartSize: 5 << 20})
+
+	tests := []struct {
+		name    string
+		reader  func(cancel context.CancelFunc) io.Reader
+		wantErr error
+	}{
+		{
+			name: "reader error",
+			reader: func(context.CancelFunc) io.Reader {
+				return io.MultiReader(io.LimitReader(zeros{}, 23<<20), errReader{errBroken})
+			},
+			wantErr: errBroken,
+		},
+		{
+			name: "cancelled",
+			reader: func(cancel context.CancelFunc) io.Reader {
+				return io.MultiReader(io.LimitReader(zeros{}, 23<<20), cancelReader{cancel}, io.LimitReader(zeros{}, 10<<20))
+			},
+			wantErr: context.Canceled,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			var parts int
+			rd := tt.reader(cancel)
+			_, err := b.Save(ctx, "big", &countingReader{r: rd, n: &parts})
+			require.ErrorIs(t, err, tt.wantErr)
+			require.Greater(t, parts, 4<<20, "the reader was read past the first part")
+			requireNoIncompleteUploads(t, m, "abort")
+			_, err = b.Stat(t.Context(), "big")
+			require.ErrorIs(t, err, backend.ErrNotExist)
+		})
+	}
+}
+
+// TestStorageClass saves with every storage class the backend accepts; the pinned MinIO accepts
+// only some of them, and the others must fail with a message naming the class.
+func TestStorageClass(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "classes")
+	for _, class := range []string{"STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"} {
+		t.Run(class, func(t *testing.T) {
+			b := newS3(t, m, s3.Config{Bucket: "classes", StorageClass: class, PartSize: 5 << 20})
+			for _, size := range []int{10, 6 << 20} { // one request, and multipart
+				_, err := b.Save(t.Context(), class, bytes.NewReader(make([]byte, size)))
+				if err != nil {
+					t.Logf("%s, %d bytes: %v", class, size, err)
+					require.NotEqual(t, "STANDARD", class)
+					require.ErrorIs(t, err, backend.ErrUnavailable)
+					require.ErrorContains(t, err, fmt.Sprintf("does not accept storage class %q", class))
+					continue
+				}
+				info, err := m.Client(t).StatObject(t.Context(), "classes", class, minio.StatObjectOptions{})
+				require.NoError(t, err)
+				t.Logf("%s, %d bytes: accepted, stored as %q", class, size, info.StorageClass)
+			}
+			requireNoIncompleteUploads(t, m, "classes")
+		})
+	}
+}
+
+func newS3(t *testing.T, m *testenv.MinIOServer, cfg s3.Config) *s3.S3 {
+	t.Helper()
+	cfg.Endpoint = m.Endpoint
+	cfg.AccessKey = m.AccessKey
+	cfg.SecretKey = m.SecretKey
+	b, err := s3.New(t.Context(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	return b
+}
+
+// requireNoIncompleteUploads fails the test if bucket holds parts of an unfinished multipart
+// upload. It runs in cleanups, after t.Context is done.
+func requireNoIncompleteUploads(t *testing.T, m *testenv.MinIOServer, bucket string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var uploads []string
+	for u := range m.Client(t).ListIncompleteUploads(ctx, bucket, "", true) {
+		require.NoError(t, u.Err)
+		uploads = append(uploads, u.Key+" "+u.UploadID)
+	}
+	require.Empty(t, uploads, "incomplete multipart uploads left in bucket %s", bucket)
+}
+
+// requireAllUnderPrefix fails the test if bucket holds an object outside prefix.
+func requireAllUnderPrefix(t *testing.T, m *testenv.MinIOServer, bucket, prefix string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for obj := range m.Client(t).ListObjects(ctx, bucket, minio.ListObjectsOptions{Recursive: true}) {
+		require.NoError(t, obj.Err)
+		require.True(t, strings.HasPrefix(obj.Key, prefix), "object %q outside the prefix %q", obj.Key, prefix)
+	}
+}
+
+var errBroken = errors.New("snapshot stream broke")
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// cancelReader cancels a context when it is read, and then reads nothing.
+type cancelReader struct{ cancel context.CancelFunc }
+
+func (r cancelReader) Read([]byte) (int, error) {
+	r.cancel()
+	return 0, io.EOF
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += n
+	return n, err
+}

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+type copyOptions struct {
+	to string
+}
+
+func newSnapshotCopyCommand(env Env, g *globalOptions) *cobra.Command {
+	o := &copyOptions{}
+	cmd := &cobra.Command{
+		Use:   "copy --to NAME [ID...]",
+		Short: "Copy backups a target lacks into it, such as an offline medium once mounted",
+		Long: `Copy every backup (or the ids given) that target NAME lacks from the other targets, checking the
+SHA-256 of the stored bytes on the way and the copy once written. The data is copied as stored
+(compressed, encrypted): no key is needed. Typical use: a tape or removable disk that was not
+mounted during 'snapshot save' is mounted again.`,
+		Example: `  mount /dev/st0 /mnt/ltfs && etcdguard snapshot copy --to tape --config /etc/etcdguard.yaml`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.to == "" {
+				return fmt.Errorf("%w: give --to NAME (a target in --config or --target)", ErrUsage)
+			}
+			s, err := g.resolve(env)
+			if err != nil {
+				return err
+			}
+			var dstT *repository.Target
+			for i, t := range s.cfg.Targets {
+				if t.Name == o.to {
+					dstT = &s.cfg.Targets[i]
+				}
+			}
+			if dstT == nil {
+				return fmt.Errorf("%w: --to %q: no target has that name (targets: %s)", ErrUsage, o.to, targetNames(s.cfg.Targets))
+			}
+			ctx := commandContext(cmd)
+			dst, err := repository.Open(ctx, *dstT)
+			if err != nil {
+				if errors.Is(err, backend.ErrUnavailable) {
+					return fmt.Errorf("target %s is not available (is the medium mounted?): %w", o.to, err)
+				}
+				return err
+			}
+			defer dst.Close()
+			lock, err := dst.Lock(ctx, s.logger, "snapshot copy", env.Now())
+			if err != nil {
+				return err
+			}
+			defer lock.Unlock(ctx)
+			if _, err := dst.CleanupIncomplete(ctx); err != nil {
+				s.logger.Warn("could not clean up incomplete backups", "target", o.to, "error", err)
+			}
+			var others []repository.Target
+			for _, t := range s.cfg.Targets {
+				if t.Name != o.to {
+					others = append(others, t)
+				}
+			}
+			cat, err := snapshot.Load(ctx, others)
+			if cat != nil {
+				defer cat.Close()
+			}
+			if err != nil {
+				return err
+			}
+			have, err := dst.Manifests(ctx)
+			if err != nil {
+				return err
+			}
+			present := map[string]bool{}
+			for _, m := range have {
+				present[m.ID] = true
+			}
+			want := map[string]bool{}
+			for _, id := range args {
+				if _, err := cat.Find(id); err != nil && !present[id] {
+					return err
+				}
+				want[id] = true
+			}
+			copied, skipped := 0, 0
+			var failures []error
+			for _, e := range cat.Entries {
+				if present[e.Manifest.ID] || (len(want) > 0 && !want[e.Manifest.ID]) {
+					skipped++
+					continue
+				}
+				var err error
+				for _, c := range snapshot.PreferredOrder(e.Copies) {
+					if err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil {
+						break
+					}
+					s.logger.Warn("copy failed; trying another source", "id", e.Manifest.ID, "from", c.Repo.Target.Name, "error", err)
+				}
+				if err != nil {
+					failures = append(failures, err)
+					continue
+				}
+				copied++
+				fmt.Fprintf(env.Stdout, "copied %s to %s (%s), verified\n", e.Manifest.ID, o.to, humanBytes(e.Manifest.StoredSize))
+			}
+			fmt.Fprintf(env.Stdout, "%d copied, %d already present or not asked for, %d failed\n", copied, skipped, len(failures))
+			if len(failures) > 0 {
+				return fmt.Errorf("%d backups could not be copied to %s: %w", len(failures), o.to, errors.Join(failures...))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&o.to, "to", "", "name of the target to fill in")
+	return cmd
+}

@@ -1,0 +1,126 @@
+// Package etcdx connects to etcd members the way etcdctl does (endpoints, TLS files, timeouts),
+// one client per endpoint, and explains connection failures in terms an operator can act on.
+package etcdx
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// ErrUnavailable is returned (wrapped) when no etcd member can be used: every endpoint is down,
+// refuses the TLS handshake, or the client's own certificate is unusable.
+var ErrUnavailable = errors.New("etcd unavailable")
+
+// Config holds the connection settings etcdctl calls --endpoints, --cacert, --cert, --key,
+// --dial-timeout and --command-timeout.
+type Config struct {
+	Endpoints      []string
+	CACert         string
+	Cert           string
+	Key            string
+	DialTimeout    time.Duration
+	CommandTimeout time.Duration
+	// Now returns the current time; tests inject a clock. Nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultDialTimeout and DefaultCommandTimeout are etcdctl's defaults.
+const (
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultCommandTimeout = 5 * time.Second
+)
+
+func (c Config) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+func (c Config) dialTimeout() time.Duration {
+	if c.DialTimeout > 0 {
+		return c.DialTimeout
+	}
+	return DefaultDialTimeout
+}
+
+func (c Config) commandTimeout() time.Duration {
+	if c.CommandTimeout > 0 {
+		return c.CommandTimeout
+	}
+	return DefaultCommandTimeout
+}
+
+// UsesTLS reports whether any TLS setting is given or any endpoint is https.
+func (c Config) UsesTLS() bool {
+	if c.CACert != "" || c.Cert != "" || c.Key != "" {
+		return true
+	}
+	for _, ep := range c.Endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			return true
+		}
+	}
+	return false
+}
+
+// TLS builds the client TLS configuration from the CA, certificate and key files. It checks what
+// can be checked locally before any connection is made, so that the error names the file and the
+// problem: a missing or unreadable file, a key that does not match its certificate, a client
+// certificate outside its validity period (with the dates).
+func (c Config) TLS() (*tls.Config, error) {
+	if !c.UsesTLS() {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.CACert != "" {
+		pem, err := os.ReadFile(c.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("%w: read CA certificate --cacert %s: %w", ErrUnavailable, c.CACert, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: --cacert %s holds no PEM certificate: pass etcd's CA certificate (for kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", ErrUnavailable, c.CACert)
+		}
+		cfg.RootCAs = pool
+	}
+	if (c.Cert == "") != (c.Key == "") {
+		return nil, fmt.Errorf("%w: --cert and --key must be given together", ErrUnavailable)
+	}
+	if c.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: load client certificate --cert %s with --key %s: %w", ErrUnavailable, c.Cert, c.Key, err)
+		}
+		leaf, err := x509.ParseCertificate(pair.Certificate[0])
+		if err != nil {
+			return nil, fmt.Errorf("%w: parse client certificate %s: %w", ErrUnavailable, c.Cert, err)
+		}
+		if err := checkValidity("client certificate", c.Cert, leaf, c.now()); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// checkValidity returns an error naming the certificate and its dates when now lies outside its
+// validity window. A certificate that is not yet valid most often means the clock was reset, as
+// happens after a power cut on hosts without a battery-backed clock.
+func checkValidity(what, file string, cert *x509.Certificate, now time.Time) error {
+	const day = 24 * time.Hour
+	switch {
+	case now.After(cert.NotAfter):
+		return fmt.Errorf("%s %s (subject %q) expired on %s, %d days ago: renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client / apiserver-etcd-client), or if the date is wrong, fix the clock (now %s)",
+			what, file, cert.Subject.CommonName, cert.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(cert.NotAfter)/day), now.UTC().Format(time.RFC3339))
+	case now.Before(cert.NotBefore):
+		return fmt.Errorf("%s %s (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
+			what, file, cert.Subject.CommonName, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+package etcdx
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+)
+
+// Client returns an etcd client for exactly one endpoint. Talking to members one at a time is
+// what lets etcdguard say which member answered what, and stream a snapshot from a chosen member.
+func (c Config) Client(ctx context.Context, endpoint string) (*clientv3.Client, error) {
+	tlsCfg, err := c.TLS()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{endpoint},
+		DialTimeout: c.dialTimeout(),
+		TLS:         tlsCfg,
+		Context:     ctx,
+		Logger:      zap.NewNop(),
+		DialOptions: []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail fast per endpoint
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", endpoint, err)
+	}
+	return cli, nil
+}
+
+// MemberStatus is what one endpoint said about its member, or why it said nothing.
+type MemberStatus struct {
+	Endpoint     string   `json:"endpoint"`
+	ID           uint64   `json:"id,omitempty"`
+	Name         string   `json:"name,omitempty"`
+	ClusterID    uint64   `json:"cluster_id,omitempty"`
+	Leader       uint64   `json:"leader,omitempty"`
+	Version      string   `json:"version,omitempty"`
+	DBSize       int64    `json:"db_size,omitempty"`
+	RaftIndex    uint64   `json:"raft_index,omitempty"`
+	AppliedIndex uint64   `json:"applied_index,omitempty"`
+	RaftTerm     uint64   `json:"raft_term,omitempty"`
+	Alarms       []string `json:"alarms,omitempty"`
+	IsLearner    bool     `json:"is_learner,omitempty"`
+	// Err explains why the endpoint could not be used; empty when it answered.
+	Err string `json:"error,omitempty"`
+}
+
+// IsLeader reports whether the member said it is the leader.
+func (s MemberStatus) IsLeader() bool { return s.ID != 0 && s.ID == s.Leader }
+
+// Healthy reports whether the member answered and raised no alarm.
+func (s MemberStatus) Healthy() bool { return s.Err == "" && len(s.Alarms) == 0 }
+
+// Status asks every endpoint, in parallel, for its member's status and alarms. Endpoints that do
+// not answer are probed so that their Err explains why. When discover is true, the client URLs of
+// every member in the cluster (from the member list of the first endpoint that answers) are added,
+// so that giving one endpoint is enough.
+func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
+	endpoints := slices.Clone(c.Endpoints)
+	statuses := c.statusOf(ctx, endpoints)
+	if discover {
+		var extra []string
+		for _, st := range statuses {
+			if st.Err != "" {
+				continue
+			}
+			extra = c.memberURLs(ctx, st.Endpoint)
+			break
+		}
+		var added []string
+		for _, ep := range extra {
+			if !slices.Contains(endpoints, ep) {
+				added = append(added, ep)
+				endpoints = append(endpoints, ep)
+			}
+		}
+		statuses = append(statuses, c.statusOf(ctx, added)...)
+	}
+	return statuses
+}
+
+func (c Config) memberURLs(ctx context.Context, endpoint string) []string {
+	cli, err := c.Client(ctx, endpoint)
+	if err != nil {
+		return nil
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.commandTimeout())
+	defer cancel()
+	resp, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil
+	}
+	var urls []string
+	for _, m := range resp.Members {
+		if m.IsLearner {
+			continue
+		}
+		urls = append(urls, m.ClientURLs...)
+	}
+	sort.Strings(urls)
+	return urls
+}
+
+func (c Config) statusOf(ctx context.Context, endpoints []string) []MemberStatus {
+	out := make([]MemberStatus, len(endpoints))
+	var wg sync.WaitGroup
+	for i, ep := range endpoints {
+		wg.Go(func() { out[i] = c.statusOne(ctx, ep) })
+	}
+	wg.Wait()
+	return out
+}
+
+func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
+	st := MemberStatus{Endpoint: endpoint}
+	if err := c.Probe(ctx, endpoint); err != nil {
+		st.Err = err.Error()
+		return st
+	}
+	cli, err := c.Client(ctx, endpoint)
+	if err != nil {
+		st.Err = fmt.Sprintf("%s: %v", endpoint, err)
+		return st
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, c.commandTimeout())
+	defer cancel()
+	resp, err := cli.Status(cctx, endpoint)
+	if err != nil {
+		st.Err = fmt.Sprintf("%s: status: %v", endpoint, err)
+		return st
+	}
+	st.ID = resp.Header.MemberId
+	st.ClusterID = resp.Header.ClusterId
+	st.Leader = resp.Leader
+	st.Version = resp.Version
+	st.DBSize = resp.DbSize
+	st.RaftIndex = resp.RaftIndex
+	st.AppliedIndex = resp.RaftAppliedIndex
+	st.RaftTerm = resp.RaftTerm
+	st.IsLearner = resp.IsLearner
+	st.Alarms = append(st.Alarms, resp.Errors...)
+	alarms, err := cli.AlarmList(cctx)
+	if err == nil {
+		for _, a := range alarms.Alarms {
+			if a.MemberID == st.ID && a.Alarm != etcdserverpb.AlarmType_NONE {
+				st.Alarms = append(st.Alarms, "alarm:"+a.Alarm.String())
+			}
+		}
+	}
+	if members, err := cli.MemberList(cctx); err == nil {
+		for _, m := range members.Members {
+			if m.ID == st.ID {
+				st.Name = m.Name
+			}
+		}
+	}
+	return st
+}
+
+// ChooseSource picks the member to take a snapshot from: one that answered, raised no alarm and
+// is not a learner, with the highest applied raft index; among equals a follower, to spare the
+// leader. It returns the candidates best first and, for the first, a sentence saying why it was
+// chosen. It is pure: the statuses are its only input.
+func ChooseSource(statuses []MemberStatus) (ranked []MemberStatus, why string, err error) {
+	var skipped []string
+	for _, st := range statuses {
+		switch {
+		case st.Err != "":
+			skipped = append(skipped, st.Err)
+		case len(st.Alarms) > 0:
+			skipped = append(skipped, fmt.Sprintf("%s: alarm %s", st.Endpoint, strings.Join(st.Alarms, ",")))
+		case st.IsLearner:
+			skipped = append(skipped, fmt.Sprintf("%s: learner", st.Endpoint))
+		default:
+			ranked = append(ranked, st)
+		}
+	}
+	if len(ranked) == 0 {
+		return nil, "", fmt.Errorf("%w: no etcd member can be used: %s", ErrUnavailable, strings.Join(skipped, "; "))
+	}
+	applied := func(s MemberStatus) uint64 {
+		if s.AppliedIndex != 0 {
+			return s.AppliedIndex
+		}
+		return s.RaftIndex
+	}
+	sort.SliceStable(ranked, func(i, j int) bool {
+		a, b := ranked[i], ranked[j]
+		if applied(a) != applied(b) {
+			return applied(a) > applied(b)
+		}
+		return !a.IsLeader() && b.IsLeader()
+	})
+	best := ranked[0]
+	role := "a follower"
+	if best.IsLeader() {
+		role = "the leader"
+	}
+	why = fmt.Sprintf("highest applied index %d among %d usable member(s), no alarm, %s", applied(best), len(ranked), role)
+	if len(skipped) > 0 {
+		why += fmt.Sprintf("; skipped %d: %s", len(skipped), strings.Join(skipped, "; "))
+	}
+	return ranked, why, nil
+}

@@ -1,0 +1,139 @@
+package repository
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// FormatVersion is the version of the repository format this code writes. docs/design.md
+// describes it.
+const FormatVersion = 1
+
+// Kind says what a backup holds. Only full snapshots exist today; the format leaves room for
+// delta segments chained to a full snapshot (continuous protection).
+const (
+	KindFull = "full"
+)
+
+// Manifest describes one backup. It is written last, after the data object is stored and
+// verified: a backup without a manifest is incomplete and never listed.
+type Manifest struct {
+	Format int    `json:"format"`
+	ID     string `json:"id"`
+	Kind   string `json:"kind"`
+	// Parent is the backup a delta segment applies to; empty for full snapshots.
+	Parent string `json:"parent,omitempty"`
+
+	ClusterID   string `json:"cluster_id"`
+	Source      Source `json:"source"`
+	EtcdVersion string `json:"etcd_version,omitempty"`
+
+	// Revision, RaftIndex and RaftTerm are read from the verified snapshot itself.
+	Revision  int64  `json:"revision"`
+	RaftIndex uint64 `json:"raft_index"`
+	RaftTerm  uint64 `json:"raft_term"`
+
+	Started time.Time `json:"started"`
+	Created time.Time `json:"created"`
+
+	// RawSize and SHA256 describe the plain snapshot, byte for byte what etcdctl snapshot save
+	// writes (the bbolt database followed by etcd's SHA-256 trailer).
+	RawSize int64  `json:"raw_size"`
+	SHA256  string `json:"sha256"`
+	// StoredSize and StoredSHA256 describe the data object as stored (compressed, encrypted).
+	StoredSize   int64  `json:"stored_size"`
+	StoredSHA256 string `json:"stored_sha256"`
+	// Data is the data object's name, relative to the repository root.
+	Data        string      `json:"data"`
+	Compression string      `json:"compression"`
+	Encryption  *Encryption `json:"encryption,omitempty"`
+
+	// Status is what etcdutl snapshot status reports for the snapshot.
+	Status SnapshotStatus `json:"status"`
+	// Verification records the checks the snapshot passed before this manifest was written.
+	Verification Verification `json:"verification"`
+	// Targets records, for every target of the run, whether the copy was stored.
+	Targets []TargetResult `json:"targets"`
+}
+
+// Source is the etcd member a snapshot was taken from, and why it was chosen.
+type Source struct {
+	Endpoint string `json:"endpoint"`
+	MemberID string `json:"member_id"`
+	Name     string `json:"name,omitempty"`
+	IsLeader bool   `json:"is_leader"`
+	Reason   string `json:"reason"`
+}
+
+// SnapshotStatus mirrors etcdutl snapshot status.
+type SnapshotStatus struct {
+	Hash      uint32 `json:"hash"`
+	Revision  int64  `json:"revision"`
+	TotalKey  int    `json:"total_key"`
+	TotalSize int64  `json:"total_size"`
+	Version   string `json:"version,omitempty"`
+}
+
+// Verification lists the checks a snapshot passed.
+type Verification struct {
+	At     time.Time `json:"at"`
+	Checks []string  `json:"checks"`
+}
+
+// TargetResult is the outcome of storing one copy.
+type TargetResult struct {
+	Name    string `json:"name"`
+	URL     string `json:"url"`
+	Media   string `json:"media"`
+	Offline bool   `json:"offline,omitempty"`
+	// State is "stored", "failed" or "absent" (an offline target that was not mounted).
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+	// CopiedFrom names the target a later `snapshot copy` read the data from.
+	CopiedFrom string `json:"copied_from,omitempty"`
+}
+
+// Target result states.
+const (
+	StateStored = "stored"
+	StateFailed = "failed"
+	StateAbsent = "absent"
+)
+
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
+
+// NewID returns a new backup id: the UTC time, so ids sort by age, and 8 random hex digits.
+func NewID(now time.Time) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// ValidID reports whether s has the shape of a backup id.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// Object names inside a repository.
+const (
+	snapshotsDir = "snapshots/"
+	locksDir     = "locks/"
+	manifestName = "manifest.json"
+)
+
+// DataName returns the name of a backup's data object.
+func DataName(id string, c Codec) string { return snapshotsDir + id + "/snapshot" + c.Extension() }
+
+// ManifestName returns the name of a backup's manifest.
+func ManifestName(id string) string { return snapshotsDir + id + "/" + manifestName }
+
+func checkManifest(m Manifest) error {
+	if m.Format != FormatVersion {
+		return fmt.Errorf("manifest %s has format %d; this etcdguard reads format %d", m.ID, m.Format, FormatVersion)
+	}
+	if !ValidID(m.ID) {
+		return fmt.Errorf("manifest has an invalid id %q", m.ID)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package repository
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/backend/local"
+	"github.com/etcdguard/etcdguard/internal/backend/s3"
+)
+
+// Target is a place backups are copied to: a local directory, an S3 bucket, or an offline medium
+// (a directory that is only there while a tape or removable disk is mounted).
+type Target struct {
+	// Name identifies the target in messages, manifests and --to/--target flags.
+	Name string `yaml:"name" json:"name"`
+	// URL is file:///path or s3://bucket/prefix?endpoint=...&region=...&storage-class=...
+	URL string `yaml:"url" json:"url"`
+	// Offline marks a medium that may be absent; an absent offline target is skipped with a
+	// warning, and `snapshot copy --to NAME` fills it in later.
+	Offline bool `yaml:"offline,omitempty" json:"offline,omitempty"`
+	// Media names the kind of medium (disk, s3, tape, usb); the 3-2-1 rule counts media kinds.
+	Media string `yaml:"media,omitempty" json:"media,omitempty"`
+}
+
+// ParseTarget reads a target from a --target value: a URL whose query may carry name=, offline=
+// and media= (these are removed from the URL kept in Target.URL).
+func ParseTarget(spec string) (Target, error) {
+	u, err := url.Parse(spec)
+	if err != nil {
+		return Target{}, fmt.Errorf("target %q is not a URL: %w", spec, err)
+	}
+	q := u.Query()
+	t := Target{Name: q.Get("name"), Media: q.Get("media")}
+	if v := q.Get("offline"); v != "" {
+		t.Offline, err = strconv.ParseBool(v)
+		if err != nil {
+			return Target{}, fmt.Errorf("target %q: offline=%q is not true or false", spec, v)
+		}
+	}
+	q.Del("name")
+	q.Del("media")
+	q.Del("offline")
+	u.RawQuery = q.Encode()
+	t.URL = u.String()
+	return t, t.Normalize()
+}
+
+// Normalize checks the target and fills in its default name and media.
+func (t *Target) Normalize() error {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return fmt.Errorf("target %q: URL %q: %w", t.Name, t.URL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return fmt.Errorf("target URL %q: a file URL needs an absolute path: file:///backup/etcd", t.URL)
+		}
+		if !filepath.IsAbs(u.Path) {
+			return fmt.Errorf("target URL %q: the path must be absolute: file:///backup/etcd", t.URL)
+		}
+		if t.Media == "" {
+			t.Media = "disk"
+			if t.Offline {
+				t.Media = "offline"
+			}
+		}
+		if t.Name == "" {
+			t.Name = "local"
+			if t.Offline {
+				t.Name = t.Media
+			}
+		}
+	case "s3":
+		if u.Host == "" {
+			return fmt.Errorf("target URL %q: name the bucket: s3://bucket/prefix", t.URL)
+		}
+		if t.Media == "" {
+			t.Media = "s3"
+		}
+		if t.Name == "" {
+			t.Name = "s3"
+		}
+	default:
+		return fmt.Errorf("target URL %q: unknown scheme %q: use file:///path or s3://bucket/prefix", t.URL, u.Scheme)
+	}
+	return nil
+}
+
+// Redacted returns the target's URL with no credentials in it, for messages.
+func (t Target) Redacted() string {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return t.Name
+	}
+	return u.Redacted()
+}
+
+// NormalizeTargets normalizes every target and makes the names unique by adding -2, -3, ...
+func NormalizeTargets(ts []Target) ([]Target, error) {
+	out := make([]Target, 0, len(ts))
+	seen := map[string]int{}
+	for _, t := range ts {
+		if err := t.Normalize(); err != nil {
+			return nil, err
+		}
+		seen[t.Name]++
+		if n := seen[t.Name]; n > 1 {
+			t.Name = t.Name + "-" + strconv.Itoa(n)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// OpenBackend opens the target's storage. An offline target whose directory is absent, an S3
+// bucket that cannot be reached or refuses the credentials: these fail with an error wrapping
+// backend.ErrUnavailable.
+func (t Target) OpenBackend(ctx context.Context) (backend.Backend, error) {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+	}
+	switch u.Scheme {
+	case "file":
+		be, err := local.New(u.Path, local.Options{MustExist: t.Offline})
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		return be, nil
+	case "s3":
+		cfg, err := s3.ParseURL(u)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		be, err := s3.New(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		}
+		return be, nil
+	}
+	return nil, fmt.Errorf("target %s: unknown scheme in %s", t.Name, strings.SplitN(t.URL, ":", 2)[0])
+}

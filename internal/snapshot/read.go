@@ -1,0 +1,327 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// Copy is one stored copy of a backup: a manifest in one target.
+type Copy struct {
+	Repo     *repository.Repository
+	Manifest repository.Manifest
+}
+
+// Entry is one backup, merged by id across targets.
+type Entry struct {
+	Manifest repository.Manifest
+	Copies   []Copy
+}
+
+// Catalog is every backup found in a set of targets, and the targets that could not be read.
+type Catalog struct {
+	Entries []Entry
+	// Unreadable maps a target name to why it could not be listed (absent offline media included).
+	Unreadable map[string]string
+	Repos      []*repository.Repository
+}
+
+// Close releases every opened repository.
+func (c *Catalog) Close() {
+	for _, r := range c.Repos {
+		r.Close()
+	}
+}
+
+// Find returns the entry of a backup id, or ErrNotFound naming the targets searched.
+func (c *Catalog) Find(id string) (Entry, error) {
+	for _, e := range c.Entries {
+		if e.Manifest.ID == id {
+			return e, nil
+		}
+	}
+	return Entry{}, c.NotFoundError(id)
+}
+
+// NotFoundError returns the error for a backup that is in no target.
+func (c *Catalog) NotFoundError(id string) error {
+	return fmt.Errorf("%w: no target holds backup %q (list them with: etcdguard snapshot list)", repository.ErrNotFound, id)
+}
+
+// PreferredOrder sorts copies by how cheap and safe they are to read: local disks first, then
+// S3, then offline media.
+func PreferredOrder(copies []Copy) []Copy {
+	rank := func(c Copy) int {
+		t := c.Repo.Target
+		switch {
+		case t.Offline:
+			return 2
+		case strings.HasPrefix(t.URL, "file:"):
+			return 0
+		}
+		return 1
+	}
+	out := slices.Clone(copies)
+	sort.SliceStable(out, func(i, j int) bool { return rank(out[i]) < rank(out[j]) })
+	return out
+}
+
+// Load opens every target and reads its manifests, merging backups by id, oldest first. A
+// target that cannot be read is recorded in Unreadable, not fatal.
+func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
+	c := &Catalog{Unreadable: map[string]string{}}
+	type listing struct {
+		repo *repository.Repository
+		ms   []repository.Manifest
+		err  error
+	}
+	out := make([]listing, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Go(func() {
+			repo, err := repository.Open(ctx, t)
+			if err != nil {
+				out[i].err = err
+				return
+			}
+			out[i].repo = repo
+			out[i].ms, out[i].err = repo.Manifests(ctx)
+		})
+	}
+	wg.Wait()
+	byID := map[string]*Entry{}
+	var ids []string
+	for i, l := range out {
+		if l.repo != nil {
+			c.Repos = append(c.Repos, l.repo)
+		}
+		if l.err != nil {
+			c.Unreadable[targets[i].Name] = l.err.Error()
+			continue
+		}
+		for _, m := range l.ms {
+			e, ok := byID[m.ID]
+			if !ok {
+				e = &Entry{Manifest: m}
+				byID[m.ID] = e
+				ids = append(ids, m.ID)
+			}
+			e.Copies = append(e.Copies, Copy{Repo: l.repo, Manifest: m})
+		}
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		c.Entries = append(c.Entries, *byID[id])
+	}
+	if len(c.Entries) == 0 && len(c.Unreadable) == len(targets) && len(targets) > 0 {
+		var errs []error
+		for _, l := range out {
+			errs = append(errs, l.err)
+		}
+		return c, fmt.Errorf("no target could be read: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// CopyReport is the result of re-reading one stored copy.
+type CopyReport struct {
+	ID     string `json:"id"`
+	Target string `json:"target"`
+	OK     bool   `json:"ok"`
+	// Checks lists what was checked and passed.
+	Checks []string `json:"checks"`
+	Error  string   `json:"error,omitempty"`
+	Bytes  int64    `json:"bytes"`
+	// Elapsed is how long the re-read took.
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// Fetch re-reads one stored copy and writes the plain snapshot to dst atomically, after checking
+// everything the manifest promises: the stored bytes' SHA-256, decryption, decompression, the plain
+// snapshot's SHA-256 and etcd trailer, bbolt's consistency check and the status (hash, revision,
+// key count). On any failure dst is untouched and no partial file is left.
+func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) (CopyReport, error) {
+	start := time.Now()
+	m := cp.Manifest
+	rep := CopyReport{ID: m.ID, Target: cp.Repo.Target.Name}
+	fail := func(err error) (CopyReport, error) {
+		rep.Error = err.Error()
+		rep.Elapsed = time.Since(start)
+		return rep, fmt.Errorf("copy of %s in target %s: %w", m.ID, rep.Target, err)
+	}
+	dir := filepath.Dir(dst)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".partial-")
+	if err != nil {
+		return fail(fmt.Errorf("create a file in %s: %w", dir, err))
+	}
+	defer func() {
+		tmp.Close()
+		os.Remove(tmp.Name())
+	}()
+	if err := tmp.Chmod(0o600); err != nil {
+		return fail(err)
+	}
+
+	rc, err := cp.Repo.OpenData(ctx, m)
+	if err != nil {
+		return fail(err)
+	}
+	defer rc.Close()
+	storedSum := &countingWriter{h: sha256.New()}
+	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities)
+	if err != nil {
+		return fail(err)
+	}
+	defer dec.Close()
+	rawSum := &countingWriter{h: sha256.New()}
+	trailer := newTrailerCheck()
+	buf := make([]byte, 1<<20)
+	if _, err := io.CopyBuffer(io.MultiWriter(tmp, rawSum, trailer), dec, buf); err != nil {
+		if errors.Is(err, repository.ErrWrongKey) {
+			return fail(err)
+		}
+		// Drain what is left, so the stored checksum can name the cause.
+		_, _ = io.Copy(io.Discard, io.TeeReader(rc, storedSum))
+		if storedSum.n != m.StoredSize || hex.EncodeToString(storedSum.h.Sum(nil)) != m.StoredSHA256 {
+			return fail(fmt.Errorf("%w: stored object %s is damaged (%d of %d bytes, SHA-256 differs from the manifest); decoding failed: %v", ErrCorrupt, m.Data, storedSum.n, m.StoredSize, err))
+		}
+		return fail(fmt.Errorf("%w: decode %s: %v", ErrCorrupt, m.Data, err))
+	}
+	// Read to the end of the stored object, in case the decoder stopped early.
+	if _, err := io.Copy(io.Discard, io.TeeReader(rc, storedSum)); err != nil {
+		return fail(fmt.Errorf("read %s: %w", m.Data, err))
+	}
+	rep.Bytes = storedSum.n
+	if storedSum.n != m.StoredSize || hex.EncodeToString(storedSum.h.Sum(nil)) != m.StoredSHA256 {
+		return fail(fmt.Errorf("%w: stored object %s has %d bytes with SHA-256 %x; the manifest says %d bytes, %s", ErrCorrupt, m.Data, storedSum.n, storedSum.h.Sum(nil), m.StoredSize, m.StoredSHA256))
+	}
+	rep.Checks = append(rep.Checks, "stored-sha256")
+	if m.Encryption != nil {
+		rep.Checks = append(rep.Checks, "decrypt")
+	}
+	if m.Compression == repository.CompressionZstd {
+		rep.Checks = append(rep.Checks, "decompress")
+	}
+	if rawSum.n != m.RawSize || hex.EncodeToString(rawSum.h.Sum(nil)) != m.SHA256 {
+		return fail(fmt.Errorf("%w: the decoded snapshot has %d bytes with SHA-256 %x; the manifest says %d bytes, %s", ErrCorrupt, rawSum.n, rawSum.h.Sum(nil), m.RawSize, m.SHA256))
+	}
+	rep.Checks = append(rep.Checks, "sha256")
+	if err := trailer.Check(); err != nil {
+		return fail(err)
+	}
+	rep.Checks = append(rep.Checks, "etcd-sha256-trailer")
+	if err := tmp.Sync(); err != nil {
+		return fail(fmt.Errorf("write %s: %w", tmp.Name(), err))
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(fmt.Errorf("write %s: %w", tmp.Name(), err))
+	}
+	st, err := ReadStatus(tmp.Name())
+	if err != nil {
+		return fail(err)
+	}
+	if st.Hash != m.Status.Hash || st.Revision != m.Status.Revision || st.TotalKey != m.Status.TotalKey {
+		return fail(fmt.Errorf("%w: status differs from the manifest: hash %d revision %d keys %d, want %d %d %d", ErrCorrupt, st.Hash, st.Revision, st.TotalKey, m.Status.Hash, m.Status.Revision, m.Status.TotalKey))
+	}
+	rep.Checks = append(rep.Checks, "bbolt-check", "status")
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return fail(fmt.Errorf("move the verified snapshot into place at %s: %w", dst, err))
+	}
+	if err := syncDir(dir); err != nil {
+		return fail(err)
+	}
+	rep.OK = true
+	rep.Elapsed = time.Since(start)
+	return rep, nil
+}
+
+// Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
+// is removed afterwards.
+func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
+	dir, err := os.MkdirTemp(workDir, "etcdguard-verify-")
+	if err != nil {
+		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
+	}
+	defer os.RemoveAll(dir)
+	return Fetch(ctx, cp, identities, filepath.Join(dir, "snapshot.db"))
+}
+
+// CopyTo stores a backup that dst lacks, reading the data object from src as stored (still
+// compressed and encrypted, so no key is needed), checking its SHA-256 on the way, then checking
+// the copy in dst before writing dst's manifest.
+func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repository, now time.Time) error {
+	m := src.Manifest
+	rc, err := src.Repo.OpenData(ctx, m)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	vr := &verifyingReader{r: rc, h: sha256.New(), size: m.StoredSize, sum: m.StoredSHA256, name: src.Repo.Target.Name + ":" + m.Data}
+	if _, err := dst.Save(ctx, m.Data, vr); err != nil {
+		return fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
+	}
+	if err := checkStored(ctx, dst, m.Data, m.StoredSize, m.StoredSHA256); err != nil {
+		_ = dst.Backend().Remove(ctx, m.Data)
+		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
+	}
+	m.Targets = append(m.Targets, repository.TargetResult{
+		Name: dst.Target.Name, URL: dst.Target.Redacted(), Media: dst.Target.Media, Offline: dst.Target.Offline,
+		State: repository.StateStored, CopiedFrom: src.Repo.Target.Name,
+	})
+	if err := dst.SaveManifest(ctx, m); err != nil {
+		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
+	}
+	lg.Info("copied backup", "id", m.ID, "from", src.Repo.Target.Name, "to", dst.Target.Name, "bytes", m.StoredSize)
+	return nil
+}
+
+// verifyingReader passes a stored object through and, at its end, fails instead of returning
+// EOF when the size or SHA-256 differ from what is expected, so the backend discards the save.
+type verifyingReader struct {
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	size int64
+	sum  string
+	name string
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	v.n += int64(n)
+	if err == io.EOF {
+		if got := hex.EncodeToString(v.h.Sum(nil)); v.n != v.size || got != v.sum {
+			return n, fmt.Errorf("%w: %s has %d bytes with SHA-256 %s; the manifest says %d bytes, %s", ErrCorrupt, v.name, v.n, got, v.size, v.sum)
+		}
+	}
+	return n, err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

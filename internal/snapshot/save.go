@@ -1,0 +1,464 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// ErrPartial is returned (wrapped) when a backup was stored and verified in some targets but
+// failed in others. The backup counts; the failed targets are named in the error.
+var ErrPartial = errors.New("backup stored in some targets only")
+
+// ErrNoTarget is returned (wrapped) when the backup could be stored in no target at all.
+var ErrNoTarget = errors.New("backup stored in no target")
+
+// SaveOptions configures a backup run.
+type SaveOptions struct {
+	Etcd etcdx.Config
+	// Discover adds the client URLs of every cluster member to the endpoints given.
+	Discover bool
+	Targets  []repository.Target
+	Codec    repository.Codec
+	// WorkDir holds the plain copy of the snapshot that is verified before the backup counts;
+	// it is removed at the end. Empty means the system's temporary directory.
+	WorkDir string
+	Logger  *slog.Logger
+	// Progress, when set, is called as snapshot bytes arrive, with the expected total (0 when
+	// unknown).
+	Progress func(done, total int64)
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// SaveResult is what a backup run did.
+type SaveResult struct {
+	Manifest repository.Manifest
+	// Attempts lists the members tried, in order, with the error of each failed attempt.
+	Attempts []Attempt
+	// Cleaned lists incomplete objects removed from the targets before the run.
+	Cleaned []string
+	Elapsed time.Duration
+}
+
+// Attempt is one try at streaming a snapshot from one member.
+type Attempt struct {
+	Endpoint string `json:"endpoint"`
+	Error    string `json:"error,omitempty"`
+}
+
+type openTarget struct {
+	repo   *repository.Repository
+	lock   *repository.Lock
+	result repository.TargetResult
+}
+
+// Save takes a snapshot from the best member, streams it once through the etcd trailer check,
+// hashing, compression and encryption into every target at the same time, verifies it, and only
+// then writes the manifests that make it count. See docs/design.md, "Taking a backup".
+func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	start := now()
+	var res SaveResult
+
+	statuses := opts.Etcd.Status(ctx, opts.Discover)
+	ranked, why, err := etcdx.ChooseSource(statuses)
+	if err != nil {
+		return res, err
+	}
+
+	targets, err := openTargets(ctx, lg, opts.Targets, now())
+	defer func() {
+		for _, t := range targets {
+			if t.lock != nil {
+				if err := t.lock.Unlock(ctx); err != nil {
+					lg.Warn("could not release the repository lock", "target", t.result.Name, "error", err)
+				}
+			}
+			if t.repo != nil {
+				t.repo.Close()
+			}
+		}
+	}()
+	if err != nil {
+		return res, err
+	}
+	var usable []*openTarget
+	for _, t := range targets {
+		if t.repo != nil && t.result.State == "" {
+			usable = append(usable, t)
+			removed, err := t.repo.CleanupIncomplete(ctx)
+			if err != nil {
+				lg.Warn("could not clean up incomplete backups", "target", t.result.Name, "error", err)
+			}
+			if len(removed) > 0 {
+				lg.Info("removed objects of incomplete backups", "target", t.result.Name, "count", len(removed))
+			}
+			for _, r := range removed {
+				res.Cleaned = append(res.Cleaned, t.result.Name+":"+r)
+			}
+		}
+	}
+	if len(usable) == 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoTarget, describeFailures(targets))
+	}
+
+	id := repository.NewID(start)
+	var m *repository.Manifest
+	for i, src := range ranked {
+		if i >= 2 {
+			break
+		}
+		reason := why
+		if i > 0 {
+			reason = fmt.Sprintf("retry after %s failed mid-stream: %s", ranked[0].Endpoint, res.Attempts[0].Error)
+		}
+		lg.Info("taking snapshot", "endpoint", src.Endpoint, "member", src.Name, "reason", reason)
+		m, err = attempt(ctx, lg, opts, id, src, reason, usable, targets, now)
+		a := Attempt{Endpoint: src.Endpoint}
+		if err != nil {
+			a.Error = err.Error()
+		}
+		res.Attempts = append(res.Attempts, a)
+		var se *sourceError
+		if err == nil || !errors.As(err, &se) || ctx.Err() != nil {
+			break
+		}
+		lg.Warn("the source member failed mid-stream", "endpoint", src.Endpoint, "error", err)
+		for _, t := range usable {
+			t.result.State, t.result.Error = "", ""
+		}
+	}
+	res.Elapsed = now().Sub(start)
+	if err != nil {
+		var se *sourceError
+		if errors.As(err, &se) {
+			return res, fmt.Errorf("%w: the snapshot stream failed on every member tried: %w", etcdx.ErrUnavailable, err)
+		}
+		return res, err
+	}
+	res.Manifest = *m
+	var failed []string
+	for _, t := range m.Targets {
+		if t.State == repository.StateFailed {
+			failed = append(failed, fmt.Sprintf("%s (%s)", t.Name, t.Error))
+		}
+	}
+	if len(failed) > 0 {
+		return res, fmt.Errorf("%w: backup %s is stored and verified, but these targets failed: %s", ErrPartial, m.ID, strings.Join(failed, "; "))
+	}
+	return res, nil
+}
+
+func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, now time.Time) ([]*openTarget, error) {
+	out := make([]*openTarget, len(ts))
+	var wg sync.WaitGroup
+	for i, t := range ts {
+		ot := &openTarget{result: repository.TargetResult{Name: t.Name, URL: t.Redacted(), Media: t.Media, Offline: t.Offline}}
+		out[i] = ot
+		wg.Go(func() {
+			repo, err := repository.Open(ctx, t)
+			switch {
+			case err != nil && t.Offline && errors.Is(err, backend.ErrUnavailable):
+				ot.result.State, ot.result.Error = repository.StateAbsent, err.Error()
+				lg.Warn("offline target is absent; copy to it later with: etcdguard snapshot copy --to "+t.Name, "target", t.Name, "error", err)
+				return
+			case err != nil:
+				ot.result.State, ot.result.Error = repository.StateFailed, err.Error()
+				lg.Error("target unavailable", "target", t.Name, "error", err)
+				return
+			}
+			ot.repo = repo
+		})
+	}
+	wg.Wait()
+	for _, ot := range out {
+		if ot.repo == nil {
+			continue
+		}
+		lock, err := ot.repo.Lock(ctx, lg, "snapshot save", now)
+		if errors.Is(err, repository.ErrLocked) {
+			return out, err
+		}
+		if err != nil {
+			ot.result.State, ot.result.Error = repository.StateFailed, err.Error()
+			lg.Error("target unavailable", "target", ot.result.Name, "error", err)
+			continue
+		}
+		ot.lock = lock
+	}
+	return out, nil
+}
+
+func describeFailures(ts []*openTarget) string {
+	var parts []string
+	for _, t := range ts {
+		parts = append(parts, fmt.Sprintf("%s: %s", t.result.Name, t.result.Error))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// attempt streams one snapshot from src into every usable target and, if it verifies, writes
+// the manifests.
+func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, src etcdx.MemberStatus, reason string, targets, all []*openTarget, now func() time.Time) (*repository.Manifest, error) {
+	started := now()
+	cli, err := opts.Etcd.Client(ctx, src.Endpoint)
+	if err != nil {
+		return nil, &sourceError{err}
+	}
+	defer cli.Close()
+
+	workDir, err := os.MkdirTemp(opts.WorkDir, "etcdguard-save-")
+	if err != nil {
+		return nil, fmt.Errorf("create work directory in %q (set --work-dir): %w", opts.WorkDir, err)
+	}
+	defer os.RemoveAll(workDir)
+	rawPath := filepath.Join(workDir, "snapshot.db")
+	raw, err := os.OpenFile(rawPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", rawPath, err)
+	}
+	defer raw.Close()
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	resp, err := cli.SnapshotWithVersion(sctx)
+	if err != nil {
+		return nil, &sourceError{fmt.Errorf("%s: start snapshot stream: %w", src.Endpoint, err)}
+	}
+	defer resp.Snapshot.Close()
+
+	dataName := repository.DataName(id, opts.Codec)
+	results := make([]stored, len(targets))
+	fan := &fanout{}
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		pr, pw := io.Pipe()
+		fan.sinks = append(fan.sinks, &sink{w: pw})
+		wg.Go(func() {
+			n, err := t.repo.Save(sctx, dataName, pr)
+			results[i] = stored{n, err}
+			// Unblock the writer: a failed target stops receiving, the others go on.
+			pr.CloseWithError(fmt.Errorf("target %s stopped: %w", t.result.Name, errOr(err, io.ErrClosedPipe)))
+		})
+	}
+	closeSinks := func(err error) {
+		for _, s := range fan.sinks {
+			s.w.CloseWithError(err)
+		}
+	}
+
+	storedSum := &countingWriter{h: sha256.New()}
+	enc, err := opts.Codec.NewEncoder(io.MultiWriter(storedSum, fan))
+	if err != nil {
+		closeSinks(err)
+		cancel()
+		wg.Wait()
+		return nil, err
+	}
+	rawSum := &countingWriter{h: sha256.New()}
+	trailer := newTrailerCheck()
+	in := &sourceReader{r: resp.Snapshot}
+	if opts.Progress != nil {
+		in.onBytes = func(n int64) { opts.Progress(n, src.DBSize+trailerSize) }
+	}
+	buf := make([]byte, 1<<20)
+	_, copyErr := io.CopyBuffer(io.MultiWriter(raw, rawSum, trailer, enc), in, buf)
+	if copyErr == nil {
+		copyErr = enc.Close()
+	}
+	if copyErr != nil {
+		// Cancel first, so that every target discards what it received.
+		cancel()
+		closeSinks(copyErr)
+		wg.Wait()
+		if errors.Is(copyErr, errNoTargetLeft) {
+			return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(targets, results))
+		}
+		var se *sourceError
+		if errors.As(copyErr, &se) {
+			return nil, &sourceError{fmt.Errorf("%s: snapshot stream broke after %d bytes: %w", src.Endpoint, in.n, se.err)}
+		}
+		return nil, fmt.Errorf("write snapshot: %w", copyErr)
+	}
+	closeSinks(nil)
+	wg.Wait()
+	if err := raw.Close(); err != nil {
+		cancel()
+		return nil, fmt.Errorf("write %s: %w", rawPath, err)
+	}
+
+	// Verify before anything counts: etcd's trailer, then bbolt's check and the status.
+	if err := trailer.Check(); err != nil {
+		removeData(ctx, lg, targets, dataName)
+		return nil, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+	}
+	st, err := ReadStatus(rawPath)
+	if err != nil {
+		removeData(ctx, lg, targets, dataName)
+		return nil, fmt.Errorf("snapshot from %s failed verification: %w", src.Endpoint, err)
+	}
+
+	m := repository.Manifest{
+		Format:      repository.FormatVersion,
+		ID:          id,
+		Kind:        repository.KindFull,
+		ClusterID:   fmt.Sprintf("%016x", src.ClusterID),
+		EtcdVersion: firstNonEmpty(resp.Version, src.Version),
+		Source: repository.Source{
+			Endpoint: src.Endpoint, MemberID: fmt.Sprintf("%016x", src.ID), Name: src.Name,
+			IsLeader: src.IsLeader(), Reason: reason,
+		},
+		Revision:     st.Revision,
+		RaftIndex:    st.ConsistentIndex,
+		RaftTerm:     st.Term,
+		Started:      started.UTC(),
+		RawSize:      rawSum.n,
+		SHA256:       hex.EncodeToString(rawSum.h.Sum(nil)),
+		StoredSize:   storedSum.n,
+		StoredSHA256: hex.EncodeToString(storedSum.h.Sum(nil)),
+		Data:         dataName,
+		Compression:  opts.Codec.Compression,
+		Encryption:   opts.Codec.Encryption(),
+		Status: repository.SnapshotStatus{
+			Hash: st.Hash, Revision: st.Revision, TotalKey: st.TotalKey, TotalSize: st.TotalSize, Version: st.Version,
+		},
+		Verification: repository.Verification{At: now().UTC(), Checks: []string{"etcd-sha256-trailer", "bbolt-check", "status"}},
+	}
+
+	// Each stored copy must be whole: its size, and for local disks its bytes, are checked.
+	for i, t := range targets {
+		if results[i].err == nil {
+			results[i].err = checkStored(ctx, t.repo, dataName, m.StoredSize, m.StoredSHA256)
+		}
+		if results[i].err != nil {
+			t.result.State, t.result.Error = repository.StateFailed, results[i].err.Error()
+			lg.Error("target failed", "target", t.result.Name, "error", results[i].err)
+		} else {
+			t.result.State = repository.StateStored
+		}
+	}
+	m.Created = now().UTC()
+	m.Targets = allResults(opts.Targets, all)
+	// The manifest of a run that has a failed target is still written to the others: the
+	// failed target keeps no manifest and its leftovers are removed by the next run.
+	wrote := 0
+	for _, t := range targets {
+		if t.result.State != repository.StateStored {
+			continue
+		}
+		if err := t.repo.SaveManifest(ctx, m); err != nil {
+			t.result.State, t.result.Error = repository.StateFailed, err.Error()
+			lg.Error("target failed", "target", t.result.Name, "error", err)
+			continue
+		}
+		wrote++
+	}
+	m.Targets = allResults(opts.Targets, all)
+	if wrote == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(targets, results))
+	}
+	return &m, nil
+}
+
+// allResults lists every configured target's result, including absent and failed ones that
+// were never opened.
+func allResults(configured []repository.Target, opened []*openTarget) []repository.TargetResult {
+	out := make([]repository.TargetResult, 0, len(configured))
+	byName := map[string]repository.TargetResult{}
+	for _, t := range opened {
+		byName[t.result.Name] = t.result
+	}
+	for _, t := range configured {
+		if r, ok := byName[t.Name]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func checkStored(ctx context.Context, repo *repository.Repository, name string, size int64, sum string) error {
+	fi, err := repo.Backend().Stat(ctx, name)
+	if err != nil {
+		return fmt.Errorf("check stored copy %s: %w", name, err)
+	}
+	if fi.Size != size {
+		return fmt.Errorf("%w: stored copy %s has %d bytes, %d were sent", ErrCorrupt, name, fi.Size, size)
+	}
+	if !strings.HasPrefix(repo.Target.URL, "file:") {
+		return nil // the S3 server verified each part's checksum on upload
+	}
+	rc, err := repo.Backend().Open(ctx, name)
+	if err != nil {
+		return fmt.Errorf("re-read stored copy %s: %w", name, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return fmt.Errorf("re-read stored copy %s: %w", name, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sum {
+		return fmt.Errorf("%w: stored copy %s reads back with SHA-256 %s, %s was written", ErrCorrupt, name, got, sum)
+	}
+	return nil
+}
+
+func removeData(ctx context.Context, lg *slog.Logger, targets []*openTarget, name string) {
+	for _, t := range targets {
+		if err := t.repo.Backend().Remove(ctx, name); err != nil {
+			lg.Warn("could not remove an unverified copy; the next run will", "target", t.result.Name, "error", err)
+		}
+	}
+}
+
+// stored is the outcome of writing the data object to one target.
+type stored struct {
+	n   int64
+	err error
+}
+
+func targetErrors(targets []*openTarget, results []stored) string {
+	var parts []string
+	for i, t := range targets {
+		if results[i].err != nil {
+			parts = append(parts, fmt.Sprintf("%s: %v", t.result.Name, results[i].err))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func errOr(err, def error) error {
+	if err != nil {
+		return err
+	}
+	return def
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

@@ -1,0 +1,147 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+)
+
+// trailerSize is the length of the SHA-256 digest etcd appends to a snapshot stream.
+const trailerSize = sha256.Size
+
+// HasTrailer reports whether a snapshot of n bytes carries etcd's SHA-256 trailer: the database is
+// a whole number of 512-byte sectors, so n mod 512 is the trailer's length.
+func HasTrailer(n int64) bool { return n%512 == trailerSize }
+
+// trailerCheck hashes everything written to it except the last 32 bytes, which it keeps, so that
+// once the stream ends the database's digest can be compared with etcd's trailer. It holds 32
+// bytes whatever the stream's size.
+type trailerCheck struct {
+	h    hash.Hash
+	tail []byte
+	n    int64
+}
+
+func newTrailerCheck() *trailerCheck {
+	return &trailerCheck{h: sha256.New(), tail: make([]byte, 0, 2*trailerSize)}
+}
+
+func (t *trailerCheck) Write(p []byte) (int, error) {
+	t.n += int64(len(p))
+	if len(p) >= trailerSize {
+		t.h.Write(t.tail)
+		t.h.Write(p[:len(p)-trailerSize])
+		t.tail = append(t.tail[:0], p[len(p)-trailerSize:]...)
+		return len(p), nil
+	}
+	t.tail = append(t.tail, p...)
+	if over := len(t.tail) - trailerSize; over > 0 {
+		t.h.Write(t.tail[:over])
+		t.tail = append(t.tail[:0], t.tail[over:]...)
+	}
+	return len(p), nil
+}
+
+// Check compares the digest of the database with the trailer.
+func (t *trailerCheck) Check() error {
+	if !HasTrailer(t.n) {
+		return fmt.Errorf("%w: the snapshot stream of %d bytes has no SHA-256 trailer (etcd always sends one): the stream was cut short", ErrCorrupt, t.n)
+	}
+	got := t.h.Sum(nil)
+	if hex.EncodeToString(got) != hex.EncodeToString(t.tail) {
+		return fmt.Errorf("%w: the SHA-256 of the database (%x) differs from etcd's trailer (%x)", ErrCorrupt, got, t.tail)
+	}
+	return nil
+}
+
+// CheckTrailer reads a whole plain snapshot and checks etcd's trailer, returning the snapshot's
+// SHA-256 (of every byte, trailer included) and size. A snapshot without a trailer (copied from a
+// data dir rather than saved) is reported with ErrNoTrailer.
+func CheckTrailer(r io.Reader) (sum string, n int64, err error) {
+	all := sha256.New()
+	tc := newTrailerCheck()
+	n, err = io.Copy(io.MultiWriter(all, tc), r)
+	if err != nil {
+		return "", n, err
+	}
+	sum = hex.EncodeToString(all.Sum(nil))
+	if !HasTrailer(n) {
+		return sum, n, ErrNoTrailer
+	}
+	return sum, n, tc.Check()
+}
+
+// ErrNoTrailer is returned when a snapshot file has no etcd SHA-256 trailer, as with a db file
+// copied out of a data directory.
+var ErrNoTrailer = errors.New("snapshot has no SHA-256 trailer")
+
+// sourceError marks a failure reading from etcd, as opposed to writing to a target, so that the
+// save can be retried on another member.
+type sourceError struct{ err error }
+
+func (e *sourceError) Error() string { return e.err.Error() }
+func (e *sourceError) Unwrap() error { return e.err }
+
+type sourceReader struct {
+	r       io.Reader
+	n       int64
+	onBytes func(int64)
+}
+
+func (s *sourceReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.n += int64(n)
+	if n > 0 && s.onBytes != nil {
+		s.onBytes(s.n)
+	}
+	if err != nil && err != io.EOF {
+		return n, &sourceError{err}
+	}
+	return n, err
+}
+
+// fanout writes each block to every target still alive; a target that fails is dropped and the
+// others go on. It fails only when no target is left.
+type fanout struct {
+	sinks []*sink
+}
+
+type sink struct {
+	w   *io.PipeWriter
+	err error
+}
+
+var errNoTargetLeft = errors.New("every target failed")
+
+func (f *fanout) Write(p []byte) (int, error) {
+	alive := 0
+	for _, s := range f.sinks {
+		if s.err != nil {
+			continue
+		}
+		if _, err := s.w.Write(p); err != nil {
+			s.err = err
+			continue
+		}
+		alive++
+	}
+	if alive == 0 {
+		return 0, errNoTargetLeft
+	}
+	return len(p), nil
+}
+
+// countingWriter counts and hashes what passes through it.
+type countingWriter struct {
+	h hash.Hash
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.h.Write(p)
+	c.n += int64(len(p))
+	return len(p), nil
+}
