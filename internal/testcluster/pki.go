@@ -131,8 +131,8 @@ func (p *PKI) issue(name string, notBefore, notAfter time.Time, server bool) (ce
 }
 
 // ClientTLS returns the TLS configuration of a client that trusts the CA in caFile and presents
-// the certificate in certFile and keyFile. It checks nothing about the certificate's validity, so
-// that tests can present bad ones.
+// the certificate in certFile and keyFile. It checks nothing about the certificate's validity, and
+// presents it even to a server that does not trust its issuer, so that tests can present bad ones.
 func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 	caPEM, err := os.ReadFile(caFile)
 	if err != nil {
@@ -147,9 +147,14 @@ func ClientTLS(caFile, certFile, keyFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("load client certificate %s: %w", certFile, err)
 	}
 	return &tls.Config{
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{cert},
-		MinVersion:   tls.VersionTLS12,
+		RootCAs: pool,
+		// Present the certificate whatever CAs the server says it accepts, as etcdctl does
+		// (etcd's transport.TLSInfo); with Certificates instead, Go's client would send no
+		// certificate at all to a server that does not trust its issuer.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert, nil
+		},
+		MinVersion: tls.VersionTLS12,
 	}, nil
 }
 

@@ -30,14 +30,16 @@ type Options struct {
 	// MustExist says the root directory is never created: if it is absent (an unmounted tape or
 	// removable medium, a network share that is not mounted), New and every operation fail with
 	// an error wrapping backend.ErrUnavailable. Without it, New creates the root (mode 0700).
+	// Either way, a root that disappears after New makes operations fail with
+	// backend.ErrUnavailable; it is never created again behind the caller's back.
 	MustExist bool
 }
 
 // Local is a backend.Backend that stores each object as a file under a root directory.
-// Directories are created with mode 0700 and files with mode 0600.
+// Directories are created with mode 0700 and files with mode 0600. It is safe for concurrent
+// use.
 type Local struct {
-	root      string
-	mustExist bool
+	root string
 }
 
 var _ backend.Backend = (*Local)(nil)
@@ -52,7 +54,7 @@ func New(root string, opts Options) (*Local, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local backend %s: resolve the root directory: %w", root, err)
 	}
-	l := &Local{root: abs, mustExist: opts.MustExist}
+	l := &Local{root: abs}
 	if !opts.MustExist {
 		if err := os.MkdirAll(abs, 0o700); err != nil {
 			return nil, l.mapErr("create root directory", err)

@@ -173,7 +173,7 @@ func parseEndpoint(endpoint string) (*url.URL, error) {
 	return e, nil
 }
 
-// S3 is a backend.Backend that keeps objects in an S3 bucket.
+// S3 is a backend.Backend that keeps objects in an S3 bucket. It is safe for concurrent use.
 type S3 struct {
 	client       *minio.Client
 	creds        *credentials.Credentials
@@ -262,11 +262,14 @@ func New(ctx context.Context, cfg Config) (*S3, error) {
 	}
 
 	exists, err := s.client.BucketExists(ctx, s.bucket)
-	if err != nil {
-		return nil, s.mapErr(ctx, s.bucketURL(), err)
+	if err == nil && !exists {
+		err = s.noSuchBucket(s.bucketURL(), nil)
+	} else if err != nil {
+		err = s.mapErr(ctx, s.bucketURL(), err)
 	}
-	if !exists {
-		return nil, s.noSuchBucket(s.bucketURL(), nil)
+	if err != nil {
+		s.transport.CloseIdleConnections()
+		return nil, err
 	}
 	return s, nil
 }
