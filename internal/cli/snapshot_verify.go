@@ -118,4 +118,3 @@ func loadIdentities(s settings) ([]age.Identity, error) {
 	}
 	return ids, nil
 }
-

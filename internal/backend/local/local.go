@@ -83,7 +83,7 @@ func (l *Local) Save(ctx context.Context, name string, rd io.Reader) (n int64, e
 	}
 	dst := l.path(name)
 	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := l.mkdirs(path.Dir(name)); err != nil {
 		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
 	}
 	// CreateTemp creates the file with mode 0600.
@@ -371,6 +371,32 @@ type readError struct{ err error }
 
 func (e readError) Error() string { return "read data: " + e.err.Error() }
 func (e readError) Unwrap() error { return e.err }
+
+// mkdirs creates the directory dir (slash-separated, relative to the root) and its missing
+// parents below the root, fsyncing the parent of each one it creates so that the new entries
+// survive a crash along with the object saved in them.
+func (l *Local) mkdirs(dir string) error {
+	if dir == "." {
+		return nil
+	}
+	parent := l.root
+	for _, elem := range strings.Split(dir, "/") {
+		p := filepath.Join(parent, elem)
+		err := os.Mkdir(p, 0o700)
+		switch {
+		case err == nil:
+			if err := syncDir(parent); err != nil {
+				return err
+			}
+		case errors.Is(err, fs.ErrExist):
+			// Already there (or created concurrently); a file in the way fails CreateTemp.
+		default:
+			return err
+		}
+		parent = p
+	}
+	return nil
+}
 
 // syncDir fsyncs a directory so that a rename into it survives a crash.
 func syncDir(dir string) error {

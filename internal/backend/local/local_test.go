@@ -3,6 +3,7 @@ package local_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -57,35 +58,42 @@ func TestLocationIsAbsolute(t *testing.T) {
 }
 
 func TestAbsentRootWithMustExist(t *testing.T) {
-	ctx := t.Context()
 	root := filepath.Join(t.TempDir(), "tape")
-
 	_, err := local.New(root, local.Options{MustExist: true})
 	require.ErrorIs(t, err, backend.ErrUnavailable)
 	require.ErrorContains(t, err, root)
 	require.ErrorContains(t, err, "not mounted")
 	t.Logf("absent root: %v", err)
 	require.NoDirExists(t, root, "New must not create the root of an offline medium")
+}
 
-	// The medium is mounted, used, then taken away again.
-	require.NoError(t, os.Mkdir(root, 0o700))
-	b, err := local.New(root, local.Options{MustExist: true})
-	require.NoError(t, err)
-	_, err = b.Save(ctx, "snapshots/a", strings.NewReader("a"))
-	require.NoError(t, err)
-	require.NoError(t, os.RemoveAll(root))
+// TestRootDisappears takes the medium away after New: every operation reports it unavailable,
+// and none creates the root again (which would write to the disk under the mount point).
+func TestRootDisappears(t *testing.T) {
+	for _, opts := range []local.Options{{MustExist: true}, {MustExist: false}} {
+		t.Run(fmt.Sprintf("MustExist=%v", opts.MustExist), func(t *testing.T) {
+			ctx := t.Context()
+			root := filepath.Join(t.TempDir(), "tape")
+			require.NoError(t, os.Mkdir(root, 0o700))
+			b, err := local.New(root, opts)
+			require.NoError(t, err)
+			_, err = b.Save(ctx, "snapshots/a", strings.NewReader("a"))
+			require.NoError(t, err)
+			require.NoError(t, os.RemoveAll(root))
 
-	_, err = b.Save(ctx, "snapshots/b", strings.NewReader("b"))
-	require.ErrorIs(t, err, backend.ErrUnavailable)
-	require.NoDirExists(t, root, "Save must not recreate the root of an offline medium")
-	_, err = b.Open(ctx, "snapshots/a")
-	require.ErrorIs(t, err, backend.ErrUnavailable)
-	_, err = b.Stat(ctx, "snapshots/a")
-	require.ErrorIs(t, err, backend.ErrUnavailable)
-	require.ErrorIs(t, b.Remove(ctx, "snapshots/a"), backend.ErrUnavailable)
-	err = b.List(ctx, "", func(backend.FileInfo) error { return nil })
-	require.ErrorIs(t, err, backend.ErrUnavailable)
-	require.ErrorContains(t, err, root)
+			_, err = b.Save(ctx, "snapshots/b", strings.NewReader("b"))
+			require.ErrorIs(t, err, backend.ErrUnavailable)
+			require.ErrorContains(t, err, root)
+			require.NoDirExists(t, root, "Save must not recreate the root")
+			_, err = b.Open(ctx, "snapshots/a")
+			require.ErrorIs(t, err, backend.ErrUnavailable)
+			_, err = b.Stat(ctx, "snapshots/a")
+			require.ErrorIs(t, err, backend.ErrUnavailable)
+			require.ErrorIs(t, b.Remove(ctx, "snapshots/a"), backend.ErrUnavailable)
+			err = b.List(ctx, "", func(backend.FileInfo) error { return nil })
+			require.ErrorIs(t, err, backend.ErrUnavailable)
+		})
+	}
 }
 
 func TestRootIsAFile(t *testing.T) {
