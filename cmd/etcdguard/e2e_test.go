@@ -311,3 +311,11 @@ func checkPermissions(t *testing.T, dir string) {
 	}))
 	require.Positive(t, n)
 }
+
+func strconvItoa(i int) string { return fmt.Sprint(i) }
+
+func execCommand(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), name, args...).CombinedOutput()
+	return string(out), err
+}

@@ -62,3 +62,13 @@ type Backend interface {
 	// Close releases the backend's resources.
 	Close() error
 }
+
+// Sweeper is implemented by backends on which a save interrupted by a crash (a process killed
+// mid-write) can leave temporary data that List does not show: partial files on a local disk,
+// incomplete multipart uploads in S3. The repository calls it only while holding its lock, when
+// no save of its own can be running.
+type Sweeper interface {
+	// SweepPartial removes the leftovers of interrupted saves of objects whose names start with
+	// prefix, and returns what it removed, for messages.
+	SweepPartial(ctx context.Context, prefix string) ([]string, error)
+}

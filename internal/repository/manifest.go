@@ -4,7 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"regexp"
+	"strings"
 	"time"
 )
 
@@ -124,6 +126,12 @@ const (
 
 // DataName returns the name of a backup's data object.
 func DataName(id string, c Codec) string { return snapshotsDir + id + "/snapshot" + c.Extension() }
+
+// IsDataObject reports whether a name is a backup's data object, the only kind of object an
+// archive storage class (GLACIER, DEEP_ARCHIVE) is applied to.
+func IsDataObject(name string) bool {
+	return strings.HasPrefix(name, snapshotsDir) && strings.HasPrefix(path.Base(name), "snapshot.db")
+}
 
 // ManifestName returns the name of a backup's manifest.
 func ManifestName(id string) string { return snapshotsDir + id + "/" + manifestName }

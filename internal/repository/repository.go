@@ -126,7 +126,8 @@ func (r *Repository) OpenData(ctx context.Context, m Manifest) (io.ReadCloser, e
 }
 
 // CleanupIncomplete removes what interrupted runs left behind: every object of a backup that has
-// no manifest. Call it only while holding the lock. It never touches a backup with a manifest.
+// no manifest, and the backend's leftovers of interrupted saves (partial files, incomplete
+// uploads). Call it only while holding the lock. It never touches a backup with a manifest.
 func (r *Repository) CleanupIncomplete(ctx context.Context) ([]string, error) {
 	objects := map[string][]string{}
 	complete := map[string]bool{}
@@ -151,6 +152,13 @@ func (r *Repository) CleanupIncomplete(ctx context.Context) ([]string, error) {
 				return removed, fmt.Errorf("target %s: remove incomplete %s: %w", r.Target.Name, name, err)
 			}
 			removed = append(removed, name)
+		}
+	}
+	if sw, ok := r.be.(backend.Sweeper); ok {
+		swept, err := sw.SweepPartial(ctx, snapshotsDir)
+		removed = append(removed, swept...)
+		if err != nil {
+			return removed, fmt.Errorf("target %s: %w", r.Target.Name, err)
 		}
 	}
 	sort.Strings(removed)

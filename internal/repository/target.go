@@ -138,6 +138,7 @@ func (t Target) OpenBackend(ctx context.Context) (backend.Backend, error) {
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)
 		}
+		cfg.StorageClassApplies = IsDataObject
 		be, err := s3.New(ctx, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("target %s: %w", t.Name, err)

@@ -293,7 +293,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		closeSinks(copyErr)
 		wg.Wait()
 		if errors.Is(copyErr, errNoTargetLeft) {
-			return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(targets, results))
+			return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results))
 		}
 		var se *sourceError
 		if errors.As(copyErr, &se) {
@@ -376,7 +376,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	m.Targets = allResults(opts.Targets, all)
 	if wrote == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(targets, results))
+		return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results))
 	}
 	return &m, nil
 }
@@ -437,11 +437,11 @@ type stored struct {
 	err error
 }
 
-func targetErrors(targets []*openTarget, results []stored) string {
+func targetErrors(results []stored) string {
 	var parts []string
-	for i, t := range targets {
+	for i := range results {
 		if results[i].err != nil {
-			parts = append(parts, fmt.Sprintf("%s: %v", t.result.Name, results[i].err))
+			parts = append(parts, results[i].err.Error())
 		}
 	}
 	return strings.Join(parts, "; ")

@@ -138,8 +138,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 		m.DataDir = filepath.Join(opts.Dir, m.Name)
 		m.LogFile = filepath.Join(opts.Dir, m.Name+".log")
-		if _, err := os.Stat(m.DataDir); !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("start etcd cluster: data folder %s already exists (or cannot be checked: %v); Start needs a fresh folder", m.DataDir, err)
+		switch _, err := os.Stat(m.DataDir); {
+		case err == nil:
+			return nil, fmt.Errorf("start etcd cluster: data folder %s already exists; Start needs a fresh folder", m.DataDir)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("start etcd cluster: check data folder: %w", err)
 		}
 		c.members = append(c.members, m)
 	}

@@ -1,10 +1,14 @@
 package testcluster_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,7 +109,9 @@ func TestCluster(t *testing.T) {
 				require.Zero(t, victim.PID())
 
 				if tt.size >= 3 {
-					// The others still form a quorum: writes and linearizable reads work.
+					// The others still form a quorum: once they have a leader (the victim may
+					// have been it), writes and linearizable reads work.
+					require.NoError(t, members[1].WaitHealthy(t.Context()))
 					survivor := client(t, members[1].Client)
 					_, err = survivor.Put(t.Context(), "greeting", "still here")
 					require.NoError(t, err)
@@ -169,9 +175,14 @@ func TestClusterRefusesBadClientCertificates(t *testing.T) {
 					require.NoError(t, err)
 					defer cli.Close()
 
-					// A refused client sees only a deadline: bound the wait. The "valid"
-					// case shows the same call succeeds with a good certificate.
-					ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+					// A refused client sees only a deadline, so a refusal takes the whole
+					// wait: keep it short. The member's log below shows why the call failed,
+					// and the "valid" case shows the same call succeeds with a good certificate.
+					wait := 2 * time.Second
+					if tt.reason == "" {
+						wait = 30 * time.Second
+					}
+					ctx, cancel := context.WithTimeout(t.Context(), wait)
 					defer cancel()
 					_, err = cli.Get(ctx, "anything")
 					if tt.reason == "" {
@@ -206,4 +217,90 @@ func TestStartReportsMemberLog(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "no-such-flag")
 	require.Contains(t, err.Error(), "m1.log")
+}
+
+func TestStartRetriesWhenAPortIsTaken(t *testing.T) {
+	// The first run of the member fails the way etcd does when a port it was given was taken
+	// meanwhile; Start must try again with new ports rather than fail.
+	marker := filepath.Join(t.TempDir(), "failed-once")
+	script := `marker=$1 etcd=$2
+shift 2
+if [ ! -e "$marker" ]; then
+  touch "$marker"
+  echo '{"level":"warn","msg":"failed to start etcd","error":"listen tcp 127.0.0.1:1: bind: address already in use"}' >&2
+  exit 1
+fi
+exec "$etcd" "$@"`
+	c := start(t, testcluster.Options{
+		Command: []string{"/bin/sh", "-c", script, "sh", marker, testenv.Etcd(t, "3.6", "etcd")},
+		Dir:     t.TempDir(),
+	})
+	require.FileExists(t, marker, "the first attempt ran")
+	log, err := os.ReadFile(c.Members()[0].LogFile)
+	require.NoError(t, err)
+	require.Contains(t, string(log), "address already in use", "the log keeps the failed attempt")
+
+	cli := client(t, c.Client)
+	_, err = cli.Put(t.Context(), "k", "v")
+	require.NoError(t, err)
+	requireValue(t, cli, "k", "v")
+}
+
+// TestMembersDieWithTheirParent runs itself as a child process that starts a cluster and
+// prints the members' process ids, kills that child, and checks the members are gone too.
+func TestMembersDieWithTheirParent(t *testing.T) {
+	if dir := os.Getenv("TESTCLUSTER_HELPER_DIR"); dir != "" {
+		c, err := testcluster.Start(t.Context(), testcluster.Options{
+			Size:    3,
+			Command: []string{testenv.Etcd(t, "3.6", "etcd")},
+			Dir:     dir,
+		})
+		require.NoError(t, err)
+		for _, m := range c.Members() {
+			fmt.Printf("pid %d\n", m.PID())
+		}
+		time.Sleep(time.Hour) // until killed
+		return
+	}
+
+	helper := exec.Command(os.Args[0], "-test.run=^TestMembersDieWithTheirParent$", "-test.v")
+	helper.Env = append(os.Environ(), "TESTCLUSTER_HELPER_DIR="+t.TempDir())
+	helper.Stderr = os.Stderr
+	out, err := helper.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, helper.Start())
+	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
+
+	var pids []int
+	lines := bufio.NewScanner(out)
+	for len(pids) < 3 && lines.Scan() {
+		var pid int
+		if _, err := fmt.Sscanf(lines.Text(), "pid %d", &pid); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	require.Len(t, pids, 3, "the helper reports its members")
+	for _, pid := range pids {
+		require.True(t, alive(pid), "member %d runs before its parent dies", pid)
+	}
+
+	require.NoError(t, helper.Process.Signal(syscall.SIGKILL))
+	_ = helper.Wait()
+	for _, pid := range pids {
+		require.Eventually(t, func() bool { return !alive(pid) }, 30*time.Second, 50*time.Millisecond,
+			"member %d outlived its parent", pid)
+	}
+}
+
+// alive reports whether process pid exists and is not a zombie (a container's init may never
+// reap the orphans it inherits).
+func alive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses: "pid (comm) S ...".
+	s := string(stat)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -50,6 +50,8 @@ type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited and err is set
 	err  error         // what Wait returned
+	// logStart is where this run's output begins in the member's log file.
+	logStart int64
 }
 
 func (p *process) exited() bool {
@@ -78,7 +80,8 @@ func (m *Member) PID() int {
 }
 
 // Kill kills the member with SIGKILL, as a crash or power loss would, and waits for it to
-// exit. Killing a member that is not running does nothing.
+// exit. Killing a member that is not running does nothing. If it was the leader, writes fail
+// until the others elect a new one: wait for that with WaitHealthy of a remaining member.
 func (m *Member) Kill() error {
 	p := m.current()
 	if p == nil || p.exited() {
@@ -168,6 +171,13 @@ func (m *Member) WaitHealthy(ctx context.Context) error {
 			return m.exitError(p)
 		}
 		callCtx, cancel := context.WithTimeout(ctx, healthCallTimeout)
+		go func() { // a member that exits fails the check at once
+			select {
+			case <-p.done:
+				cancel()
+			case <-callCtx.Done():
+			}
+		}()
 		last := m.checkHealth(callCtx, cli)
 		cancel()
 		if last == nil {
@@ -175,7 +185,7 @@ func (m *Member) WaitHealthy(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("etcd member %s did not become healthy: %w (last check: %v)%s", m.Name, ctx.Err(), last, m.logTail())
+			return fmt.Errorf("etcd member %s did not become healthy: %w (last check: %v)%s", m.Name, ctx.Err(), last, m.logTail(p.logStart))
 		case <-p.done:
 			return m.exitError(p)
 		case <-time.After(healthPollInterval):
@@ -202,7 +212,7 @@ func (m *Member) checkHealth(ctx context.Context, cli *clientv3.Client) error {
 
 // exitError describes a member that exited while it was expected to run.
 func (m *Member) exitError(p *process) error {
-	tail := m.logTail()
+	tail := m.logTail(p.logStart)
 	err := fmt.Errorf("etcd member %s exited (%v)", m.Name, p.err)
 	if strings.Contains(tail, "address already in use") {
 		err = fmt.Errorf("%w: %w", err, errPortInUse)
@@ -235,6 +245,10 @@ func (m *Member) start(state string) error {
 		m.Name, state, time.Now().Format(time.RFC3339Nano), c.opts.Command[0], strings.Join(args, " ")); err != nil {
 		return fmt.Errorf("start etcd member %s: write log file: %w", m.Name, err)
 	}
+	logStart, err := logf.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("start etcd member %s: find end of log file: %w", m.Name, err)
+	}
 
 	cmd := exec.Command(c.opts.Command[0], args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -242,7 +256,7 @@ func (m *Member) start(state string) error {
 	// The member dies with this process. Pdeathsig fires when the *thread* that forked the
 	// child exits, so the goroutine below keeps its thread locked for the child's lifetime.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &process{cmd: cmd, done: make(chan struct{})}
+	p := &process{cmd: cmd, done: make(chan struct{}), logStart: logStart}
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -307,18 +321,20 @@ func childEnv() []string {
 	})
 }
 
-// logTail returns the last lines of the member's log, formatted to end an error message.
-func (m *Member) logTail() string {
+// logTail returns the last lines the member logged after offset from in its log file, formatted
+// to end an error message.
+func (m *Member) logTail(from int64) string {
 	f, err := os.Open(m.LogFile)
 	if err != nil {
 		return fmt.Sprintf("\n(no log: %v)", err)
 	}
 	defer f.Close()
 	const maxBytes = 16 << 10
-	if st, err := f.Stat(); err == nil && st.Size() > maxBytes {
-		if _, err := f.Seek(-maxBytes, io.SeekEnd); err != nil {
-			return fmt.Sprintf("\n(cannot read log %s: %v)", m.LogFile, err)
-		}
+	if st, err := f.Stat(); err == nil && st.Size()-from > maxBytes {
+		from = st.Size() - maxBytes
+	}
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return fmt.Sprintf("\n(cannot read log %s: %v)", m.LogFile, err)
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {

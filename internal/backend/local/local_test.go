@@ -171,3 +171,26 @@ func TestDiskFull(t *testing.T) {
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// TestSweepPartial removes the leftovers of a crashed Save under a prefix, and the folders left
+// empty, but no complete object and nothing outside the prefix.
+func TestSweepPartial(t *testing.T) {
+	ctx := t.Context()
+	root := t.TempDir()
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	_, err = b.Save(ctx, "snapshots/a/obj", strings.NewReader("x"))
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "snapshots", "b"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "snapshots", "b", "data.partial-123"), []byte("half"), 0o600))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "locks"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "locks", "l.partial-9"), []byte("half"), 0o600))
+
+	removed, err := b.SweepPartial(ctx, "snapshots/")
+	require.NoError(t, err)
+	require.Equal(t, []string{"snapshots/b/data.partial-123"}, removed)
+	require.NoDirExists(t, filepath.Join(root, "snapshots", "b"))
+	require.FileExists(t, filepath.Join(root, "snapshots", "a", "obj"))
+	require.FileExists(t, filepath.Join(root, "locks", "l.partial-9"), "outside the prefix")
+	require.Equal(t, []string{"snapshots/a/obj"}, backendtest.ListNames(t, b, ""))
+}

@@ -76,6 +76,10 @@ type Config struct {
 	// credentials file, then the instance's IAM role.
 	AccessKey string
 	SecretKey string
+	// StorageClassApplies, when set, says which objects get StorageClass; the others are
+	// stored in the bucket's default class. Repositories keep manifests and locks out of
+	// archive classes, so they can be listed and read without first restoring them.
+	StorageClassApplies func(name string) bool
 	// PartSize is the size of the parts of a multipart upload, 5 MiB to 5 GiB; zero means
 	// DefaultPartSize. Objects smaller than a part are uploaded in one request.
 	PartSize uint64
@@ -183,6 +187,7 @@ type S3 struct {
 	endpoint     string // scheme://host[:port], for messages
 	location     string
 	storageClass string
+	classApplies func(name string) bool
 	partSize     uint64
 	concurrency  uint
 }
@@ -212,6 +217,7 @@ func New(ctx context.Context, cfg Config) (*S3, error) {
 		endpoint:     e.Scheme + "://" + e.Host,
 		location:     "s3://" + cfg.Bucket,
 		storageClass: cfg.StorageClass,
+		classApplies: cfg.StorageClassApplies,
 		partSize:     cfg.PartSize,
 		concurrency:  cfg.Concurrency,
 	}
@@ -297,9 +303,13 @@ func (s *S3) Save(ctx context.Context, name string, rd io.Reader) (int64, error)
 	if err != nil {
 		return 0, s.saveErr(ctx, doing, cr, key, false, err)
 	}
+	class := s.storageClass
+	if s.classApplies != nil && !s.classApplies(name) {
+		class = ""
+	}
 	opts := minio.PutObjectOptions{
 		ContentType:  "application/octet-stream",
-		StorageClass: s.storageClass,
+		StorageClass: class,
 		Checksum:     minio.ChecksumCRC32C,
 		PartSize:     s.partSize,
 	}

@@ -457,3 +457,39 @@ func (p uploadsProbe) Read([]byte) (int, error) {
 	}
 	return 0, io.EOF
 }
+
+// TestSweepPartial aborts an incomplete multipart upload, as a process killed mid-upload
+// leaves, under the prefix only.
+func TestSweepPartial(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "sweep")
+	b := newS3(t, m, s3.Config{Bucket: "sweep", Prefix: "repo"})
+	core := minio.Core{Client: m.Client(t)}
+	_, err := core.NewMultipartUpload(t.Context(), "sweep", "repo/snapshots/x/snapshot.db", minio.PutObjectOptions{})
+	require.NoError(t, err)
+	_, err = core.NewMultipartUpload(t.Context(), "sweep", "other/snapshots/y", minio.PutObjectOptions{})
+	require.NoError(t, err)
+
+	removed, err := b.SweepPartial(t.Context(), "snapshots/")
+	require.NoError(t, err)
+	require.Equal(t, []string{"snapshots/x/snapshot.db (incomplete upload)"}, removed)
+	var left []string
+	for u := range m.Client(t).ListIncompleteUploads(t.Context(), "sweep", "", true) {
+		require.NoError(t, u.Err)
+		left = append(left, u.Key)
+	}
+	require.Equal(t, []string{"other/snapshots/y"}, left)
+}
+
+// TestStorageClassApplies keeps objects the filter excludes out of the archive class. The
+// pinned MinIO refuses DEEP_ARCHIVE, which makes the class of each save visible.
+func TestStorageClassApplies(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "filtered")
+	b := newS3(t, m, s3.Config{Bucket: "filtered", StorageClass: "DEEP_ARCHIVE",
+		StorageClassApplies: func(name string) bool { return name == "data" }})
+	_, err := b.Save(t.Context(), "manifest", strings.NewReader("{}"))
+	require.NoError(t, err, "saved in the default class")
+	_, err = b.Save(t.Context(), "data", strings.NewReader("bytes"))
+	require.ErrorContains(t, err, `does not accept storage class "DEEP_ARCHIVE"`)
+}
