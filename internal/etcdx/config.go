@@ -104,7 +104,10 @@ func (c Config) TLS() (*tls.Config, error) {
 		if err := checkValidity("client certificate", c.Cert, leaf, c.now()); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
-		cfg.Certificates = []tls.Certificate{pair}
+		// Always send the certificate, as etcdctl does: with Certificates, Go sends none when the
+		// server's accepted CAs do not include its issuer, and the member then reports a missing
+		// certificate instead of the real problem.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return cfg, nil
 }

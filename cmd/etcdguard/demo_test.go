@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestDemo runs `etcdguard demo` as a separate process, as a user would: its cluster members run
+// from etcdguard's own embedded etcd server (this test binary acting as etcdguard).
+func TestDemo(t *testing.T) {
+	self, err := os.Executable()
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "demo")
+	cmd := exec.CommandContext(t.Context(), self, "demo", "--dir", dir, "--keys", "1200")
+	cmd.Env = append(os.Environ(), "ETCDGUARD_TEST_AS_MAIN=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, cmd.Run(), out.String())
+	t.Log(out.String())
+	for _, want := range []string{
+		"starting a 3-member etcd cluster with TLS",
+		"offline target is absent",
+		"2 copied, 0 already present",
+		"4 copies checked, 0 bad",
+		"etcd trailer ok",
+	} {
+		require.Contains(t, out.String(), want)
+	}
+	require.FileExists(t, filepath.Join(dir, "restore-me.db"))
+	for _, res := range []string{"pods", "secrets", "configmaps"} {
+		require.NotContains(t, out.String(), "/registry/"+res+"/", "no key appears in the demo's output")
+	}
+	checkPermissions(t, filepath.Join(dir, "backups"))
+}
