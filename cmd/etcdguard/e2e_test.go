@@ -199,6 +199,37 @@ func TestBackupRoundTrip(t *testing.T) {
 			require.Equal(t, len(want), len(got))
 			require.Equal(t, want, got)
 
+			// A plain etcdctl snapshot: etcdguard's status agrees with etcdutl's.
+			plain := filepath.Join(t.TempDir(), "etcdctl.db")
+			outb, err := exec.CommandContext(t.Context(), testenv.Etcd(t, version, "etcdctl"), "snapshot", "save", plain,
+				"--endpoints", c.Endpoints()[1], "--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile).CombinedOutput()
+			require.NoError(t, err, string(outb))
+			r = etcdguard(t, "snapshot", "status", plain, "-o", "json")
+			require.Equal(t, 0, r.code, r.stderr)
+			var fst struct {
+				Trailer string `json:"etcd_trailer"`
+				Status  struct {
+					Hash     uint32 `json:"hash"`
+					Revision int64  `json:"revision"`
+					TotalKey int    `json:"total_key"`
+				} `json:"status"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &fst))
+			ust := etcdutlStatus(t, etcdutl, plain)
+			require.Equal(t, "ok", fst.Trailer)
+			require.Equal(t, ust.Hash, fst.Status.Hash)
+			require.Equal(t, ust.Revision, fst.Status.Revision)
+			require.Equal(t, ust.TotalKey, fst.Status.TotalKey)
+
+			// etcdctl's environment variables work in place of the flags.
+			t.Setenv("ETCDCTL_ENDPOINTS", strings.Join(c.Endpoints(), ","))
+			t.Setenv("ETCDCTL_CACERT", c.CAFile)
+			t.Setenv("ETCDCTL_CERT", c.ClientCertFile)
+			t.Setenv("ETCDCTL_KEY", c.ClientKeyFile)
+			r = etcdguard(t, "snapshot", "save", "--target", "file://"+repo)
+			require.Equal(t, 0, r.code, r.stderr)
+			require.Len(t, list(t, "--target", "file://"+repo).Backups, 2)
+
 			checkPermissions(t, repo)
 			checkPermissions(t, tape)
 			require.NotContains(t, logs.String(), secretMarker)

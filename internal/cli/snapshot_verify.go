@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -97,6 +98,17 @@ non-zero if any copy is bad. Encrypted backups need --age-identity.`,
 					fmt.Fprintf(env.Stdout, "target %s not read: %s\n", n, why)
 				}
 				fmt.Fprintf(env.Stdout, "%d copies checked, %d bad\n", len(reports), len(failures))
+			}
+			// A target that could not be read was not verified: say so in the exit code, unless
+			// it is an offline medium that is simply not mounted.
+			var unread []error
+			for _, t := range targets {
+				if why, ok := cat.Unreadable[t.Name]; ok && !t.Offline {
+					unread = append(unread, fmt.Errorf("target %s: %s", t.Name, why))
+				}
+			}
+			if len(failures) == 0 && len(unread) > 0 {
+				return fmt.Errorf("%w: copies in %d target(s) could not be read, so were not verified: %w", backend.ErrUnavailable, len(unread), errors.Join(unread...))
 			}
 			if len(reports) == 0 {
 				return fmt.Errorf("%w: no backup to verify", repository.ErrNotFound)

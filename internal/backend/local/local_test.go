@@ -19,13 +19,26 @@ import (
 	"github.com/etcdguard/etcdguard/internal/backend/local"
 )
 
+// TestConformance runs the suite on a local disk and on an offline medium (a directory that
+// must already exist, as a mounted tape or removable disk).
 func TestConformance(t *testing.T) {
-	backendtest.Run(t, func(t *testing.T) backend.Backend {
-		b, err := local.New(filepath.Join(t.TempDir(), "repo"), local.Options{})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, b.Close()) })
-		return b
-	})
+	for _, mode := range []struct {
+		name string
+		opts local.Options
+	}{{"local", local.Options{}}, {"offline", local.Options{MustExist: true}}} {
+		t.Run(mode.name, func(t *testing.T) {
+			backendtest.Run(t, func(t *testing.T) backend.Backend {
+				root := filepath.Join(t.TempDir(), "repo")
+				if mode.opts.MustExist {
+					require.NoError(t, os.Mkdir(root, 0o700))
+				}
+				b, err := local.New(root, mode.opts)
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, b.Close()) })
+				return b
+			})
+		})
+	}
 }
 
 func TestPermissions(t *testing.T) {

@@ -1,0 +1,153 @@
+package repository
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/backend/local"
+)
+
+func newRepo(t *testing.T) (*Repository, string) {
+	t.Helper()
+	root := filepath.Join(t.TempDir(), "repo")
+	be, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	return New(Target{Name: "local", URL: "file://" + root}, be), root
+}
+
+func writeLock(t *testing.T, root, name string, info lockInfo) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "locks"), 0o700))
+	data, err := json.Marshal(info)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "locks", name), data, 0o600))
+}
+
+// deadPID returns the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	require.NoError(t, cmd.Run())
+	return cmd.Process.Pid
+}
+
+func TestLock(t *testing.T) {
+	host, _ := os.Hostname()
+	now := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name     string
+		existing *lockInfo
+		wantErr  string
+		wantWarn string
+	}{
+		{"free", nil, "", ""},
+		{"held by a live process here", &lockInfo{Host: host, PID: os.Getpid(), Command: "snapshot save", Created: now.Add(-time.Minute)}, `locked by "snapshot save" (pid ` + itoa(os.Getpid()), ""},
+		{"left by a dead process here", &lockInfo{Host: host, PID: -1, Command: "snapshot save", Created: now.Add(-time.Minute)}, "", "no longer exists"},
+		{"held by another host, recent", &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-time.Hour)}, "on other-node", ""},
+		{"held by another host, stale", &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-7 * time.Hour)}, "", "older than"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			repo, root := newRepo(t)
+			if tc.existing != nil {
+				info := *tc.existing
+				if info.PID == -1 {
+					info.PID = deadPID(t)
+				}
+				writeLock(t, root, "old.json", info)
+			}
+			var logs bytes.Buffer
+			lk, err := repo.Lock(t.Context(), slog.New(slog.NewTextHandler(&logs, nil)), "snapshot save", now)
+			if tc.wantErr != "" {
+				require.ErrorIs(t, err, ErrLocked)
+				require.ErrorContains(t, err, tc.wantErr)
+				entries, _ := os.ReadDir(filepath.Join(root, "locks"))
+				require.Len(t, entries, 1, "a refused run leaves only the holder's lock")
+				return
+			}
+			require.NoError(t, err)
+			if tc.wantWarn != "" {
+				require.Contains(t, logs.String(), "taking over a stale repository lock")
+				require.Contains(t, logs.String(), tc.wantWarn)
+			}
+			// A second run is refused while the first holds the lock.
+			_, err = repo.Lock(t.Context(), slog.New(slog.DiscardHandler), "snapshot copy", now)
+			require.ErrorIs(t, err, ErrLocked)
+			require.NoError(t, lk.Unlock(t.Context()))
+			entries, _ := os.ReadDir(filepath.Join(root, "locks"))
+			require.Empty(t, entries)
+		})
+	}
+}
+
+func TestCleanupIncomplete(t *testing.T) {
+	repo, root := newRepo(t)
+	ctx := t.Context()
+	complete := Manifest{Format: FormatVersion, ID: "20261124T030000Z-0000000a", Kind: KindFull, Data: "snapshots/20261124T030000Z-0000000a/snapshot.db.zst"}
+	_, err := repo.Save(ctx, complete.Data, strings.NewReader("data"))
+	require.NoError(t, err)
+	require.NoError(t, repo.SaveManifest(ctx, complete))
+	// An upload that failed before its manifest, and one a crash left half-written.
+	_, err = repo.Save(ctx, "snapshots/20261124T031000Z-0000000b/snapshot.db.zst", strings.NewReader("data"))
+	require.NoError(t, err)
+	crashed := filepath.Join(root, "snapshots", "20261124T032000Z-0000000c")
+	require.NoError(t, os.MkdirAll(crashed, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(crashed, "snapshot.db.zst.partial-42"), []byte("half"), 0o600))
+
+	removed, err := repo.CleanupIncomplete(ctx)
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"snapshots/20261124T031000Z-0000000b/snapshot.db.zst",
+		"snapshots/20261124T032000Z-0000000c/snapshot.db.zst.partial-42",
+	}, removed)
+	ms, err := repo.Manifests(ctx)
+	require.NoError(t, err)
+	require.Len(t, ms, 1)
+	require.Equal(t, complete.ID, ms[0].ID)
+	require.FileExists(t, filepath.Join(root, filepath.FromSlash(complete.Data)))
+	dirs, _ := os.ReadDir(filepath.Join(root, "snapshots"))
+	require.Len(t, dirs, 1)
+}
+
+func TestParseTarget(t *testing.T) {
+	cases := []struct {
+		spec    string
+		want    Target
+		wantErr string
+	}{
+		{"file:///backup/etcd", Target{Name: "local", URL: "file:///backup/etcd", Media: "disk"}, ""},
+		{"file:///mnt/ltfs/etcd?offline=true&media=tape", Target{Name: "tape", URL: "file:///mnt/ltfs/etcd", Media: "tape", Offline: true}, ""},
+		{"file:///mnt/usb?offline=1&name=usb", Target{Name: "usb", URL: "file:///mnt/usb", Media: "offline", Offline: true}, ""},
+		{"s3://b/p?endpoint=http://127.0.0.1:9000&name=minio", Target{Name: "minio", URL: "s3://b/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000", Media: "s3"}, ""},
+		{"file://relative/path", Target{}, "needs an absolute path"},
+		{"file:///x?offline=maybe", Target{}, "not true or false"},
+		{"gs://bucket", Target{}, `unknown scheme "gs"`},
+		{"s3:///prefix", Target{}, "name the bucket"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.spec, func(t *testing.T) {
+			got, err := ParseTarget(tc.spec)
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+	ts, err := NormalizeTargets([]Target{{URL: "file:///a"}, {URL: "file:///b"}})
+	require.NoError(t, err)
+	require.Equal(t, "local", ts[0].Name)
+	require.Equal(t, "local-2", ts[1].Name)
+}
+
+func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
