@@ -189,10 +189,9 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		return fail(err)
 	}
 	defer dec.Close()
-	rawSum := &countingWriter{h: sha256.New()}
-	trailer := newTrailerCheck()
+	trailer := newTrailerCheck() // also gives the snapshot's SHA-256, in the same pass
 	buf := make([]byte, 1<<20)
-	if _, err := io.CopyBuffer(io.MultiWriter(tmp, rawSum, trailer), dec, buf); err != nil {
+	if _, err := io.CopyBuffer(io.MultiWriter(tmp, trailer), dec, buf); err != nil {
 		if errors.Is(err, repository.ErrWrongKey) {
 			return fail(err)
 		}
@@ -218,8 +217,8 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	if m.Compression == repository.CompressionZstd {
 		rep.Checks = append(rep.Checks, "decompress")
 	}
-	if rawSum.n != m.RawSize || hex.EncodeToString(rawSum.h.Sum(nil)) != m.SHA256 {
-		return fail(fmt.Errorf("%w: the decoded snapshot has %d bytes with SHA-256 %x; the manifest says %d bytes, %s", ErrCorrupt, rawSum.n, rawSum.h.Sum(nil), m.RawSize, m.SHA256))
+	if rawSum := hex.EncodeToString(trailer.Sum()); trailer.Size() != m.RawSize || rawSum != m.SHA256 {
+		return fail(fmt.Errorf("%w: the decoded snapshot has %d bytes with SHA-256 %s; the manifest says %d bytes, %s", ErrCorrupt, trailer.Size(), rawSum, m.RawSize, m.SHA256))
 	}
 	rep.Checks = append(rep.Checks, "sha256")
 	if err := trailer.Check(); err != nil {
@@ -276,7 +275,7 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	if _, err := dst.Save(ctx, m.Data, vr); err != nil {
 		return fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
 	}
-	if err := checkStored(ctx, dst, m.Data, m.StoredSize, m.StoredSHA256); err != nil {
+	if err := checkStored(ctx, dst, m.Data, m.StoredSize); err != nil {
 		_ = dst.Backend().Remove(ctx, m.Data)
 		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}

@@ -13,8 +13,8 @@ import (
 	"strings"
 
 	"go.etcd.io/bbolt"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/server/v3/storage/schema"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // ErrCorrupt is returned (wrapped) when a snapshot or a stored copy of it fails a check: a
@@ -77,6 +77,28 @@ func ReadStatus(path string) (Status, error) {
 	return st, nil
 }
 
+// recordKey returns the key of an mvccpb.KeyValue record (protobuf field 1) without decoding
+// the rest, so that values, which can be large, are neither copied nor ever part of an error.
+func recordKey(rec []byte) ([]byte, bool) {
+	for len(rec) > 0 {
+		num, typ, n := protowire.ConsumeTag(rec)
+		if n < 0 {
+			return nil, false
+		}
+		rec = rec[n:]
+		if num == 1 && typ == protowire.BytesType {
+			key, m := protowire.ConsumeBytes(rec)
+			return key, m >= 0
+		}
+		m := protowire.ConsumeFieldValue(num, typ, rec)
+		if m < 0 {
+			return nil, false
+		}
+		rec = rec[m:]
+	}
+	return nil, false
+}
+
 // keyDigest identifies a key by two independent 64-bit hashes, so that counting distinct keys
 // needs 16 bytes per key whatever the key's length.
 type keyDigest [2]uint64
@@ -107,12 +129,11 @@ func hashBuckets(tx *bbolt.Tx, st *Status) error {
 					return fmt.Errorf("%w: a revision key in bucket %q is %d bytes long, want at least 17", ErrCorrupt, name, len(k))
 				}
 				st.Revision = int64(binary.BigEndian.Uint64(k[:8]))
-				var kv mvccpb.KeyValue
-				if err := kv.Unmarshal(v); err != nil {
-					// The error text of the decoder may quote the value: do not pass it on.
+				key, ok := recordKey(v)
+				if !ok {
 					return fmt.Errorf("%w: the value at revision %d does not decode as a key-value record", ErrCorrupt, st.Revision)
 				}
-				d := keyDigest{maphash.Bytes(seeds[0], kv.Key), maphash.Bytes(seeds[1], kv.Key)}
+				d := keyDigest{maphash.Bytes(seeds[0], key), maphash.Bytes(seeds[1], key)}
 				if len(k) == 18 && k[17] == 't' {
 					delete(live, d)
 				} else {

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -45,6 +46,24 @@ func (t *trailerCheck) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Sum returns the SHA-256 of everything written, trailer included, without hashing the data a
+// second time: the state of the database's digest is cloned and the held-back bytes added.
+func (t *trailerCheck) Sum() []byte {
+	state, err := t.h.(encoding.BinaryMarshaler).MarshalBinary()
+	if err != nil {
+		panic(err) // crypto/sha256 always marshals
+	}
+	all := sha256.New()
+	if err := all.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+		panic(err)
+	}
+	all.Write(t.tail)
+	return all.Sum(nil)
+}
+
+// Size returns the number of bytes written.
+func (t *trailerCheck) Size() int64 { return t.n }
+
 // Check compares the digest of the database with the trailer.
 func (t *trailerCheck) Check() error {
 	if !HasTrailer(t.n) {
@@ -61,13 +80,12 @@ func (t *trailerCheck) Check() error {
 // SHA-256 (of every byte, trailer included) and size. A snapshot without a trailer (copied from a
 // data dir rather than saved) is reported with ErrNoTrailer.
 func CheckTrailer(r io.Reader) (sum string, n int64, err error) {
-	all := sha256.New()
 	tc := newTrailerCheck()
-	n, err = io.Copy(io.MultiWriter(all, tc), r)
+	n, err = io.CopyBuffer(tc, r, make([]byte, 1<<20))
 	if err != nil {
 		return "", n, err
 	}
-	sum = hex.EncodeToString(all.Sum(nil))
+	sum = hex.EncodeToString(tc.Sum())
 	if !HasTrailer(n) {
 		return sum, n, ErrNoTrailer
 	}

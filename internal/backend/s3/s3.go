@@ -28,7 +28,7 @@ import (
 const (
 	// DefaultPartSize is the size of the parts Save uploads when Config.PartSize is zero. Save
 	// holds at most (Concurrency+1)*PartSize bytes in memory, whatever the object's size.
-	DefaultPartSize = 16 << 20
+	DefaultPartSize = 8 << 20
 
 	// DefaultConcurrency is how many parts Save uploads at once when Config.Concurrency is
 	// zero.
