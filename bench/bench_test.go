@@ -113,7 +113,7 @@ func load(b *testing.B, c *testcluster.Cluster, mib int) {
 
 // timed runs a command and returns its wall time and peak anonymous memory (RssAnon, sampled
 // every 5 ms; the page cache of files it maps or writes does not count).
-func timed(b *testing.B, name string, args ...string) (time.Duration, int64) {
+func timed(b *testing.B, name string, args ...string) (time.Duration, int64, string) {
 	b.Helper()
 	cmd := exec.Command(name, args...)
 	var out bytes.Buffer
@@ -144,7 +144,7 @@ func timed(b *testing.B, name string, args ...string) (time.Duration, int64) {
 	if err != nil {
 		b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
 	}
-	return d, peak
+	return d, peak, out.String()
 }
 
 func rssAnon(pid int) int64 {
@@ -181,7 +181,7 @@ func BenchmarkSnapshotSave(b *testing.B) {
 		plain := filepath.Join(e.dir, "etcdctl.db")
 		os.Remove(plain)
 		dropCaches()
-		results["etcdctl"], _ = timed(b, e.etcdctl, "--endpoints", ep, "snapshot", "save", plain)
+		results["etcdctl"], _, _ = timed(b, e.etcdctl, "--endpoints", ep, "snapshot", "save", plain)
 		st, err := os.Stat(plain)
 		if err != nil {
 			b.Fatal(err)
@@ -204,15 +204,17 @@ func BenchmarkSnapshotSave(b *testing.B) {
 
 		repo := filepath.Join(e.dir, "repo")
 		dropCaches()
-		results["etcdguard"], guardPeak = timed(b, e.etcdguard, "snapshot", "save", "--endpoints", ep,
+		var guardOut string
+		results["etcdguard"], guardPeak, guardOut = timed(b, e.etcdguard, "snapshot", "save", "--endpoints", ep,
 			"--target", "file://"+repo, "--target", s3URL, "--work-dir", e.dir)
+		fmt.Printf("etcdguard snapshot save said:\n%s\n", guardOut)
 
 		// Verify throughput: etcdguard re-reads, decompresses and checks the local copy;
 		// sha256sum only hashes the plain snapshot.
 		dropCaches()
-		results["sha256sum"], _ = timed(b, "sha256sum", plain)
+		results["sha256sum"], _, _ = timed(b, "sha256sum", plain)
 		dropCaches()
-		results["etcdguard verify"], _ = timed(b, e.etcdguard, "snapshot", "verify", "--all", "--target", "file://"+repo, "--work-dir", e.dir)
+		results["etcdguard verify"], _, _ = timed(b, e.etcdguard, "snapshot", "verify", "--all", "--target", "file://"+repo, "--work-dir", e.dir)
 	}
 	mib := float64(e.dbSize) / (1 << 20)
 	ratio := func(a, b string) float64 { return results[a].Seconds() / results[b].Seconds() }
