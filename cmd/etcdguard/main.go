@@ -20,6 +20,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/cli"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/restore"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
 
@@ -42,6 +43,7 @@ func exitCodes() []exitCode {
 		{6, "locked: another etcdguard run holds the repository lock", []error{repository.ErrLocked}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound, os.ErrNotExist}},
 		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
+		{9, "refused: the data dir holds data (add --quarantine to move it aside); nothing was changed", []error{restore.ErrDataDirInUse}},
 		{1, "any other failure", nil},
 	}
 }

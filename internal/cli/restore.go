@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/restore"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+type restoreOptions struct {
+	dataDir        string
+	name           string
+	initialCluster string
+	token          string
+	peerURLs       []string
+	bump           uint64
+	noBump         bool
+	quarantine     bool
+	skipHashCheck  bool
+}
+
+// restoreReport is `restore -o json`.
+type restoreReport struct {
+	Backup      string               `json:"backup,omitempty"`
+	File        string               `json:"file,omitempty"`
+	Target      string               `json:"target,omitempty"`
+	Revision    int64                `json:"revision"`
+	Bump        uint64               `json:"bump"`
+	BumpReasons []string             `json:"bump_reasons,omitempty"`
+	Skipped     []string             `json:"skipped,omitempty"`
+	Member      restore.MemberResult `json:"member"`
+	Status      snapshot.Status      `json:"status"`
+	Manifest    *repository.Manifest `json:"manifest,omitempty"`
+	Copy        *snapshot.CopyReport `json:"copy,omitempty"`
+}
+
+func newRestoreCommand(env Env, g *globalOptions) *cobra.Command {
+	o := &restoreOptions{}
+	cmd := &cobra.Command{
+		Use:   "restore ID|latest|FILE --data-dir DIR --name NAME --initial-cluster ... --initial-advertise-peer-urls URL",
+		Short: "Restore one member's data dir from a backup, Kubernetes-safe",
+		Long: `Restore one etcd member's data dir from a backup (by id, 'latest', or a plain snapshot file).
+
+'latest' is the newest backup whose copy verifies: a copy that fails its checks is skipped with a
+message, and the next copy, then the next older backup, is used. The snapshot is checked
+completely before anything is written.
+
+Kubernetes-safe by default: every revision is raised (--bump-revision) and the old ones marked
+compacted, so that watch caches and informers see revisions only go up and re-list, instead of
+silently missing changes. The bump is sized from the revision rate between backups and the
+backup's age, with a floor of 1,000,000; it is printed. --no-bump opts out.
+
+A data dir that holds data is refused; --quarantine moves it aside to DIR.quarantine-TIME and
+prints where. Nothing is ever deleted. The restored member is built beside the data dir and
+moved into place only when complete. Restored data dirs start under etcd 3.5 and 3.6.
+
+Restore every member of the cluster from the same backup with the same --initial-cluster and
+--initial-cluster-token, then start them (see 'etcdguard recover' for the whole cluster).`,
+		Example: `  # on each member (stop etcd first), the same backup and token everywhere
+  etcdguard restore latest --config /etc/etcdguard.yaml --quarantine \
+    --data-dir /var/lib/etcd --name cp1 \
+    --initial-cluster cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380,cp3=https://10.0.0.3:2380 \
+    --initial-cluster-token etcd-restored-20261124 \
+    --initial-advertise-peer-urls https://10.0.0.1:2380
+
+  # from a plain snapshot file
+  etcdguard restore /var/tmp/etcd.db --data-dir /var/lib/etcd --name cp1 ...`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.resolve(env)
+			if err != nil {
+				return err
+			}
+			if o.noBump && cmd.Flags().Changed("bump-revision") {
+				return fmt.Errorf("%w: --no-bump and --bump-revision contradict each other", ErrUsage)
+			}
+			for _, f := range []struct{ name, v string }{{"--data-dir", o.dataDir}, {"--name", o.name}, {"--initial-cluster", o.initialCluster}} {
+				if f.v == "" {
+					return fmt.Errorf("%w: give %s", ErrUsage, f.name)
+				}
+			}
+			if len(o.peerURLs) == 0 {
+				return fmt.Errorf("%w: give --initial-advertise-peer-urls (this member's peer URL in --initial-cluster)", ErrUsage)
+			}
+			if !strings.Contains(","+o.initialCluster, ","+o.name+"=") {
+				return fmt.Errorf("%w: --name %s does not appear in --initial-cluster %s", ErrUsage, o.name, o.initialCluster)
+			}
+			ctx := commandContext(cmd)
+			now := env.Now()
+			rep := restoreReport{}
+
+			// Scratch space beside the data dir: same file system, and as private as the data.
+			scratch, err := os.MkdirTemp(firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir))), ".etcdguard-restore-snapshot-")
+			if err != nil {
+				return fmt.Errorf("create a scratch folder (set --work-dir): %w", err)
+			}
+			defer os.RemoveAll(scratch)
+			plain := filepath.Join(scratch, "snapshot.db")
+
+			var backupPoint restore.RevisionPoint
+			var history []restore.RevisionPoint
+			if st, err := os.Stat(args[0]); err == nil && !st.IsDir() {
+				rep.File = args[0]
+				plain = args[0]
+				f, err := os.Open(plain)
+				if err != nil {
+					return err
+				}
+				_, _, terr := snapshot.CheckTrailer(f)
+				f.Close()
+				switch {
+				case errors.Is(terr, snapshot.ErrNoTrailer) && !o.skipHashCheck:
+					return fmt.Errorf("%w: %s has no etcd SHA-256 trailer (a db copied from a data dir?): add --skip-hash-check to restore it anyway", snapshot.ErrCorrupt, plain)
+				case terr != nil && !errors.Is(terr, snapshot.ErrNoTrailer):
+					return fmt.Errorf("%s: %w", plain, terr)
+				}
+				rep.Status, err = snapshot.ReadStatus(plain)
+				if err != nil {
+					return err
+				}
+				backupPoint = restore.RevisionPoint{Revision: rep.Status.Revision, At: st.ModTime()}
+			} else {
+				if err := s.requireTargets(); err != nil {
+					return err
+				}
+				ids, err := loadIdentities(s)
+				if err != nil {
+					return err
+				}
+				cat, err := snapshot.Load(ctx, s.cfg.Targets)
+				if cat != nil {
+					defer cat.Close()
+				}
+				if err != nil {
+					return err
+				}
+				var candidates []snapshot.Entry
+				if args[0] == "latest" {
+					for i := len(cat.Entries) - 1; i >= 0; i-- {
+						candidates = append(candidates, cat.Entries[i])
+					}
+					if len(candidates) == 0 {
+						return cat.NotFoundError("latest")
+					}
+				} else {
+					e, err := cat.Find(args[0])
+					if err != nil {
+						return err
+					}
+					candidates = []snapshot.Entry{e}
+				}
+				var chosen *snapshot.Entry
+				var failures []error
+				for i := range candidates {
+					e := &candidates[i]
+					for _, c := range snapshot.PreferredOrder(e.Copies) {
+						cr, err := snapshot.Fetch(ctx, c, ids, plain)
+						if err != nil {
+							s.logger.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+							rep.Skipped = append(rep.Skipped, err.Error())
+							failures = append(failures, err)
+							continue
+						}
+						rep.Copy = &cr
+						chosen = e
+						break
+					}
+					if chosen != nil {
+						break
+					}
+				}
+				if chosen == nil {
+					return fmt.Errorf("no copy of %s passed its checks: %w", args[0], errors.Join(failures...))
+				}
+				m := chosen.Manifest
+				rep.Manifest, rep.Backup, rep.Target = &m, m.ID, rep.Copy.Target
+				rep.Status = snapshot.Status{Hash: m.Status.Hash, Revision: m.Status.Revision, TotalKey: m.Status.TotalKey, TotalSize: m.Status.TotalSize, Version: m.Status.Version}
+				backupPoint = restore.RevisionPoint{Revision: m.Revision, At: m.Started}
+				for _, e := range cat.Entries {
+					if e.Manifest.ClusterID == m.ClusterID && e.Manifest.ID != m.ID {
+						history = append(history, restore.RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
+					}
+				}
+			}
+			rep.Revision = backupPoint.Revision
+
+			switch {
+			case o.noBump:
+				rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
+			case cmd.Flags().Changed("bump-revision"):
+				rep.Bump = o.bump
+				rep.BumpReasons = []string{"--bump-revision given"}
+			default:
+				b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
+				rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
+			}
+
+			res, err := restore.Member(restore.MemberOptions{
+				Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
+				PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
+				SkipHashCheck: o.skipHashCheck, Now: now,
+			})
+			rep.Member = res
+			if err != nil {
+				return err
+			}
+			if s.output == "json" {
+				return writeJSON(env.Stdout, rep)
+			}
+			from := rep.File
+			if rep.Backup != "" {
+				from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
+			}
+			fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey)
+			if rep.Bump > 0 {
+				fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
+			} else {
+				fmt.Fprintln(env.Stdout, rep.BumpReasons[0])
+			}
+			if res.Quarantined != "" {
+				fmt.Fprintf(env.Stdout, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
+			}
+			fmt.Fprintf(env.Stdout, "next: restore the other members the same way (same backup, --initial-cluster and --initial-cluster-token), then start etcd on each with --initial-cluster-token %s\n", o.token)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.dataDir, "data-dir", "", "the member's data dir to restore into")
+	f.StringVar(&o.name, "name", "", "the member's name (etcd --name)")
+	f.StringVar(&o.initialCluster, "initial-cluster", "", "every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)")
+	f.StringVar(&o.token, "initial-cluster-token", "etcd-cluster", "token of the restored cluster; use a new one, the same on every member")
+	f.StringSliceVar(&o.peerURLs, "initial-advertise-peer-urls", nil, "this member's peer URLs (etcd --initial-advertise-peer-urls)")
+	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much (default: sized automatically)")
+	f.BoolVar(&o.noBump, "no-bump", false, "do not raise revisions (not Kubernetes-safe)")
+	f.BoolVar(&o.quarantine, "quarantine", false, "move a data dir that holds data aside instead of refusing")
+	f.BoolVar(&o.skipHashCheck, "skip-hash-check", false, "accept a snapshot file without etcd's SHA-256 trailer (a db copied from a data dir)")
+	return cmd
+}
+
+func absPath(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
