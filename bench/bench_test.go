@@ -124,7 +124,9 @@ func timed(b *testing.B, name string, args ...string) (time.Duration, int64, str
 	}
 	var peak int64
 	done := make(chan struct{})
+	sampled := make(chan struct{})
 	go func() {
+		defer close(sampled)
 		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -141,6 +143,7 @@ func timed(b *testing.B, name string, args ...string) (time.Duration, int64, str
 	err := cmd.Wait()
 	d := time.Since(start)
 	close(done)
+	<-sampled
 	if err != nil {
 		b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,7 @@ func TestDemo(t *testing.T) {
 	require.FileExists(t, filepath.Join(dir, "restore-me.db"))
 	for _, res := range []string{"pods", "secrets", "configmaps"} {
 		require.NotContains(t, out.String(), "/registry/"+res+"/", "no key appears in the demo's output")
+		require.NotContains(t, out.String(), hex.EncodeToString([]byte("/registry/"+res+"/")))
 	}
 	checkPermissions(t, filepath.Join(dir, "backups"))
 }

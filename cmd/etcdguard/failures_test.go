@@ -13,7 +13,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdguard/etcdguard/internal/testcluster"
-	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
 // TestSaveFailures produces each failure for real, against one 3-member TLS cluster, and checks
@@ -95,13 +94,13 @@ func TestSaveFailures(t *testing.T) {
 		{"S3 wrong credentials", func(t *testing.T) string {
 			t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 			return s3URL
-		}, "credentials"},
+		}, "refused the secret key for this access key: check AWS_SECRET_ACCESS_KEY"},
 		{"S3 no such bucket", func(t *testing.T) string {
 			return strings.Replace(s3URL, "etcd-backups", "no-such-bucket", 1)
 		}, `bucket "no-such-bucket" does not exist`},
 		{"S3 unreachable", func(t *testing.T) string {
 			return strings.Replace(s3URL, minio.Endpoint, "http://127.0.0.1:"+itoa(freePorts(t, 1)[0]), 1)
-		}, "connection refused"},
+		}, "cannot reach http://127.0.0.1:"},
 	}
 	for _, tc := range s3Cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +109,7 @@ func TestSaveFailures(t *testing.T) {
 			r := etcdguard(t, append([]string{"snapshot", "save", "--target", "file://" + repo, "--target", target}, tlsFlags(c)...)...)
 			require.Equal(t, 3, r.code, "partial: the local copy is made")
 			msg := oneLineError(t, r)
-			require.Contains(t, msg, "s3")
+			require.Contains(t, msg, "target s3")
 			require.Contains(t, msg, tc.want)
 			l := list(t, "--target", "file://"+repo)
 			require.Len(t, l.Backups, 1)
@@ -121,6 +120,9 @@ func TestSaveFailures(t *testing.T) {
 	t.Run("full disk on the local target", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "small")
 		require.NoError(t, os.Mkdir(dir, 0o700))
+		if os.Geteuid() != 0 {
+			t.Skip("mounting a small tmpfs to fill needs root; CI runs as root")
+		}
 		out, err := execCommand(t, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", dir)
 		require.NoError(t, err, "mounting a small tmpfs needs root: %s", out)
 		t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
@@ -216,8 +218,7 @@ func TestSaveFailures(t *testing.T) {
 		require.Contains(t, r.stdout, "decrypt")
 	})
 
-	require.NotContains(t, logs.String(), secretMarker)
-	require.NotContains(t, logs.String(), "/registry/")
+	requireNoSecrets(t, logs.String())
 }
 
 func itoa(i int) string { return strconvItoa(i) }
@@ -238,6 +239,12 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"snapshot", "save", "--bogus"}, 2, "unknown flag"},
 		{[]string{"snapshot", "save", "--target", "tape"}, 2, `no configured target has that name`},
 		{[]string{"snapshot", "save", "--config", "/no/such/config.yml"}, 2, "read config file"},
+		{[]string{"snapshot", "get"}, 2, "accepts 1 arg(s)"},
+		{[]string{"snapshot", "status", "a", "b"}, 2, "accepts 1 arg(s)"},
+		{[]string{"snapshot", "frobnicate"}, 2, "unknown command"},
+		{[]string{"restore", "latest", "--target", "file:///tmp/x", "--data-dir", "/tmp/d", "--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}, 2, "--name m1 does not appear in --initial-cluster"},
+		{[]string{"restore", "latest", "--data-dir", "/tmp/d"}, 2, "give --name"},
+		{[]string{"restore", "latest", "--no-bump", "--bump-revision", "5", "--data-dir", "/tmp/d"}, 2, "contradict"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -260,5 +267,3 @@ func TestHelpListsExitCodes(t *testing.T) {
 		require.Contains(t, r.stdout, "Examples:")
 	}
 }
-
-var _ = testenv.EtcdVersions

@@ -79,6 +79,7 @@ func TestSaveInterrupted(t *testing.T) {
 		}, 60*time.Second, time.Millisecond, "no partial upload appeared: %s", &out)
 		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 		_ = cmd.Wait()
+		requireNoSecrets(t, out.String())
 		locks, _ := filepath.Glob(filepath.Join(repo, "locks", "*"))
 		require.NotEmpty(t, locks, "the killed run left its lock behind")
 		require.Empty(t, list(t, "--target", "file://"+repo).Backups, "an interrupted backup is never listed")
@@ -136,6 +137,7 @@ func TestSaveInterrupted(t *testing.T) {
 
 		r := etcdguard(t, "snapshot", "verify", "--all", "--target", "file://"+repo)
 		require.Equal(t, 0, r.code, r.stderr)
+		requireNoSecrets(t, rec.text())
 	})
 }
 
@@ -143,12 +145,21 @@ func TestSaveInterrupted(t *testing.T) {
 type sourceRecorder struct {
 	mu       sync.Mutex
 	endpoint string
+	all      strings.Builder
 }
 
 func (s *sourceRecorder) Enabled(context.Context, slog.Level) bool { return true }
 func (s *sourceRecorder) WithAttrs([]slog.Attr) slog.Handler       { return s }
 func (s *sourceRecorder) WithGroup(string) slog.Handler            { return s }
 func (s *sourceRecorder) Handle(_ context.Context, r slog.Record) error {
+	s.mu.Lock()
+	s.all.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		s.all.WriteString(" " + a.Key + "=" + a.Value.String())
+		return true
+	})
+	s.all.WriteString("\n")
+	s.mu.Unlock()
 	if r.Message != "taking snapshot" {
 		return nil
 	}
@@ -161,6 +172,12 @@ func (s *sourceRecorder) Handle(_ context.Context, r slog.Record) error {
 		return true
 	})
 	return nil
+}
+
+func (s *sourceRecorder) text() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.all.String()
 }
 
 func (s *sourceRecorder) last() string {

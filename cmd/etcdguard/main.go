@@ -41,7 +41,7 @@ func exitCodes() []exitCode {
 		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},
 		{5, "integrity: a backup copy or snapshot failed verification, or the age key does not match", []error{snapshot.ErrCorrupt, repository.ErrWrongKey}},
 		{6, "locked: another etcdguard run holds the repository lock", []error{repository.ErrLocked}},
-		{7, "not found: no such backup or file", []error{repository.ErrNotFound, os.ErrNotExist}},
+		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
 		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
 		{9, "refused: the data dir holds data (add --quarantine to move it aside); nothing was changed", []error{restore.ErrDataDirInUse}},
 		{1, "any other failure", nil},
@@ -91,22 +91,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	code := codeFor(err)
-	if code == 1 && isCobraUsage(err) {
-		code = 2
+	if code == 1 && strings.HasPrefix(err.Error(), "unknown command") {
+		code = 2 // cobra's own error for a mistyped command
 	}
 	fmt.Fprintln(stderr, "Error:", oneLine(err))
 	return code
-}
-
-// isCobraUsage recognises the argument errors cobra returns (unknown flag, wrong arg count).
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown flag", "unknown shorthand flag", "unknown command", "accepts ", "requires at least", "invalid argument", "flag needs an argument", "required flag"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // oneLine drops the sentinel prefixes that only serve exit-code mapping and joins lines.

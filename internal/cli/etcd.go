@@ -15,6 +15,8 @@ func newEtcdCommand() *cobra.Command {
 		Hidden:             true,
 		DisableFlagParsing: true,
 		RunE: func(_ *cobra.Command, args []string) error {
+			// etcd's main runs the server and exits the process itself (os.Exit on failure, as
+			// the etcd binary does): this command is a whole etcd process, nothing follows it.
 			etcdmain.Main(append([]string{"etcd"}, args...))
 			return nil
 		},

@@ -121,7 +121,7 @@ Restore every member of the cluster from the same backup with the same --initial
 				case terr != nil && !errors.Is(terr, snapshot.ErrNoTrailer):
 					return fmt.Errorf("%s: %w", plain, terr)
 				}
-				rep.Status, err = snapshot.ReadStatus(plain)
+				rep.Status, err = snapshot.ReadStatus(ctx, plain)
 				if err != nil {
 					return err
 				}

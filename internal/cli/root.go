@@ -73,6 +73,8 @@ file (--config); flags win over the environment, which wins over the file.`,
 	}
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
+	// Bad flags and argument counts are usage errors (exit code 2), whichever command has them.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return fmt.Errorf("%w: %w", ErrUsage, err) })
 	pf := root.PersistentFlags()
 	g.flags = pf
 	pf.StringVar(&g.configFile, "config", "", "YAML configuration file (env ETCDGUARD_CONFIG)")
@@ -85,14 +87,30 @@ file (--config); flags win over the environment, which wins over the file.`,
 	pf.StringArrayVar(&g.targets, "target", nil, "backup target, repeatable: a URL (file:///dir, s3://bucket/prefix?endpoint=...&storage-class=..., file:///mnt/tape/etcd?offline=true&media=tape) or the name of a target in --config")
 	pf.StringVarP(&g.output, "format", "o", "table", "output format of reports: table or json")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	pf.StringVar(&g.workDir, "work-dir", "", "directory for scratch copies during verification (default: the system temp dir)")
+	pf.StringVar(&g.workDir, "work-dir", "", "directory for scratch copies of snapshots while they are checked (default /var/tmp)")
 	pf.StringArrayVar(&g.ageRecipients, "age-recipient", nil, "encrypt backups to this age public key (age1...) or recipients file, repeatable")
 	pf.StringArrayVar(&g.ageIdentities, "age-identity", nil, "age identity file to read encrypted backups, repeatable")
 	pf.StringVar(&g.compression, "compression", "", "compression of new backups: zstd or none (default zstd)")
 
 	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newDemoCommand(env, g), newEtcdCommand(), newVersionCommand(env))
 	addExitCodes(root, env.ExitCodes)
+	markArgsErrors(root)
 	return root
+}
+
+// markArgsErrors makes every command's argument-count errors usage errors.
+func markArgsErrors(cmd *cobra.Command) {
+	if args := cmd.Args; args != nil {
+		cmd.Args = func(c *cobra.Command, a []string) error {
+			if err := args(c, a); err != nil {
+				return fmt.Errorf("%w: %w", ErrUsage, err)
+			}
+			return nil
+		}
+	}
+	for _, c := range cmd.Commands() {
+		markArgsErrors(c)
+	}
 }
 
 func addExitCodes(cmd *cobra.Command, codes string) {
@@ -310,7 +328,8 @@ func newVersionCommand(env Env) *cobra.Command {
 	}
 }
 
-// Version is etcdguard's version, set at build time with -ldflags "-X ...cli.Version=...".
+// Version is etcdguard's version. It is a variable only so that the linker can set it
+// (-ldflags "-X github.com/etcdguard/etcdguard/internal/cli.Version=..."); nothing assigns it.
 var Version = "dev"
 
 // commandContext returns the command's context; cobra sets it from ExecuteContext.

@@ -72,7 +72,7 @@ mounted during 'snapshot save' is mounted again.`,
 			if err != nil {
 				return err
 			}
-			have, err := dst.Manifests(ctx)
+			have, _, err := dst.Manifests(ctx)
 			if err != nil {
 				return err
 			}
@@ -89,13 +89,22 @@ mounted during 'snapshot save' is mounted again.`,
 			}
 			copied, skipped := 0, 0
 			var failures []error
+			type copyResult struct {
+				ID    string `json:"id"`
+				From  string `json:"from,omitempty"`
+				Bytes int64  `json:"bytes"`
+				Error string `json:"error,omitempty"`
+			}
+			var results []copyResult
 			for _, e := range cat.Entries {
 				if present[e.Manifest.ID] || (len(want) > 0 && !want[e.Manifest.ID]) {
 					skipped++
 					continue
 				}
 				var err error
+				from := ""
 				for _, c := range snapshot.PreferredOrder(e.Copies) {
+					from = c.Repo.Target.Name
 					if err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil {
 						break
 					}
@@ -103,12 +112,22 @@ mounted during 'snapshot save' is mounted again.`,
 				}
 				if err != nil {
 					failures = append(failures, err)
+					results = append(results, copyResult{ID: e.Manifest.ID, Error: err.Error()})
 					continue
 				}
 				copied++
-				fmt.Fprintf(env.Stdout, "copied %s to %s (%s), verified\n", e.Manifest.ID, o.to, humanBytes(e.Manifest.StoredSize))
+				results = append(results, copyResult{ID: e.Manifest.ID, From: from, Bytes: e.Manifest.StoredSize})
+				if s.output == "table" {
+					fmt.Fprintf(env.Stdout, "copied %s to %s from %s (%s), read back and verified\n", e.Manifest.ID, o.to, from, humanBytes(e.Manifest.StoredSize))
+				}
 			}
-			fmt.Fprintf(env.Stdout, "%d copied, %d already present or not asked for, %d failed\n", copied, skipped, len(failures))
+			if s.output == "json" {
+				if err := writeJSON(env.Stdout, map[string]any{"to": o.to, "copies": results, "copied": copied, "skipped": skipped, "failed": len(failures)}); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(env.Stdout, "%d copied, %d already present or not asked for, %d failed\n", copied, skipped, len(failures))
+			}
 			if len(failures) > 0 {
 				return fmt.Errorf("%d backups could not be copied to %s: %w", len(failures), o.to, errors.Join(failures...))
 			}

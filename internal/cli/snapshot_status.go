@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -43,7 +44,7 @@ etcd's SHA-256 trailer when present) and never modified.`,
 			}
 			arg := args[0]
 			if st, err := os.Stat(arg); err == nil && !st.IsDir() {
-				return statusOfFile(env, s, arg)
+				return statusOfFile(commandContext(cmd), env, s, arg)
 			}
 			if !repository.ValidID(arg) && arg != "latest" {
 				return fmt.Errorf("%w: %s is neither a file nor a backup id (ids look like 20261124T035532Z-1a2b3c4d)", repository.ErrNotFound, arg)
@@ -108,10 +109,10 @@ func statusTable(env Env, st snapshot.Status) error {
 }
 
 // statusOfFile reads a snapshot file, decoding it first when it is a stored data object.
-func statusOfFile(env Env, s settings, path string) error {
+func statusOfFile(ctx context.Context, env Env, s settings, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("read snapshot file: %w", err)
 	}
 	defer f.Close()
 	br := bufio.NewReader(f)
@@ -139,26 +140,26 @@ func statusOfFile(env Env, s settings, path string) error {
 			return err
 		}
 		defer dec.Close()
-		dir, err := os.MkdirTemp(s.cfg.WorkDir, "etcdguard-status-")
+		dir, err := os.MkdirTemp(snapshot.ScratchDir(s.cfg.WorkDir), "etcdguard-status-")
 		if err != nil {
-			return err
+			return fmt.Errorf("create a scratch folder to decode %s in (set --work-dir): %w", path, err)
 		}
 		defer os.RemoveAll(dir)
 		plain = dir + "/snapshot.db"
 		out, err := os.OpenFile(plain, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {
-			return err
+			return fmt.Errorf("decode %s: %w", path, err)
 		}
 		if _, err := io.Copy(out, dec); err != nil {
 			out.Close()
-			return fmt.Errorf("%w: decode %s: %v", snapshot.ErrCorrupt, path, err)
+			return fmt.Errorf("%w: decode %s: %w", snapshot.ErrCorrupt, path, err)
 		}
 		if err := out.Close(); err != nil {
-			return err
+			return fmt.Errorf("decode %s into %s: %w", path, plain, err)
 		}
 		pf, err := os.Open(plain)
 		if err != nil {
-			return err
+			return fmt.Errorf("read decoded %s: %w", plain, err)
 		}
 		defer pf.Close()
 		in = pf
@@ -174,7 +175,7 @@ func statusOfFile(env Env, s settings, path string) error {
 	default:
 		return fmt.Errorf("%s: %w", path, terr)
 	}
-	st, err := snapshot.ReadStatus(plain)
+	st, err := snapshot.ReadStatus(ctx, plain)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -27,7 +28,11 @@ func (c Config) Client(ctx context.Context, endpoint string) (*clientv3.Client, 
 		TLS:         tlsCfg,
 		Context:     ctx,
 		Logger:      zap.NewNop(),
-		DialOptions: []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail fast per endpoint
+		// Keepalives notice a member that vanished without closing the connection (its host
+		// lost power), so a snapshot stream fails instead of waiting forever.
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail fast per endpoint
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", endpoint, err)
@@ -84,7 +89,24 @@ func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
 		}
 		statuses = append(statuses, c.statusOf(ctx, added)...)
 	}
-	return statuses
+	return dedupe(statuses)
+}
+
+// dedupe keeps one status per member: a member listed under several URLs (127.0.0.1 and its
+// advertised address, say) is one member, and must count, and be retried, once.
+func dedupe(statuses []MemberStatus) []MemberStatus {
+	seen := map[uint64]bool{}
+	out := statuses[:0:0]
+	for _, st := range statuses {
+		if st.Err == "" && st.ID != 0 {
+			if seen[st.ID] {
+				continue
+			}
+			seen[st.ID] = true
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 func (c Config) memberURLs(ctx context.Context, endpoint string) []string {

@@ -50,3 +50,17 @@ func TestChooseSource(t *testing.T) {
 		})
 	}
 }
+
+func TestDedupe(t *testing.T) {
+	in := []MemberStatus{
+		{Endpoint: "https://127.0.0.1:2379", ID: 7},
+		{Endpoint: "https://10.0.0.1:2379", ID: 7},
+		{Endpoint: "https://10.0.0.2:2379", Err: "refused"},
+		{Endpoint: "https://10.0.0.3:2379", ID: 9},
+	}
+	var got []string
+	for _, s := range dedupe(in) {
+		got = append(got, s.Endpoint)
+	}
+	require.Equal(t, []string{"https://127.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"}, got)
+}

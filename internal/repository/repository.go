@@ -91,10 +91,12 @@ func (r *Repository) Manifest(ctx context.Context, id string) (Manifest, error) 
 	return m, nil
 }
 
-// Manifests returns every complete backup in the repository, oldest first.
-func (r *Repository) Manifests(ctx context.Context) ([]Manifest, error) {
+// Manifests returns every complete backup in the repository, oldest first. A manifest that
+// cannot be read (damaged, or of a newer format) does not hide the others: it is returned in
+// skipped, with the reason.
+func (r *Repository) Manifests(ctx context.Context) (ms []Manifest, skipped []error, err error) {
 	var ids []string
-	err := r.be.List(ctx, snapshotsDir, func(fi backend.FileInfo) error {
+	err = r.be.List(ctx, snapshotsDir, func(fi backend.FileInfo) error {
 		id, rest, ok := strings.Cut(strings.TrimPrefix(fi.Name, snapshotsDir), "/")
 		if ok && rest == manifestName {
 			ids = append(ids, id)
@@ -102,18 +104,21 @@ func (r *Repository) Manifests(ctx context.Context) ([]Manifest, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("target %s: list backups: %w", r.Target.Name, err)
+		return nil, nil, fmt.Errorf("target %s: list backups: %w", r.Target.Name, err)
 	}
-	out := make([]Manifest, 0, len(ids))
 	for _, id := range ids {
 		m, err := r.Manifest(ctx, id)
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+				return nil, skipped, err
+			}
+			skipped = append(skipped, err)
+			continue
 		}
-		out = append(out, m)
+		ms = append(ms, m)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
+	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
+	return ms, skipped, nil
 }
 
 // OpenData opens a backup's stored data object.
@@ -172,14 +177,29 @@ type Lock struct {
 }
 
 type lockInfo struct {
-	Host    string    `json:"host"`
-	PID     int       `json:"pid"`
-	Command string    `json:"command"`
-	Created time.Time `json:"created"`
+	Host string `json:"host"`
+	PID  int    `json:"pid"`
+	// PIDNamespace and BootID say where PID means something: a lock's process can be checked
+	// only from the same PID namespace (containers on one host share its name, not its PIDs)
+	// and the same boot.
+	PIDNamespace string    `json:"pid_namespace,omitempty"`
+	BootID       string    `json:"boot_id,omitempty"`
+	Command      string    `json:"command"`
+	Created      time.Time `json:"created"`
 }
 
-// StaleLockAge is how old a lock held by a process on another host must be before it is taken
-// over. On the same host, a lock whose process is gone is taken over at once.
+// processPlace returns this process's PID namespace and boot id, empty where unknown.
+func processPlace() (pidNS, bootID string) {
+	pidNS, _ = os.Readlink("/proc/self/ns/pid")
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		bootID = strings.TrimSpace(string(b))
+	}
+	return pidNS, bootID
+}
+
+// StaleLockAge is how old a lock must be before it is taken over when its process cannot be
+// checked (another host, another PID namespace). A lock whose process is known to be gone (same
+// host, PID namespace and boot) is taken over at once.
 const StaleLockAge = 6 * time.Hour
 
 // Lock takes the repository's lock for a run of command. A lock left by a process that no longer
@@ -189,7 +209,8 @@ func (r *Repository) Lock(ctx context.Context, lg *slog.Logger, command string, 
 	if err := r.checkLocks(ctx, lg, "", host, now); err != nil {
 		return nil, err
 	}
-	info := lockInfo{Host: host, PID: os.Getpid(), Command: command, Created: now.UTC()}
+	ns, boot := processPlace()
+	info := lockInfo{Host: host, PID: os.Getpid(), PIDNamespace: ns, BootID: boot, Command: command, Created: now.UTC()}
 	data, _ := json.Marshal(info)
 	name := fmt.Sprintf("%s%s-%d-%s.json", locksDir, now.UTC().Format("20060102T150405Z"), info.PID, NewID(now)[17:])
 	if _, err := r.Save(ctx, name, bytes.NewReader(data)); err != nil {
@@ -231,9 +252,13 @@ func (r *Repository) checkLocks(ctx context.Context, lg *slog.Logger, own, host 
 			return err
 		}
 		stale := ""
+		ns, boot := processPlace()
+		samePlace := info.Host == host && info.PIDNamespace == ns && info.BootID == boot
 		switch {
-		case info.Host == host && !processAlive(info.PID):
+		case samePlace && !processAlive(info.PID):
 			stale = fmt.Sprintf("its process %d no longer exists", info.PID)
+		case info.Host == host && info.BootID != "" && info.BootID != boot:
+			stale = "it was taken before this host last booted"
 		case now.Sub(info.Created) > StaleLockAge:
 			stale = fmt.Sprintf("it is older than %s", StaleLockAge)
 		}

@@ -42,6 +42,7 @@ func deadPID(t *testing.T) int {
 
 func TestLock(t *testing.T) {
 	host, _ := os.Hostname()
+	ns, boot := processPlace()
 	now := time.Date(2026, 11, 24, 3, 0, 0, 0, time.UTC)
 	cases := []struct {
 		name     string
@@ -50,8 +51,10 @@ func TestLock(t *testing.T) {
 		wantWarn string
 	}{
 		{"free", nil, "", ""},
-		{"held by a live process here", &lockInfo{Host: host, PID: os.Getpid(), Command: "snapshot save", Created: now.Add(-time.Minute)}, `locked by "snapshot save" (pid ` + itoa(os.Getpid()), ""},
-		{"left by a dead process here", &lockInfo{Host: host, PID: -1, Command: "snapshot save", Created: now.Add(-time.Minute)}, "", "no longer exists"},
+		{"held by a live process here", &lockInfo{Host: host, PID: os.Getpid(), PIDNamespace: ns, BootID: boot, Command: "snapshot save", Created: now.Add(-time.Minute)}, `locked by "snapshot save" (pid ` + itoa(os.Getpid()), ""},
+		{"left by a dead process here", &lockInfo{Host: host, PID: -1, PIDNamespace: ns, BootID: boot, Command: "snapshot save", Created: now.Add(-time.Minute)}, "", "no longer exists"},
+		{"same host name, other PID namespace: not judged by PID", &lockInfo{Host: host, PID: -1, PIDNamespace: "pid:[1]", BootID: boot, Command: "snapshot save", Created: now.Add(-time.Minute)}, "is locked by", ""},
+		{"same host, before the last boot", &lockInfo{Host: host, PID: os.Getpid(), PIDNamespace: ns, BootID: "an-earlier-boot", Command: "snapshot save", Created: now.Add(-time.Minute)}, "", "before this host last booted"},
 		{"held by another host, recent", &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-time.Hour)}, "on other-node", ""},
 		{"held by another host, stale", &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-7 * time.Hour)}, "", "older than"},
 	}
@@ -109,7 +112,8 @@ func TestCleanupIncomplete(t *testing.T) {
 		"snapshots/20261124T031000Z-0000000b/snapshot.db.zst",
 		"snapshots/20261124T032000Z-0000000c/snapshot.db.zst.partial-42",
 	}, removed)
-	ms, err := repo.Manifests(ctx)
+	ms, skipped, err := repo.Manifests(ctx)
+	require.Empty(t, skipped)
 	require.NoError(t, err)
 	require.Len(t, ms, 1)
 	require.Equal(t, complete.ID, ms[0].ID)

@@ -39,7 +39,10 @@ type Catalog struct {
 	Entries []Entry
 	// Unreadable maps a target name to why it could not be listed (absent offline media included).
 	Unreadable map[string]string
-	Repos      []*repository.Repository
+	// Skipped lists manifests that could not be read, each naming its target and backup.
+	Skipped []string
+	// Repos are the repositories that could be opened; Close closes them.
+	Repos []*repository.Repository
 }
 
 // Close releases every opened repository.
@@ -87,9 +90,10 @@ func PreferredOrder(copies []Copy) []Copy {
 func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 	c := &Catalog{Unreadable: map[string]string{}}
 	type listing struct {
-		repo *repository.Repository
-		ms   []repository.Manifest
-		err  error
+		repo    *repository.Repository
+		ms      []repository.Manifest
+		skipped []error
+		err     error
 	}
 	out := make([]listing, len(targets))
 	var wg sync.WaitGroup
@@ -101,7 +105,7 @@ func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 				return
 			}
 			out[i].repo = repo
-			out[i].ms, out[i].err = repo.Manifests(ctx)
+			out[i].ms, out[i].skipped, out[i].err = repo.Manifests(ctx)
 		})
 	}
 	wg.Wait()
@@ -115,7 +119,13 @@ func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 			c.Unreadable[targets[i].Name] = l.err.Error()
 			continue
 		}
+		for _, sk := range l.skipped {
+			c.Skipped = append(c.Skipped, sk.Error())
+		}
 		for _, m := range l.ms {
+			if m.Kind != repository.KindFull {
+				continue // delta segments are not backups of their own
+			}
 			e, ok := byID[m.ID]
 			if !ok {
 				e = &Entry{Manifest: m}
@@ -178,11 +188,12 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		return fail(err)
 	}
 
-	rc, err := cp.Repo.OpenData(ctx, m)
+	data, err := cp.Repo.OpenData(ctx, m)
 	if err != nil {
 		return fail(err)
 	}
-	defer rc.Close()
+	defer data.Close()
+	rc := ctxReader{ctx: ctx, r: data}
 	storedSum := &countingWriter{h: sha256.New()}
 	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities)
 	if err != nil {
@@ -231,7 +242,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	if err := tmp.Close(); err != nil {
 		return fail(fmt.Errorf("write %s: %w", tmp.Name(), err))
 	}
-	st, err := ReadStatus(tmp.Name())
+	st, err := ReadStatus(ctx, tmp.Name())
 	if err != nil {
 		return fail(err)
 	}
@@ -239,7 +250,8 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		return fail(fmt.Errorf("%w: status differs from the manifest: hash %d revision %d keys %d, want %d %d %d", ErrCorrupt, st.Hash, st.Revision, st.TotalKey, m.Status.Hash, m.Status.Revision, m.Status.TotalKey))
 	}
 	rep.Checks = append(rep.Checks, "bbolt-check", "status")
-	if err := os.Rename(tmp.Name(), dst); err != nil {
+	// Link, not rename: a file that appeared at dst meanwhile is never replaced.
+	if err := os.Link(tmp.Name(), dst); err != nil {
 		return fail(fmt.Errorf("move the verified snapshot into place at %s: %w", dst, err))
 	}
 	if err := syncDir(dir); err != nil {
@@ -253,7 +265,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
 func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
-	dir, err := os.MkdirTemp(workDir, "etcdguard-verify-")
+	dir, err := os.MkdirTemp(ScratchDir(workDir), "etcdguard-verify-")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}
@@ -275,19 +287,59 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	if _, err := dst.Save(ctx, m.Data, vr); err != nil {
 		return fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
 	}
-	if err := checkStored(ctx, dst, m.Data, m.StoredSize); err != nil {
+	// Read the copy back from the medium: for tape and removable disks, this is the check.
+	if err := readBack(ctx, dst, m); err != nil {
 		_ = dst.Backend().Remove(ctx, m.Data)
 		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
-	m.Targets = append(m.Targets, repository.TargetResult{
+	result := repository.TargetResult{
 		Name: dst.Target.Name, URL: dst.Target.Redacted(), Media: dst.Target.Media, Offline: dst.Target.Offline,
 		State: repository.StateStored, CopiedFrom: src.Repo.Target.Name,
-	})
+	}
+	replaced := false
+	for i, t := range m.Targets {
+		if t.Name == dst.Target.Name {
+			m.Targets[i], replaced = result, true
+		}
+	}
+	if !replaced {
+		m.Targets = append(m.Targets, result)
+	}
 	if err := dst.SaveManifest(ctx, m); err != nil {
 		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
 	lg.Info("copied backup", "id", m.ID, "from", src.Repo.Target.Name, "to", dst.Target.Name, "bytes", m.StoredSize)
 	return nil
+}
+
+// readBack reads a stored data object back and compares its size and SHA-256 with the manifest.
+func readBack(ctx context.Context, repo *repository.Repository, m repository.Manifest) error {
+	rc, err := repo.OpenData(ctx, m)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := &countingWriter{h: sha256.New()}
+	if _, err := io.CopyBuffer(h, ctxReader{ctx: ctx, r: rc}, make([]byte, 1<<20)); err != nil {
+		return fmt.Errorf("read back %s: %w", m.Data, err)
+	}
+	if got := hex.EncodeToString(h.h.Sum(nil)); h.n != m.StoredSize || got != m.StoredSHA256 {
+		return fmt.Errorf("%w: %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, m.Data, h.n, got, m.StoredSize, m.StoredSHA256)
+	}
+	return nil
+}
+
+// ctxReader stops a long read when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // verifyingReader passes a stored object through and, at its end, fails instead of returning

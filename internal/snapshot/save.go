@@ -28,13 +28,16 @@ var ErrNoTarget = errors.New("backup stored in no target")
 
 // SaveOptions configures a backup run.
 type SaveOptions struct {
+	// Etcd is how to reach the members.
 	Etcd etcdx.Config
 	// Discover adds the client URLs of every cluster member to the endpoints given.
 	Discover bool
-	Targets  []repository.Target
-	Codec    repository.Codec
+	// Targets are where the backup is stored.
+	Targets []repository.Target
+	// Codec is how the snapshot is compressed and encrypted.
+	Codec repository.Codec
 	// WorkDir holds the plain copy of the snapshot that is verified before the backup counts;
-	// it is removed at the end. Empty means the system's temporary directory.
+	// it is removed at the end. Empty means ScratchDir's default.
 	WorkDir string
 	Logger  *slog.Logger
 	// Progress, when set, is called as snapshot bytes arrive, with the expected total (0 when
@@ -181,7 +184,7 @@ func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, n
 			switch {
 			case err != nil && t.Offline && errors.Is(err, backend.ErrUnavailable):
 				ot.result.State, ot.result.Error = repository.StateAbsent, err.Error()
-				lg.Warn("offline target is absent; copy to it later with: etcdguard snapshot copy --to "+t.Name, "target", t.Name, "error", err)
+				lg.Warn("offline target is absent; copy to it later with etcdguard snapshot copy", "target", t.Name, "command", "etcdguard snapshot copy --to "+t.Name, "error", err)
 				return
 			case err != nil:
 				ot.result.State, ot.result.Error = repository.StateFailed, err.Error()
@@ -228,7 +231,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	defer cli.Close()
 
-	workDir, err := os.MkdirTemp(opts.WorkDir, "etcdguard-save-")
+	workDir, err := os.MkdirTemp(ScratchDir(opts.WorkDir), "etcdguard-save-")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory in %q (set --work-dir): %w", opts.WorkDir, err)
 	}
@@ -278,6 +281,8 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	trailer := newTrailerCheck() // also gives the snapshot's SHA-256, in the same pass
 	in := &sourceReader{r: resp.Snapshot}
+	stopWatchdog := in.watch(sctx, cancel, sourceIdleTimeout)
+	defer stopWatchdog()
 	if opts.Progress != nil {
 		in.onBytes = func(n int64) { opts.Progress(n, src.DBSize+trailerSize) }
 	}
@@ -296,6 +301,9 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		}
 		var se *sourceError
 		if errors.As(copyErr, &se) {
+			if in.stalled.Load() {
+				return nil, &sourceError{fmt.Errorf("%s: the snapshot stream sent nothing for %s after %d bytes (member down or network lost)", src.Endpoint, sourceIdleTimeout, in.n)}
+			}
 			return nil, &sourceError{fmt.Errorf("%s: snapshot stream broke after %d bytes: %w", src.Endpoint, in.n, se.err)}
 		}
 		return nil, fmt.Errorf("write snapshot: %w", copyErr)
@@ -309,15 +317,20 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 
 	// Verify before anything counts: etcd's trailer, then bbolt's check and the status.
+	// A snapshot that fails here is the source's fault (a short stream, a damaged db): another
+	// member may give a good one, so these are source errors too.
 	if err := trailer.Check(); err != nil {
 		removeData(ctx, lg, targets, dataName)
-		return nil, fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)
+		return nil, &sourceError{fmt.Errorf("snapshot from %s: %w", src.Endpoint, err)}
 	}
 	verifyStart := now()
-	st, err := ReadStatus(rawPath)
+	st, err := ReadStatus(ctx, rawPath)
 	if err != nil {
 		removeData(ctx, lg, targets, dataName)
-		return nil, fmt.Errorf("snapshot from %s failed verification: %w", src.Endpoint, err)
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, &sourceError{fmt.Errorf("snapshot from %s failed verification: %w", src.Endpoint, err)}
 	}
 	lg.Info("snapshot verified", "revision", st.Revision, "total_key", st.TotalKey, "seconds", now().Sub(verifyStart).Seconds())
 

@@ -4,6 +4,7 @@ package snapshot
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -43,7 +44,7 @@ type Status struct {
 // computes the same hash, revision, key count and size that etcdutl snapshot status reports.
 // Its errors never contain keys or values. Memory grows with the number of live keys by a small
 // fixed amount per key (a 128-bit digest), not with their size.
-func ReadStatus(path string) (Status, error) {
+func ReadStatus(ctx context.Context, path string) (Status, error) {
 	var st Status
 	if _, err := os.Stat(path); err != nil {
 		return st, fmt.Errorf("read snapshot status: %w", err)
@@ -56,7 +57,7 @@ func ReadStatus(path string) (Status, error) {
 
 	err = db.View(func(tx *bbolt.Tx) error {
 		var problems []string
-		for cerr := range tx.Check() {
+		for cerr := range tx.Check(bbolt.WithKVStringer(redacted{})) {
 			problems = append(problems, cerr.Error())
 			if len(problems) >= 5 {
 				break
@@ -69,7 +70,7 @@ func ReadStatus(path string) (Status, error) {
 		if v := schema.ReadStorageVersionFromSnapshot(tx); v != nil {
 			st.Version = v.String()
 		}
-		return hashBuckets(tx, &st)
+		return hashBuckets(ctx, tx, &st)
 	})
 	if err != nil {
 		return Status{}, err
@@ -103,7 +104,14 @@ func recordKey(rec []byte) ([]byte, bool) {
 // needs 16 bytes per key whatever the key's length.
 type keyDigest [2]uint64
 
-func hashBuckets(tx *bbolt.Tx, st *Status) error {
+// redacted prints keys and values in bbolt's check messages as their length only: they may be
+// secrets.
+type redacted struct{}
+
+func (redacted) KeyToString(k []byte) string   { return fmt.Sprintf("<key of %d bytes>", len(k)) }
+func (redacted) ValueToString(v []byte) string { return fmt.Sprintf("<value of %d bytes>", len(v)) }
+
+func hashBuckets(ctx context.Context, tx *bbolt.Tx, st *Status) error {
 	h := crc32.New(crc32.MakeTable(crc32.Castagnoli))
 	seeds := [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
 	live := make(map[keyDigest]struct{})
@@ -119,7 +127,11 @@ func hashBuckets(tx *bbolt.Tx, st *Status) error {
 		h.Write(name)
 		isKey := bytes.Equal(name, keyBucket)
 		isMeta := bytes.Equal(name, metaBucket)
+		seen := 0
 		err := b.ForEach(func(k, v []byte) error {
+			if seen++; seen%4096 == 0 && ctx.Err() != nil {
+				return ctx.Err()
+			}
 			h.Write(k)
 			h.Write(v)
 			switch {

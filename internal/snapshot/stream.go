@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding"
 	"encoding/hex"
@@ -8,6 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
+	"sync/atomic"
+	"time"
 )
 
 // trailerSize is the length of the SHA-256 digest etcd appends to a snapshot stream.
@@ -107,10 +111,44 @@ type sourceReader struct {
 	r       io.Reader
 	n       int64
 	onBytes func(int64)
+	// readingSince is the time (UnixNano) the pending Read started, 0 when none is pending.
+	readingSince atomic.Int64
+	stalled      atomic.Bool
+}
+
+// sourceIdleTimeout is how long a read of the snapshot stream may wait for data before the
+// member is given up on. Keepalives usually notice a dead member sooner.
+const sourceIdleTimeout = 30 * time.Second
+
+// watch cancels the stream when a single read has waited longer than idle; time spent writing to
+// slow targets does not count. The returned function stops the watch.
+func (s *sourceReader) watch(ctx context.Context, cancel context.CancelFunc, idle time.Duration) func() {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(idle / 10)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if since := s.readingSince.Load(); since != 0 && time.Since(time.Unix(0, since)) > idle {
+					s.stalled.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 func (s *sourceReader) Read(p []byte) (int, error) {
+	s.readingSince.Store(time.Now().UnixNano())
 	n, err := s.r.Read(p)
+	s.readingSince.Store(0)
 	s.n += int64(n)
 	if n > 0 && s.onBytes != nil {
 		s.onBytes(s.n)
@@ -162,4 +200,17 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	c.h.Write(p)
 	c.n += int64(len(p))
 	return len(p), nil
+}
+
+// ScratchDir returns the folder for scratch copies of snapshots: dir if given, else /var/tmp
+// (on disk on most systems, where /tmp may be a tmpfs in memory), else the system's temporary
+// folder.
+func ScratchDir(dir string) string {
+	if dir != "" {
+		return dir
+	}
+	if st, err := os.Stat("/var/tmp"); err == nil && st.IsDir() {
+		return "/var/tmp"
+	}
+	return os.TempDir()
 }
