@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -306,19 +305,12 @@ func restoreAndRead(t *testing.T, version, file string) map[string]string {
 	return kv
 }
 
+// freePorts returns ports nothing listens on, drawn as testcluster draws them (below the
+// ephemeral range, where outgoing connections cannot take them meanwhile).
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
-	var ports []int
-	var ls []net.Listener
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
+	ports, err := testcluster.FreePorts(n)
+	require.NoError(t, err)
 	return ports
 }
 

@@ -176,7 +176,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 // startOnce picks ports and a token, starts every member and waits for the cluster to be
 // healthy.
 func (c *Cluster) startOnce(ctx context.Context) error {
-	ports, err := freePorts(3 * len(c.members))
+	ports, err := FreePorts(3 * len(c.members))
 	if err != nil {
 		return err
 	}

@@ -9,14 +9,14 @@ import (
 	"strings"
 )
 
-// freePorts returns n distinct TCP ports that are free on 127.0.0.1 at the time of the call.
+// FreePorts returns n distinct TCP ports that are free on 127.0.0.1 at the time of the call.
 //
 // Ports are drawn at random from below the kernel's ephemeral range rather than by binding
 // port 0: a port the kernel just handed out and we closed again goes back into the ephemeral
 // pool, where an outgoing connection (etcd members dial each other constantly) can take it as
 // its source port before the member binds it. Below the ephemeral range only listeners compete,
 // and a clash with another test's listener is caught by Start, which retries with new ports.
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	lo, hi := portRange()
 	seen := make(map[int]bool, n)
 	ports := make([]int, 0, n)
