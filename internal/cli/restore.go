@@ -35,7 +35,7 @@ type restoreReport struct {
 	Bump        uint64               `json:"bump"`
 	BumpReasons []string             `json:"bump_reasons,omitempty"`
 	Skipped     []string             `json:"skipped,omitempty"`
-	Member      restore.MemberResult `json:"member"`
+	Member      restore.DataDirResult `json:"member"`
 	Status      snapshot.Status      `json:"status"`
 	Manifest    *repository.Manifest `json:"manifest,omitempty"`
 	Copy        *snapshot.CopyReport `json:"copy,omitempty"`
@@ -202,7 +202,7 @@ Restore every member of the cluster from the same backup with the same --initial
 				rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
 			}
 
-			res, err := restore.Member(restore.MemberOptions{
+			res, err := restore.RestoreDataDir(restore.DataDirOptions{
 				Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
 				PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
 				SkipHashCheck: o.skipHashCheck, Now: now,

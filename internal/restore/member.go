@@ -19,8 +19,8 @@ import (
 // data and moving it aside was not asked for.
 var ErrDataDirInUse = errors.New("data dir is not empty")
 
-// MemberOptions describes the restore of one member's data dir from a plain, verified snapshot.
-type MemberOptions struct {
+// DataDirOptions describes the restore of one member's data dir from a plain, verified snapshot.
+type DataDirOptions struct {
 	// Snapshot is the plain snapshot file (as etcdctl snapshot save writes it).
 	Snapshot string
 	// Name, InitialCluster, InitialClusterToken and PeerURLs are etcd's --name,
@@ -42,8 +42,8 @@ type MemberOptions struct {
 	Now time.Time
 }
 
-// MemberResult is what a member restore did.
-type MemberResult struct {
+// DataDirResult is what a member restore did.
+type DataDirResult struct {
 	DataDir string `json:"data_dir"`
 	// Quarantined is where the old data dir was moved, if it was.
 	Quarantined string        `json:"quarantined,omitempty"`
@@ -51,13 +51,13 @@ type MemberResult struct {
 	Elapsed     time.Duration `json:"elapsed_ns"`
 }
 
-// Member restores one member's data dir. The restore is built in a sibling folder and renamed
+// RestoreDataDir restores one member's data dir. The restore is built in a sibling folder and renamed
 // into place only when complete, so DataDir is either the old data, absent, or the whole
 // restored member, whatever happens. An existing non-empty DataDir is refused unless
 // Quarantine is set, in which case it is moved to a sibling folder whose name is returned.
-func Member(opts MemberOptions) (MemberResult, error) {
+func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	start := time.Now()
-	res := MemberResult{DataDir: opts.DataDir, Bump: opts.Bump}
+	res := DataDirResult{DataDir: opts.DataDir, Bump: opts.Bump}
 	if opts.DataDir == "" || opts.Name == "" || opts.InitialCluster == "" || len(opts.PeerURLs) == 0 {
 		return res, errors.New("restore needs --data-dir, --name, --initial-cluster and --initial-advertise-peer-urls")
 	}

@@ -1,0 +1,172 @@
+package restore
+
+import (
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Member describes one member of the cluster to recover: where it listens, where its data is, and
+// how to stop and start it (one of SystemdUnit, StaticPodManifest, or StartCommand/StopCommand).
+type Member struct {
+	Name      string `yaml:"name" json:"name"`
+	PeerURL   string `yaml:"peer-url" json:"peer_url"`
+	ClientURL string `yaml:"client-url" json:"client_url"`
+	DataDir   string `yaml:"data-dir" json:"data_dir"`
+	// SystemdUnit is the member's unit, such as etcd.service.
+	SystemdUnit string `yaml:"systemd-unit,omitempty" json:"systemd_unit,omitempty"`
+	// StaticPodManifest is the member's kubeadm static-pod manifest, such as
+	// /etc/kubernetes/manifests/etcd.yaml: moving it out stops the pod, moving it back starts it.
+	StaticPodManifest string `yaml:"static-pod-manifest,omitempty" json:"static_pod_manifest,omitempty"`
+	// StartCommand and StopCommand are shell commands (run with sh -c). The start command must
+	// return once etcd is started (run it in the background or through a supervisor), and must
+	// not set --initial-cluster-state, --initial-cluster or --initial-cluster-token itself:
+	// etcdguard passes them as ETCD_INITIAL_CLUSTER_STATE, ETCD_INITIAL_CLUSTER and
+	// ETCD_INITIAL_CLUSTER_TOKEN, which etcd reads when the flags are absent.
+	StartCommand string `yaml:"start-command,omitempty" json:"start_command,omitempty"`
+	StopCommand  string `yaml:"stop-command,omitempty" json:"stop_command,omitempty"`
+}
+
+// Cluster is the description of the cluster `etcdguard recover` works on.
+type Cluster struct {
+	Members []Member `yaml:"members" json:"members"`
+	// ControlPlaneManifests are static-pod manifests of kube-apiserver, controller-manager and
+	// scheduler that recover moves out before a restore and back after it, when asked.
+	ControlPlaneManifests []string `yaml:"control-plane-manifests,omitempty" json:"control_plane_manifests,omitempty"`
+}
+
+// Validate checks the description without changing it: names unique, URLs and paths well
+// formed, exactly one way to control each member.
+func (c Cluster) Validate() error {
+	if len(c.Members) == 0 {
+		return fmt.Errorf("no cluster members described: list them under cluster.members in --config, or give --member")
+	}
+	names, peers, dirs := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, m := range c.Members {
+		if m.Name == "" {
+			return fmt.Errorf("a cluster member has no name")
+		}
+		if names[m.Name] {
+			return fmt.Errorf("two cluster members are named %q", m.Name)
+		}
+		names[m.Name] = true
+		for what, u := range map[string]string{"peer-url": m.PeerURL, "client-url": m.ClientURL} {
+			pu, err := url.Parse(u)
+			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				return fmt.Errorf("member %s: %s %q is not an http(s) URL", m.Name, what, u)
+			}
+		}
+		if peers[m.PeerURL] {
+			return fmt.Errorf("member %s: peer-url %s is used twice", m.Name, m.PeerURL)
+		}
+		peers[m.PeerURL] = true
+		if !filepath.IsAbs(m.DataDir) {
+			return fmt.Errorf("member %s: data-dir %q must be an absolute path", m.Name, m.DataDir)
+		}
+		if dirs[m.DataDir] {
+			return fmt.Errorf("member %s: data-dir %s is used twice", m.Name, m.DataDir)
+		}
+		dirs[m.DataDir] = true
+		ways := 0
+		if m.SystemdUnit != "" {
+			ways++
+		}
+		if m.StaticPodManifest != "" {
+			ways++
+		}
+		if m.StartCommand != "" || m.StopCommand != "" {
+			ways++
+			if m.StartCommand == "" || m.StopCommand == "" {
+				return fmt.Errorf("member %s: give both start-command and stop-command", m.Name)
+			}
+		}
+		if ways != 1 {
+			return fmt.Errorf("member %s: say how to stop and start it with exactly one of systemd-unit, static-pod-manifest, or start-command and stop-command", m.Name)
+		}
+	}
+	return nil
+}
+
+// Member returns the member of a name.
+func (c Cluster) Member(name string) (Member, bool) {
+	for _, m := range c.Members {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// InitialCluster returns etcd's --initial-cluster for the members: name=peer-url, by name.
+func (c Cluster) InitialCluster() string {
+	parts := make([]string, 0, len(c.Members))
+	for _, m := range c.Members {
+		parts = append(parts, m.Name+"="+m.PeerURL)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+// Quorum is the number of members a cluster of this size needs to elect a leader.
+func (c Cluster) Quorum() int { return len(c.Members)/2 + 1 }
+
+// memberKeys are the keys of a --member flag value.
+var memberKeys = []string{"name", "peer-url", "client-url", "data-dir", "systemd-unit", "static-pod-manifest", "start-command", "stop-command"}
+
+// ParseMemberFlag reads a --member value: comma-separated key=value pairs with the keys of
+// Member's YAML names. A value may itself hold commas (a shell command): a comma starts a new
+// pair only when a known key and "=" follow it.
+func ParseMemberFlag(v string) (Member, error) {
+	var m Member
+	rest := v
+	for rest != "" {
+		key, after, ok := strings.Cut(rest, "=")
+		if !ok || !isMemberKey(key) {
+			return m, fmt.Errorf("--member %q: expected key=value with a key among %s", v, strings.Join(memberKeys, ", "))
+		}
+		end := len(after)
+		for i := 0; i < len(after); i++ {
+			if after[i] == ',' {
+				if k, _, ok := strings.Cut(after[i+1:], "="); ok && isMemberKey(k) {
+					end = i
+					break
+				}
+			}
+		}
+		val := after[:end]
+		switch key {
+		case "name":
+			m.Name = val
+		case "peer-url":
+			m.PeerURL = val
+		case "client-url":
+			m.ClientURL = val
+		case "data-dir":
+			m.DataDir = val
+		case "systemd-unit":
+			m.SystemdUnit = val
+		case "static-pod-manifest":
+			m.StaticPodManifest = val
+		case "start-command":
+			m.StartCommand = val
+		case "stop-command":
+			m.StopCommand = val
+		}
+		if end == len(after) {
+			break
+		}
+		rest = after[end+1:]
+	}
+	return m, nil
+}
+
+func isMemberKey(k string) bool {
+	for _, mk := range memberKeys {
+		if k == mk {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,277 @@
+package restore
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// Recovery paths, from least to most invasive. docs/design.md, "Recovering a cluster", explains
+// why each is safe.
+const (
+	// PathNone: every member is healthy; nothing to do.
+	PathNone = "none"
+	// PathStart: enough members have intact data to form a quorum: start them (etcd repairs a
+	// torn WAL tail itself), then replace any member whose data is damaged. Nothing is lost.
+	PathStart = "start"
+	// PathReplace: a quorum is running; members that are down with damaged or missing data are
+	// replaced (removed, added back, started on an empty data dir). Nothing is lost.
+	PathReplace = "replace"
+	// PathRestore: no quorum can form: every member is restored from the freshest intact
+	// source, a surviving member's database or the newest verified backup.
+	PathRestore = "restore"
+)
+
+// Member actions in a plan.
+const (
+	ActKeep    = "keep"    // running and healthy
+	ActStart   = "start"   // stopped, data intact
+	ActReplace = "replace" // data damaged or missing; the rest of the cluster has quorum
+	ActRestore = "restore" // part of a whole-cluster restore
+)
+
+// Source kinds.
+const (
+	SourceBackup = "backup"
+	SourceMember = "member"
+)
+
+// DiskState is what an offline look at a member's data dir found.
+type DiskState struct {
+	// Verdict is datadir's: starts, self-repairs, damaged or missing.
+	Verdict string `json:"verdict"`
+	// Intact means etcd can start on the data dir as it is (a torn WAL tail included).
+	Intact bool `json:"intact"`
+	// DBOK means the database passed bbolt's check: it can serve as a restore source.
+	DBOK            bool      `json:"db_ok"`
+	DBPath          string    `json:"db_path,omitempty"`
+	DBRevision      int64     `json:"db_revision,omitempty"`
+	DBModTime       time.Time `json:"db_mod_time,omitempty"`
+	ConsistentIndex uint64    `json:"consistent_index,omitempty"`
+	WALLastIndex    uint64    `json:"wal_last_index,omitempty"`
+	Problems        []string  `json:"problems,omitempty"`
+}
+
+// Assessment is what is known of one member before deciding.
+type Assessment struct {
+	Name string `json:"name"`
+	// Online means the member answered, healthy, as part of a cluster with a leader.
+	Online    bool   `json:"online"`
+	OnlineErr string `json:"online_error,omitempty"`
+	MemberID  uint64 `json:"member_id,omitempty"`
+	// Revision is the member's current revision, when online.
+	Revision int64 `json:"revision,omitempty"`
+	// Disk is the offline look at the data dir, for members that are not online.
+	Disk *DiskState `json:"disk,omitempty"`
+}
+
+// BackupInfo is the newest verified backup of the cluster, if any.
+type BackupInfo struct {
+	ID       string    `json:"id"`
+	Revision int64     `json:"revision"`
+	Created  time.Time `json:"created"`
+	SHA256   string    `json:"sha256"`
+	TotalKey int       `json:"total_key"`
+	Target   string    `json:"target,omitempty"`
+}
+
+// Source is where a whole-cluster restore takes its data from.
+type Source struct {
+	Kind     string `json:"kind"`
+	BackupID string `json:"backup_id,omitempty"`
+	Member   string `json:"member,omitempty"`
+	// DBPath is the member database to restore from (Kind member).
+	DBPath   string    `json:"db_path,omitempty"`
+	Revision int64     `json:"revision"`
+	SHA256   string    `json:"sha256,omitempty"`
+	TotalKey int       `json:"total_key,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// Action is what the plan does with one member.
+type Action struct {
+	Member string `json:"member"`
+	Do     string `json:"do"`
+	Why    string `json:"why"`
+}
+
+// Loss is the data a plan gives up.
+type Loss struct {
+	Revisions int64   `json:"revisions"`
+	Seconds   float64 `json:"seconds"`
+	Note      string  `json:"note"`
+}
+
+// PlanFormat is the version of the plan file format.
+const PlanFormat = 1
+
+// Plan is a decided recovery: written before anything is changed, so that an interrupted
+// recovery can be finished, and so that members on other hosts can apply their part.
+type Plan struct {
+	Format      int          `json:"format"`
+	ID          string       `json:"id"`
+	Created     time.Time    `json:"created"`
+	Path        string       `json:"path"`
+	Why         []string     `json:"why"`
+	Cluster     Cluster      `json:"cluster"`
+	Assessments []Assessment `json:"assessments"`
+	Actions     []Action     `json:"actions"`
+	Source      *Source      `json:"source,omitempty"`
+	// Token is the new cluster token of a restore.
+	Token     string   `json:"token,omitempty"`
+	Bump      uint64   `json:"bump,omitempty"`
+	BumpWhy   []string `json:"bump_why,omitempty"`
+	HighWater int64    `json:"high_water"`
+	Loss      Loss     `json:"loss"`
+}
+
+// DecideInputs is everything Decide looks at.
+type DecideInputs struct {
+	Cluster     Cluster
+	Assessments []Assessment
+	// Backup is the newest verified backup of this cluster, nil if there is none.
+	Backup *BackupInfo
+	// History holds the other backups' revisions and times, for sizing the revision bump.
+	History []RevisionPoint
+	NoBump  bool
+	Now     time.Time
+}
+
+// Decide chooses the safest recovery path and says what it costs. It is pure: its inputs are
+// all it looks at. The rules, in order:
+//
+//  1. every member online: nothing to do;
+//  2. a quorum online: start the stopped members whose data is intact, replace the others;
+//  3. a quorum of members online or with intact data: start those, then replace the others;
+//  4. otherwise restore every member from the freshest intact source: the member database or
+//     backup with the highest revision. A backup never replaces newer data a member still has.
+func Decide(in DecideInputs) (Plan, error) {
+	p := Plan{Format: PlanFormat, ID: repository.NewID(in.Now), Created: in.Now.UTC(), Cluster: in.Cluster, Assessments: in.Assessments}
+	if len(in.Assessments) != len(in.Cluster.Members) {
+		return p, fmt.Errorf("assessed %d members of %d", len(in.Assessments), len(in.Cluster.Members))
+	}
+	q := in.Cluster.Quorum()
+	online, startable := 0, 0
+	for _, a := range in.Assessments {
+		switch {
+		case a.Online:
+			online++
+			startable++
+		case a.Disk != nil && a.Disk.Intact:
+			startable++
+		}
+		if a.Online && a.Revision > p.HighWater {
+			p.HighWater = a.Revision
+		}
+		if a.Disk != nil && a.Disk.DBRevision > p.HighWater {
+			p.HighWater = a.Disk.DBRevision
+		}
+	}
+	switch {
+	case online == len(in.Assessments):
+		p.Path = PathNone
+		p.Why = append(p.Why, fmt.Sprintf("all %d members are online and healthy", online))
+	case online >= q:
+		p.Path = PathReplace
+		p.Why = append(p.Why, fmt.Sprintf("%d of %d members are online: the cluster has quorum (%d)", online, len(in.Assessments), q))
+	case startable >= q:
+		p.Path = PathStart
+		p.Why = append(p.Why, fmt.Sprintf("%d of %d members are online or have intact data: enough for quorum (%d) once started", startable, len(in.Assessments), q))
+	default:
+		p.Path = PathRestore
+		p.Why = append(p.Why, fmt.Sprintf("only %d of %d members are online or have intact data: no quorum (%d) can form", startable, len(in.Assessments), q))
+	}
+
+	if p.Path != PathRestore {
+		for _, a := range in.Assessments {
+			act := Action{Member: a.Name}
+			switch {
+			case a.Online:
+				act.Do, act.Why = ActKeep, "online and healthy"
+			case a.Disk != nil && a.Disk.Intact:
+				act.Do, act.Why = ActStart, "stopped, data intact ("+a.Disk.Verdict+")"
+			default:
+				act.Do, act.Why = ActReplace, "data "+diskVerdict(a.Disk)+": removed from the cluster, added back, started on an empty data dir to receive the data from the others"
+			}
+			p.Actions = append(p.Actions, act)
+		}
+		p.Loss = Loss{Note: "nothing is lost: the cluster keeps its data"}
+		return p, nil
+	}
+
+	// Restore: the freshest intact source.
+	var best *Source
+	var candidates []Source
+	for _, a := range in.Assessments {
+		if a.Disk != nil && a.Disk.DBOK {
+			candidates = append(candidates, Source{Kind: SourceMember, Member: a.Name, DBPath: a.Disk.DBPath, Revision: a.Disk.DBRevision, At: a.Disk.DBModTime})
+		}
+	}
+	if in.Backup != nil {
+		b := in.Backup
+		candidates = append(candidates, Source{Kind: SourceBackup, BackupID: b.ID, Revision: b.Revision, SHA256: b.SHA256, TotalKey: b.TotalKey, At: b.Created})
+	}
+	sort.SliceStable(candidates, func(i, j int) bool {
+		if candidates[i].Revision != candidates[j].Revision {
+			return candidates[i].Revision > candidates[j].Revision
+		}
+		// Equal data: prefer the verified backup, whose checksums are known.
+		return candidates[i].Kind == SourceBackup && candidates[j].Kind != SourceBackup
+	})
+	if len(candidates) > 0 {
+		best = &candidates[0]
+	}
+	if best == nil {
+		return p, fmt.Errorf("no intact source: no member database passed its check and there is no verified backup; nothing can be restored safely")
+	}
+	p.Source = best
+	if best.Kind == SourceMember {
+		p.Why = append(p.Why, fmt.Sprintf("freshest intact source: member %s's database at revision %d", best.Member, best.Revision))
+		if in.Backup != nil {
+			p.Why = append(p.Why, fmt.Sprintf("newer than the newest backup %s (revision %d)", in.Backup.ID, in.Backup.Revision))
+		}
+	} else {
+		p.Why = append(p.Why, fmt.Sprintf("freshest intact source: backup %s at revision %d", best.BackupID, best.Revision))
+	}
+	p.Token = "etcdguard-" + p.ID
+	for _, a := range in.Assessments {
+		p.Actions = append(p.Actions, Action{Member: a.Name, Do: ActRestore, Why: "data " + diskVerdict(a.Disk) + "; restored from the source with a new cluster token"})
+	}
+	if in.NoBump {
+		p.BumpWhy = []string{"--no-bump: revisions are not raised; restart every kube-apiserver so no watch cache serves stale data"}
+	} else {
+		b := SizeBump(BumpInputs{
+			Backup:    RevisionPoint{Revision: best.Revision, At: best.At},
+			History:   in.History,
+			HighWater: RevisionPoint{Revision: p.HighWater, At: latestModTime(in.Assessments)},
+			Now:       in.Now,
+		})
+		p.Bump, p.BumpWhy = b.Amount, b.Reasons
+	}
+	p.Loss.Revisions = max(0, p.HighWater-best.Revision)
+	if lt := latestModTime(in.Assessments); !lt.IsZero() && !best.At.IsZero() && lt.After(best.At) {
+		p.Loss.Seconds = lt.Sub(best.At).Seconds()
+	}
+	p.Loss.Note = fmt.Sprintf("revisions above %d known to the members are lost (highest seen: %d)", best.Revision, p.HighWater)
+	return p, nil
+}
+
+func diskVerdict(d *DiskState) string {
+	if d == nil {
+		return "not examined"
+	}
+	return d.Verdict
+}
+
+// latestModTime is when the members last wrote their databases: about when they went down.
+func latestModTime(as []Assessment) time.Time {
+	var t time.Time
+	for _, a := range as {
+		if a.Disk != nil && a.Disk.DBModTime.After(t) {
+			t = a.Disk.DBModTime
+		}
+	}
+	return t
+}

@@ -1,0 +1,137 @@
+package restore
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func testCluster(n int) Cluster {
+	var c Cluster
+	for i := 1; i <= n; i++ {
+		c.Members = append(c.Members, Member{
+			Name: fmt.Sprintf("m%d", i), PeerURL: fmt.Sprintf("https://10.0.0.%d:2380", i),
+			ClientURL: fmt.Sprintf("https://10.0.0.%d:2379", i), DataDir: fmt.Sprintf("/var/lib/etcd%d", i),
+			SystemdUnit: "etcd.service",
+		})
+	}
+	return c
+}
+
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	cut := now.Add(-10 * time.Minute) // when the power went
+	online := func(name string, rev int64) Assessment {
+		return Assessment{Name: name, Online: true, Revision: rev}
+	}
+	disk := func(name, verdict string, intact, dbOK bool, rev int64) Assessment {
+		return Assessment{Name: name, OnlineErr: "connection refused", Disk: &DiskState{
+			Verdict: verdict, Intact: intact, DBOK: dbOK, DBRevision: rev, DBModTime: cut, DBPath: "/var/lib/" + name + "/member/snap/db",
+		}}
+	}
+	backup := &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: 900, Created: now.Add(-time.Hour), SHA256: "abc", TotalKey: 10}
+
+	cases := []struct {
+		name       string
+		as         []Assessment
+		backup     *BackupInfo
+		wantPath   string
+		wantDo     []string
+		wantSource string // "backup", "member:NAME" or ""
+		wantLoss   int64
+		wantErr    string
+	}{
+		{"all online", []Assessment{online("m1", 5), online("m2", 5), online("m3", 5)}, backup, PathNone, []string{"keep", "keep", "keep"}, "", 0, ""},
+		{"all killed, data intact: start them, lose nothing", []Assessment{disk("m1", "starts", true, true, 1000), disk("m2", "self-repairs", true, true, 1000), disk("m3", "starts", true, true, 999)}, backup, PathStart, []string{"start", "start", "start"}, "", 0, ""},
+		{"two intact, one damaged: start two, replace one", []Assessment{disk("m1", "self-repairs", true, true, 1000), disk("m2", "damaged", false, false, 0), disk("m3", "starts", true, true, 1000)}, backup, PathStart, []string{"start", "replace", "start"}, "", 0, ""},
+		{"quorum online, one data dir deleted: replace it", []Assessment{online("m1", 1000), online("m2", 1000), disk("m3", "missing", false, false, 0)}, backup, PathReplace, []string{"keep", "keep", "replace"}, "", 0, ""},
+		{"no quorum: the intact member is newer than the backup", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "damaged", false, true, 1000), disk("m3", "damaged", false, false, 0)}, backup, PathRestore, []string{"restore", "restore", "restore"}, "member:m2", 0, ""},
+		{"no quorum: a backup never replaces newer member data", []Assessment{disk("m1", "damaged", false, true, 950), disk("m2", "missing", false, false, 0), disk("m3", "damaged", false, false, 1000)}, backup, PathRestore, nil, "member:m1", 50, ""},
+		{"no quorum, no member database: the backup", []Assessment{disk("m1", "damaged", false, false, 1000), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 100, ""},
+		{"equal revisions: the verified backup", []Assessment{disk("m1", "damaged", false, true, 900), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 0, ""},
+		{"nothing to restore from", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, nil, "", nil, "", 0, "no intact source"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, Now: now})
+			if tc.wantErr != "" {
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.wantPath, p.Path, "%v", p.Why)
+			if tc.wantDo != nil {
+				var do []string
+				for _, a := range p.Actions {
+					do = append(do, a.Do)
+				}
+				require.Equal(t, tc.wantDo, do)
+			}
+			switch {
+			case tc.wantSource == "":
+				require.Nil(t, p.Source)
+				require.Zero(t, p.Loss.Revisions)
+			case tc.wantSource == "backup":
+				require.Equal(t, SourceBackup, p.Source.Kind)
+			default:
+				require.Equal(t, SourceMember, p.Source.Kind)
+				require.Equal(t, tc.wantSource, "member:"+p.Source.Member)
+			}
+			if p.Path == PathRestore {
+				require.Equal(t, tc.wantLoss, p.Loss.Revisions)
+				require.NotEmpty(t, p.Token)
+				require.GreaterOrEqual(t, p.Bump, uint64(MinBump))
+			}
+		})
+	}
+}
+
+func TestParseMemberFlag(t *testing.T) {
+	m, err := ParseMemberFlag("name=m1,peer-url=https://10.0.0.1:2380,client-url=https://10.0.0.1:2379,data-dir=/var/lib/etcd,start-command=/usr/local/bin/start-etcd a,b,stop-command=pkill -f etcd")
+	require.NoError(t, err)
+	require.Equal(t, Member{Name: "m1", PeerURL: "https://10.0.0.1:2380", ClientURL: "https://10.0.0.1:2379", DataDir: "/var/lib/etcd",
+		StartCommand: "/usr/local/bin/start-etcd a,b", StopCommand: "pkill -f etcd"}, m)
+	_, err = ParseMemberFlag("nom=m1")
+	require.ErrorContains(t, err, "expected key=value")
+}
+
+func TestValidateCluster(t *testing.T) {
+	c := testCluster(3)
+	require.NoError(t, c.Validate())
+	bad := testCluster(3)
+	bad.Members[1].PeerURL = bad.Members[0].PeerURL
+	require.ErrorContains(t, bad.Validate(), "used twice")
+	bad = testCluster(3)
+	bad.Members[2].SystemdUnit = ""
+	require.ErrorContains(t, bad.Validate(), "exactly one of")
+	bad = testCluster(3)
+	bad.Members[0].DataDir = "relative"
+	require.ErrorContains(t, bad.Validate(), "absolute")
+	require.Equal(t, "m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380", c.InitialCluster())
+}
+
+func TestSetEtcdFlags(t *testing.T) {
+	manifest := []byte(`apiVersion: v1
+kind: Pod
+metadata:
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - name: etcd
+    command:
+    - etcd
+    - --name=cp1
+    - --initial-cluster=cp1=https://10.0.0.1:2380
+    - --data-dir=/var/lib/etcd
+    image: registry.k8s.io/etcd:3.5.4-0
+`)
+	out, err := SetEtcdFlags(manifest, map[string]string{"initial-cluster-state": "existing", "initial-cluster": "cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380"})
+	require.NoError(t, err)
+	require.Contains(t, string(out), "- --initial-cluster=cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380\n")
+	require.Contains(t, string(out), "- --initial-cluster-state=existing\n")
+	require.Contains(t, string(out), "- --data-dir=/var/lib/etcd\n")
+	require.Contains(t, string(out), "image: registry.k8s.io/etcd:3.5.4-0")
+}
