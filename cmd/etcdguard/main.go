@@ -43,7 +43,7 @@ func exitCodes() []exitCode {
 		{6, "locked: another etcdguard run holds the repository lock", []error{repository.ErrLocked}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
 		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
-		{9, "refused: the data dir holds data (add --quarantine to move it aside); nothing was changed", []error{restore.ErrDataDirInUse}},
+		{9, "refused: the data dir holds data (add --quarantine to move it aside), or a recovery plan does not match what is found; nothing was changed", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch}},
 		{1, "any other failure", nil},
 	}
 }
@@ -82,7 +82,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		isTTY = term.IsTerminal(int(f.Fd()))
 	}
 	root := cli.NewRootCommand(cli.Env{
-		Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: time.Now,
+		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: time.Now,
 		ExitCodes: exitCodeHelp(),
 	})
 	root.SetArgs(args)

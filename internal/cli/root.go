@@ -25,6 +25,8 @@ var ErrUsage = errors.New("usage error")
 
 // Env is what the CLI takes from the process: standard streams, the environment and the clock.
 type Env struct {
+	// Stdin answers confirmation prompts.
+	Stdin  io.Reader
 	Stdout io.Writer
 	Stderr io.Writer
 	// Getenv reads an environment variable (os.Getenv in main).
@@ -92,7 +94,7 @@ file (--config); flags win over the environment, which wins over the file.`,
 	pf.StringArrayVar(&g.ageIdentities, "age-identity", nil, "age identity file to read encrypted backups, repeatable")
 	pf.StringVar(&g.compression, "compression", "", "compression of new backups: zstd or none (default zstd)")
 
-	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newDemoCommand(env, g), newEtcdCommand(), newVersionCommand(env))
+	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newRecoverCommand(env, g), newDemoCommand(env, g), newEtcdCommand(), newVersionCommand(env))
 	addExitCodes(root, env.ExitCodes)
 	markArgsErrors(root)
 	return root

@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/restore"
 )
 
 // Config is the content of the configuration file.
@@ -37,6 +38,11 @@ type Config struct {
 	AgeIdentities []string `yaml:"age-identities"`
 	// WorkDir holds scratch copies of snapshots while they are verified.
 	WorkDir string `yaml:"work-dir"`
+
+	// Cluster describes the members for `etcdguard recover`.
+	Cluster restore.Cluster `yaml:"cluster"`
+	// StateDir keeps recovery plans until they are finished.
+	StateDir string `yaml:"state-dir"`
 }
 
 // Default returns the settings used when neither the file nor a flag says otherwise.
@@ -46,6 +52,7 @@ func Default() Config {
 		DialTimeout:    Duration(2 * time.Second),
 		CommandTimeout: Duration(5 * time.Second),
 		Compression:    repository.CompressionZstd,
+		StateDir:       "/var/lib/etcdguard",
 	}
 }
 

@@ -52,6 +52,8 @@ type MemberStatus struct {
 	RaftIndex    uint64   `json:"raft_index,omitempty"`
 	AppliedIndex uint64   `json:"applied_index,omitempty"`
 	RaftTerm     uint64   `json:"raft_term,omitempty"`
+	// Revision is the member's current revision, read locally (serializable).
+	Revision int64 `json:"revision,omitempty"`
 	Alarms       []string `json:"alarms,omitempty"`
 	IsLearner    bool     `json:"is_learner,omitempty"`
 	// Err explains why the endpoint could not be used; empty when it answered.
@@ -178,6 +180,9 @@ func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
 				st.Alarms = append(st.Alarms, "alarm:"+a.Alarm.String())
 			}
 		}
+	}
+	if resp, err := cli.Get(cctx, "/etcdguard/probe", clientv3.WithSerializable(), clientv3.WithCountOnly()); err == nil {
+		st.Revision = resp.Header.Revision
 	}
 	if members, err := cli.MemberList(cctx); err == nil {
 		for _, m := range members.Members {

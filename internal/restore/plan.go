@@ -51,7 +51,10 @@ type DiskState struct {
 	DBModTime       time.Time `json:"db_mod_time,omitempty"`
 	ConsistentIndex uint64    `json:"consistent_index,omitempty"`
 	WALLastIndex    uint64    `json:"wal_last_index,omitempty"`
-	Problems        []string  `json:"problems,omitempty"`
+	// ClusterID and MemberID are read from the WAL's metadata (0 when unreadable).
+	ClusterID uint64   `json:"cluster_id,omitempty"`
+	MemberID  uint64   `json:"member_id,omitempty"`
+	Problems  []string `json:"problems,omitempty"`
 }
 
 // Assessment is what is known of one member before deciding.

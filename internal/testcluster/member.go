@@ -346,3 +346,21 @@ func (m *Member) logTail(from int64) string {
 	}
 	return fmt.Sprintf("\n--- last lines of %s ---\n%s", m.LogFile, bytes.Join(lines, []byte("\n")))
 }
+
+// StartArgs returns the etcd flags of the member without --initial-cluster-state,
+// --initial-cluster and --initial-cluster-token, for tests that start members with their own
+// commands and pass those three through etcd's ETCD_* environment variables, as etcdguard
+// recover does.
+func (m *Member) StartArgs() []string {
+	var out []string
+	for _, f := range m.flags("new") {
+		if strings.HasPrefix(f, "--initial-cluster-state=") || strings.HasPrefix(f, "--initial-cluster=") || strings.HasPrefix(f, "--initial-cluster-token=") {
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// Command returns the program and leading arguments that run the member.
+func (m *Member) Command() []string { return append([]string(nil), m.cluster.opts.Command...) }

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdguard/etcdguard/internal/restore"
+	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/testenv"
+)
+
+// recoverEnv is a real 3-member TLS cluster whose members etcdguard recover stops and starts
+// with shell commands, as it would on hosts without systemd.
+type recoverEnv struct {
+	c       *testcluster.Cluster
+	dir     string
+	repo    string
+	members []string // --member values
+	state   string
+}
+
+func newRecoverEnv(t *testing.T, version string) *recoverEnv {
+	t.Helper()
+	e := &recoverEnv{c: startCluster(t, version), dir: t.TempDir()}
+	e.repo = filepath.Join(e.dir, "repo")
+	e.state = filepath.Join(e.dir, "state")
+	for _, m := range e.c.Members() {
+		pid := filepath.Join(e.dir, m.Name+".pid")
+		log := filepath.Join(e.dir, m.Name+".recovered.log")
+		var args []string
+		for _, a := range append(m.Command(), m.StartArgs()...) {
+			args = append(args, shellQuote(a))
+		}
+		start := fmt.Sprintf(`if [ -f %[1]s ] && kill -0 "$(cat %[1]s)" 2>/dev/null; then exit 0; fi; nohup %[2]s >>%[3]s 2>&1 & echo $! >%[1]s`,
+			shellQuote(pid), strings.Join(args, " "), shellQuote(log))
+		stop := fmt.Sprintf(`if [ -f %[1]s ]; then p=$(cat %[1]s); kill -TERM $p 2>/dev/null; i=0; while kill -0 $p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -KILL $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.05; done; rm -f %[1]s; fi; true`,
+			shellQuote(pid))
+		e.members = append(e.members, fmt.Sprintf("name=%s,peer-url=%s,client-url=%s,data-dir=%s,start-command=%s,stop-command=%s",
+			m.Name, m.PeerURL, m.ClientURL, m.DataDir, start, stop))
+		t.Cleanup(func() {
+			if b, err := os.ReadFile(pid); err == nil {
+				if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					_ = syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
+		})
+	}
+	return e
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// flags are the flags every recover command of the test gets.
+func (e *recoverEnv) flags() []string {
+	f := append(tlsFlags(e.c), "--target", "file://"+e.repo, "--state-dir", e.state)
+	for _, m := range e.members {
+		f = append(f, "--member", m)
+	}
+	return f
+}
+
+// writer keeps writing keys and records those etcd acknowledged, so that loss is measured.
+type writer struct {
+	mu    sync.Mutex
+	acked []string
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+func startWriter(t *testing.T, c *testcluster.Cluster, prefix string) *writer {
+	t.Helper()
+	cli, err := c.Client(t.Context())
+	require.NoError(t, err)
+	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		defer cli.Close()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			default:
+			}
+			key := fmt.Sprintf("/registry/leases/%s/w-%06d", prefix, i)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_, err := cli.Put(ctx, key, "v")
+			cancel()
+			if err != nil {
+				return // the power went
+			}
+			w.mu.Lock()
+			w.acked = append(w.acked, key)
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *writer) halt() []string {
+	select {
+	case <-w.stop:
+	default:
+		close(w.stop)
+	}
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.acked...)
+}
+
+// powerCut SIGKILLs every member at the same moment.
+func powerCut(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, m := range c.Members() {
+		wg.Go(func() { require.NoError(t, m.Kill()) })
+	}
+	wg.Wait()
+}
+
+// damageDB zeroes pages of a member's database, as a write cut by a power loss can.
+func damageDB(t *testing.T, dataDir string) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dataDir, "member", "snap", "db"), os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	zero := make([]byte, 4*4096)
+	_, err = f.WriteAt(zero, 2*4096)
+	require.NoError(t, err)
+}
+
+// tearWAL cuts the last WAL segment inside its last record.
+func tearWAL(t *testing.T, dataDir string) {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	sort.Strings(segs)
+	last := segs[len(segs)-1]
+	data, err := os.ReadFile(last)
+	require.NoError(t, err)
+	end := len(data)
+	for end > 0 && data[end-1] == 0 {
+		end--
+	}
+	require.Greater(t, end, 64)
+	require.NoError(t, os.Truncate(last, int64(end-20)))
+}
+
+// countKeys returns which of keys the cluster has.
+func present(t *testing.T, c *testcluster.Cluster, keys []string) int {
+	t.Helper()
+	cli, err := c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	n := 0
+	for _, k := range keys {
+		resp, err := cli.Get(t.Context(), k, clientv3.WithCountOnly())
+		require.NoError(t, err)
+		n += int(resp.Count)
+	}
+	return n
+}
+
+type recoverJSON struct {
+	Plan struct {
+		ID     string `json:"id"`
+		Path   string `json:"path"`
+		Source *struct {
+			Kind     string `json:"kind"`
+			Member   string `json:"member"`
+			Revision int64  `json:"revision"`
+		} `json:"source"`
+		HighWater int64 `json:"high_water"`
+		Loss      struct {
+			Revisions int64 `json:"revisions"`
+		} `json:"loss"`
+	} `json:"plan"`
+	Quarantined map[string]string `json:"quarantined"`
+	Verified    *struct {
+		Revision int64             `json:"revision"`
+		HashKV   map[string]uint32 `json:"hash_kv"`
+		Leader   string            `json:"leader"`
+	} `json:"verified"`
+	Steps []struct {
+		Name   string `json:"name"`
+		Member string `json:"member"`
+	} `json:"steps"`
+}
+
+func runRecover(t *testing.T, e *recoverEnv, args ...string) recoverJSON {
+	t.Helper()
+	r := etcdguard(t, append(append([]string{"recover", "--yes", "-o", "json"}, args...), e.flags()...)...)
+	require.Equal(t, 0, r.code, r.stderr)
+	var out recoverJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.NotNil(t, out.Verified)
+	require.Len(t, out.Verified.HashKV, 3)
+	return out
+}
+
+func stepNames(out recoverJSON) []string {
+	var names []string
+	for _, s := range out.Steps {
+		names = append(names, s.Name)
+	}
+	return names
+}
+
+// TestRecover plays the power cuts of issue 3 on real 3-member TLS clusters.
+func TestRecover(t *testing.T) {
+	for _, version := range testenv.EtcdVersions {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			t.Run("all killed, data intact: started, nothing lost", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				w := startWriter(t, e.c, "intact")
+				time.Sleep(500 * time.Millisecond)
+				powerCut(t, e.c)
+				acked := w.halt()
+				require.NotEmpty(t, acked)
+				out := runRecover(t, e)
+				require.Equal(t, restore.PathStart, out.Plan.Path)
+				require.NotContains(t, stepNames(out), "restore")
+				require.Empty(t, out.Quarantined)
+				require.Equal(t, len(acked), present(t, e.c, acked), "every acknowledged write survives")
+			})
+
+			t.Run("two data dirs damaged: restored from the intact member, newer than the backup", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				loadData(t, e.c, 200, 100)
+				backup := saveJSON(t, 0, append([]string{"--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
+				w := startWriter(t, e.c, "after-backup")
+				time.Sleep(700 * time.Millisecond)
+				acked := w.halt()
+				time.Sleep(300 * time.Millisecond) // let the members commit their databases
+				powerCut(t, e.c)
+				ms := e.c.Members()
+				tearWAL(t, ms[0].DataDir)
+				damageDB(t, ms[0].DataDir)
+				damageDB(t, ms[2].DataDir)
+				before := treeHashes(t, ms[1].DataDir)
+
+				out := runRecover(t, e)
+				require.Equal(t, restore.PathRestore, out.Plan.Path)
+				require.Equal(t, "member", out.Plan.Source.Kind)
+				require.Equal(t, ms[1].Name, out.Plan.Source.Member)
+				require.Greater(t, out.Plan.Source.Revision, backup.Revision, "the intact member is newer than the backup")
+				require.Len(t, out.Quarantined, 3)
+				require.Equal(t, before, treeHashes(t, out.Quarantined[ms[1].Name]), "the source's data dir is kept intact")
+				require.Equal(t, len(acked), present(t, e.c, acked), "the writes after the backup are there")
+				require.Greater(t, out.Verified.Revision, out.Plan.HighWater, "revisions above anything seen before")
+			})
+
+			t.Run("one data dir deleted while two run: replaced online, nothing lost", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				loadData(t, e.c, 200, 100)
+				m3 := e.c.Members()[2]
+				require.NoError(t, m3.Kill())
+				require.NoError(t, os.RemoveAll(m3.DataDir))
+				w := startWriter(t, e.c, "degraded")
+				time.Sleep(300 * time.Millisecond)
+				acked := w.halt()
+				out := runRecover(t, e)
+				require.Equal(t, restore.PathReplace, out.Plan.Path)
+				require.Contains(t, stepNames(out), "member remove and add")
+				require.Equal(t, len(acked), present(t, e.c, acked))
+			})
+		})
+	}
+}
+
+// treeHashes returns the SHA-256 of every file under dir, by relative path.
+func treeHashes(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		require.NoError(t, err)
+		if d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		sum := sha256.Sum256(b)
+		rel, _ := filepath.Rel(dir, p)
+		out[rel] = hex.EncodeToString(sum[:])
+		return nil
+	}))
+	return out
+}
+
+var _ = bytes.NewBuffer
+var _ = exec.Command

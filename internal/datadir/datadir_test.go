@@ -1,0 +1,411 @@
+package datadir
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
+
+	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/testenv"
+)
+
+// bigValueSize is the size of the value written last, so that the WAL's last entry spans
+// several 512-byte sectors.
+const bigValueSize = 3000
+
+// killedMember starts a one-member cluster with a small snapshot count, writes 250 keys and a
+// large one, and kills the member (SIGKILL), as a power cut would. It returns the cluster (closed
+// when the test ends), the member and the revision of the last write.
+//
+// --backend-batch-limit=1 makes etcd commit the database after every write, so that the
+// database's revision is the last write's when the member is killed; with the default batching
+// (100 ms) the database lags and etcd replays the rest from the WAL on start.
+func killedMember(t *testing.T, version string) (*testcluster.Cluster, *testcluster.Member, int64) {
+	t.Helper()
+	c, err := testcluster.Start(t.Context(), testcluster.Options{
+		Size:          1,
+		Command:       []string{testenv.Etcd(t, version, "etcd")},
+		Dir:           t.TempDir(),
+		SnapshotCount: 100,
+		ExtraArgs:     []string{"--backend-batch-limit=1"},
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	cli, err := c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	for i := range 250 {
+		_, err := cli.Put(t.Context(), fmt.Sprintf("key-%03d", i), strings.Repeat("v", 100))
+		require.NoError(t, err)
+	}
+	resp, err := cli.Put(t.Context(), "big", strings.Repeat("b", bigValueSize))
+	require.NoError(t, err)
+	m := c.Members()[0]
+	require.NoError(t, m.Kill())
+	return c, m, resp.Header.Revision
+}
+
+// walFrame is one record's frame in a WAL segment, found without the code under test.
+type walFrame struct {
+	off, end int64 // the frame's first byte and the byte after its padding
+	recBytes int64 // the size of the walpb.Record, after the 8-byte length
+}
+
+// walFrames lists the frames of a WAL segment up to the first zero length.
+func walFrames(t *testing.T, data []byte) []walFrame {
+	t.Helper()
+	var frames []walFrame
+	for off := int64(0); off+8 <= int64(len(data)); {
+		l := binary.LittleEndian.Uint64(data[off:])
+		if l == 0 {
+			break
+		}
+		rec := int64(l & (1<<56 - 1))
+		pad := int64(0)
+		if l&(1<<63) != 0 {
+			pad = int64((l >> 56) & 7)
+		}
+		f := walFrame{off: off, end: off + 8 + rec + pad, recBytes: rec}
+		require.LessOrEqual(t, f.end, int64(len(data)), "frame at %d", off)
+		frames = append(frames, f)
+		off = f.end
+	}
+	require.Greater(t, len(frames), 10)
+	return frames
+}
+
+// lastSegment returns the path of the member's last WAL segment.
+func lastSegment(t *testing.T, dataDir string) string {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
+	require.NoError(t, err)
+	require.NotEmpty(t, segs)
+	return segs[len(segs)-1]
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return b
+}
+
+// truncate cuts path to size bytes.
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	require.NoError(t, os.Truncate(path, size))
+}
+
+// writeAt overwrites bytes of path at off.
+func writeAt(t *testing.T, path string, off int64, b []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(b, off)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+// fileSums maps every file under dir to its SHA-256 (and every folder to "dir").
+func fileSums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	if _, err := os.Stat(dir); os.IsNotExist(err) {
+		return sums
+	}
+	require.NoError(t, filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			sums[path] = "dir"
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		s := sha256.Sum256(b)
+		sums[path] = hex.EncodeToString(s[:])
+		return nil
+	}))
+	return sums
+}
+
+// inspect runs Inspect and checks that it left every file as it was, added none and removed none.
+func inspect(t *testing.T, dir string) Report {
+	t.Helper()
+	before := fileSums(t, dir)
+	r := Inspect(dir)
+	require.Equal(t, before, fileSums(t, dir), "Inspect changed the data folder")
+	for _, p := range r.Problems {
+		t.Logf("problem: %s", p)
+	}
+	return r
+}
+
+// logSince returns what the member logged after offset off of its log file.
+func logSince(t *testing.T, m *testcluster.Member, off int64) string {
+	t.Helper()
+	b := readFile(t, m.LogFile)
+	require.GreaterOrEqual(t, int64(len(b)), off)
+	return string(b[off:])
+}
+
+// logLines returns the lines of log that contain any of words.
+func logLines(log string, words ...string) []string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		for _, w := range words {
+			if strings.Contains(sc.Text(), w) {
+				out = append(out, sc.Text())
+				break
+			}
+		}
+	}
+	return out
+}
+
+func logSize(t *testing.T, m *testcluster.Member) int64 {
+	t.Helper()
+	fi, err := os.Stat(m.LogFile)
+	require.NoError(t, err)
+	return fi.Size()
+}
+
+// damage is what a test case does to a killed member's data folder; it returns what the checks
+// need to know about it.
+type damage struct {
+	file string // the file damaged
+	off  int64  // where: a WAL frame's offset, or a database page id
+}
+
+func TestInspectRealDataDir(t *testing.T) {
+	tests := []struct {
+		name    string
+		damage  func(t *testing.T, dataDir string) damage
+		check   func(t *testing.T, r Report, d damage)
+		verdict Verdict
+		// starts says whether etcd, restarted on the damaged folder, becomes healthy.
+		starts bool
+		// logs are words etcd's log must hold after the restart.
+		logs []string
+	}{
+		{
+			name: "killed",
+			check: func(t *testing.T, r Report, _ damage) {
+				require.True(t, r.Intact())
+				require.Empty(t, r.Problems)
+				require.False(t, r.WAL.TornTail)
+				require.NotEmpty(t, r.Snap.Newest, "snapshot count 100 and 250 writes leave .snap files")
+				require.NotZero(t, r.Snap.NewestIndex)
+				require.LessOrEqual(t, r.Snap.NewestIndex, r.DB.ConsistentIndex)
+			},
+			verdict: VerdictStarts,
+			starts:  true,
+		},
+		{
+			name: "torn tail: last record cut short",
+			damage: func(t *testing.T, dataDir string) damage {
+				seg := lastSegment(t, dataDir)
+				frames := walFrames(t, readFile(t, seg))
+				last := frames[len(frames)-1]
+				truncate(t, seg, last.off+8+last.recBytes/2)
+				return damage{file: seg, off: last.off}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.True(t, r.Intact())
+				require.True(t, r.WAL.TornTail)
+				require.False(t, r.WAL.Corrupt)
+				require.Equal(t, d.off, r.WAL.TornTailOffset)
+				require.Positive(t, r.WAL.TornTailBytes)
+			},
+			verdict: VerdictSelfRepairs,
+			starts:  true,
+			logs:    []string{"repairing", "repaired WAL"},
+		},
+		{
+			// The last segment is cut inside a record at a non-512 boundary and its last 512
+			// bytes are zeroed, as a torn sector leaves it. The zeroes reach back into the large
+			// entry before the final (small) record: its CRC no longer matches, but one of its
+			// sectors is all zeroes, which etcd takes for a torn write and truncates.
+			name: "torn tail: cut short, last 512 bytes zeroed",
+			damage: func(t *testing.T, dataDir string) damage {
+				seg := lastSegment(t, dataDir)
+				frames := walFrames(t, readFile(t, seg))
+				last, big := frames[len(frames)-1], frames[len(frames)-2]
+				require.Greater(t, big.recBytes, int64(bigValueSize), "the big write is the entry before the final record")
+				cut := last.off + 1
+				if big.end%512 == 0 {
+					// The zeroes would leave the first byte of big's last sector: not a torn
+					// write to etcd. Cut inside big instead, far enough for the zeroes to stay in it.
+					cut = big.off + 8 + 1001
+				}
+				require.NotZero(t, cut%512)
+				truncate(t, seg, cut)
+				writeAt(t, seg, cut-512, make([]byte, 512))
+				return damage{file: seg, off: big.off}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.True(t, r.Intact())
+				require.True(t, r.WAL.TornTail)
+				require.Equal(t, d.off, r.WAL.TornTailOffset)
+				require.Positive(t, r.WAL.TornTailBytes)
+			},
+			verdict: VerdictSelfRepairs,
+			starts:  true,
+			logs:    []string{"repairing", "repaired WAL"},
+		},
+		{
+			// A byte flipped in a record in the middle of the log: the CRC chain breaks
+			// before the tail, which etcd refuses to start on.
+			name: "flipped byte mid-log",
+			damage: func(t *testing.T, dataDir string) damage {
+				seg := lastSegment(t, dataDir)
+				data := readFile(t, seg)
+				frames := walFrames(t, data)
+				// A record well before the tail whose bytes lie in one sector and are not all
+				// zero: etcd cannot mistake its damage for a torn write.
+				for _, f := range frames[len(frames)/3:] {
+					if (f.off+8)/512 == (f.end-1)/512 && f.recBytes > 16 {
+						at := f.off + 8 + f.recBytes - 1 // the last byte of the record's data
+						writeAt(t, seg, at, []byte{data[at] ^ 0xff})
+						return damage{file: seg, off: f.off}
+					}
+				}
+				require.Fail(t, "no record to damage")
+				return damage{}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.False(t, r.Intact())
+				require.True(t, r.WAL.Corrupt)
+				require.False(t, r.WAL.TornTail)
+				require.Equal(t, filepath.Base(d.file), r.WAL.CorruptFile)
+				require.Equal(t, d.off, r.WAL.CorruptOffset)
+				require.Contains(t, r.WAL.Err, "crc mismatch")
+				require.Contains(t, r.WAL.Err, fmt.Sprintf("offset %d", d.off))
+				require.True(t, r.DB.OK)
+			},
+			verdict: VerdictDamaged,
+			starts:  false,
+			logs:    []string{"crc mismatch"},
+		},
+		{
+			name: "zeroed db page",
+			damage: func(t *testing.T, dataDir string) damage {
+				path := filepath.Join(dataDir, "member", "snap", "db")
+				db, err := bbolt.Open(path, 0o400, &bbolt.Options{ReadOnly: true})
+				require.NoError(t, err)
+				var root uint64
+				require.NoError(t, db.View(func(tx *bbolt.Tx) error {
+					root = uint64(tx.Bucket([]byte("key")).Root())
+					return nil
+				}))
+				ps := int64(db.Info().PageSize)
+				require.NoError(t, db.Close())
+				require.NotZero(t, root, "the key bucket is not inline")
+				writeAt(t, path, int64(root)*ps, make([]byte, ps))
+				return damage{file: path, off: int64(root)}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.False(t, r.Intact())
+				require.False(t, r.DB.OK)
+				require.Contains(t, r.DB.BadPages, uint64(d.off))
+				require.Contains(t, r.DB.Err, fmt.Sprintf("page %d", d.off))
+				require.True(t, r.WAL.OK)
+			},
+			verdict: VerdictDamaged,
+			starts:  false,
+		},
+	}
+	for _, version := range testenv.EtcdVersions {
+		for _, tt := range tests {
+			t.Run(version+"/"+tt.name, func(t *testing.T) {
+				_, m, lastRev := killedMember(t, version)
+				var d damage
+				if tt.damage != nil {
+					d = tt.damage(t, m.DataDir)
+				}
+				r := inspect(t, m.DataDir)
+				require.True(t, r.Exists)
+				require.False(t, r.Empty)
+				require.True(t, r.DB.Present)
+				require.NotEmpty(t, r.WAL.Segments)
+				require.NotZero(t, r.WAL.MemberID)
+				if r.DB.OK {
+					require.Equal(t, lastRev, r.DB.Revision)
+				}
+				if r.DB.OK && r.WAL.OK && !r.WAL.TornTail {
+					require.GreaterOrEqual(t, r.WAL.LastIndex, r.DB.ConsistentIndex)
+				}
+				tt.check(t, r, d)
+				require.Equal(t, tt.verdict, r.Verdict())
+
+				// What etcd itself does on the folder.
+				logFrom := logSize(t, m)
+				err := m.Restart(t.Context())
+				log := logSince(t, m, logFrom)
+				for _, l := range logLines(log, "repair", "WAL", "crc", "panic", "fatal", "page") {
+					t.Logf("etcd: %s", l)
+				}
+				if !tt.starts {
+					require.Error(t, err)
+					for _, w := range tt.logs {
+						require.Contains(t, log, w)
+					}
+					return
+				}
+				require.NoError(t, err)
+				for _, w := range tt.logs {
+					require.Contains(t, log, w)
+				}
+				cli, err := m.Client(t.Context())
+				require.NoError(t, err)
+				defer cli.Close()
+				resp, err := cli.Get(t.Context(), "big")
+				require.NoError(t, err)
+				require.Equal(t, lastRev, resp.Header.Revision)
+			})
+		}
+	}
+}
+
+func TestInspectMissingOrEmpty(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T) string
+		exist bool
+		empty bool
+	}{
+		{name: "missing", setup: func(t *testing.T) string { return filepath.Join(t.TempDir(), "nope") }},
+		{name: "empty", setup: func(t *testing.T) string { return t.TempDir() }, exist: true, empty: true},
+		{name: "empty member folders", setup: func(t *testing.T) string {
+			dir := t.TempDir()
+			require.NoError(t, os.MkdirAll(filepath.Join(dir, "member", "wal"), 0o700))
+			require.NoError(t, os.MkdirAll(filepath.Join(dir, "member", "snap"), 0o700))
+			return dir
+		}, exist: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := tt.setup(t)
+			r := inspect(t, dir)
+			require.Equal(t, tt.exist, r.Exists)
+			require.Equal(t, tt.empty, r.Empty)
+			require.False(t, r.Intact())
+			require.Equal(t, VerdictMissing, r.Verdict())
+		})
+	}
+}

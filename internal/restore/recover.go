@@ -1,0 +1,772 @@
+package restore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdguard/etcdguard/internal/datadir"
+	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+// ErrPlanMismatch is returned (wrapped) when what apply finds differs from what the plan was
+// made on: a snapshot whose SHA-256 is not the plan's, a member the plan does not know.
+var ErrPlanMismatch = errors.New("does not match the plan")
+
+// Recoverer assesses, plans and carries out the recovery of one cluster.
+type Recoverer struct {
+	// Etcd holds the TLS settings and timeouts used to talk to the members; its endpoints are
+	// replaced by the members' client URLs.
+	Etcd    etcdx.Config
+	Cluster Cluster
+	// Targets hold the backups; Identities open encrypted ones.
+	Targets    []repository.Target
+	Identities []age.Identity
+	// StateDir keeps plan files and progress, so that an interrupted recovery can be finished.
+	StateDir string
+	// WorkDir holds the scratch copy of the source snapshot; empty means beside the data dirs.
+	WorkDir string
+	// NoBump restores without raising revisions.
+	NoBump bool
+	Logger *slog.Logger
+	Now    func() time.Time
+	// Controllers overrides how members are stopped and started, by member name (the demo runs
+	// its members itself); members not in it use NewController.
+	Controllers map[string]Controller
+}
+
+func (r *Recoverer) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Recoverer) log() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (r *Recoverer) controller(m Member) Controller {
+	if c, ok := r.Controllers[m.Name]; ok {
+		return c
+	}
+	return NewController(m)
+}
+
+func (r *Recoverer) etcdFor(urls ...string) etcdx.Config {
+	c := r.Etcd
+	c.Endpoints = urls
+	return c
+}
+
+// Assess looks at every member, read-only: whether it answers, and for those that do not, their
+// data dir offline. It also finds the newest verified backup of the cluster.
+func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []RevisionPoint, error) {
+	if err := r.Cluster.Validate(); err != nil {
+		return nil, nil, nil, err
+	}
+	as := make([]Assessment, len(r.Cluster.Members))
+	var wg sync.WaitGroup
+	for i, m := range r.Cluster.Members {
+		wg.Go(func() { as[i] = r.assessMember(ctx, m) })
+	}
+	wg.Wait()
+	if err := r.checkMembership(as); err != nil {
+		return as, nil, nil, err
+	}
+	if len(r.Targets) == 0 {
+		return as, nil, nil, nil
+	}
+	cat, err := snapshot.Load(ctx, r.Targets)
+	if cat != nil {
+		defer cat.Close()
+	}
+	if err != nil {
+		r.log().Warn("no backup could be read; only the members' own data can be used", "error", err)
+		return as, nil, nil, nil
+	}
+	var newest *BackupInfo
+	var history []RevisionPoint
+	for i := len(cat.Entries) - 1; i >= 0; i-- {
+		m := cat.Entries[i].Manifest
+		history = append(history, RevisionPoint{Revision: m.Revision, At: m.Started})
+		if newest == nil {
+			newest = &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey}
+		}
+	}
+	return as, newest, history, nil
+}
+
+func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
+	a := Assessment{Name: m.Name}
+	st := r.etcdFor(m.ClientURL).Status(ctx, false)
+	if len(st) == 1 && st[0].Err == "" && st[0].Leader != 0 && len(st[0].Alarms) == 0 {
+		a.Online, a.MemberID, a.Revision = true, st[0].ID, st[0].Revision
+		return a
+	}
+	if len(st) == 1 {
+		a.OnlineErr = st[0].Err
+		if a.OnlineErr == "" {
+			a.OnlineErr = "answers but has no leader or raised an alarm"
+		}
+	}
+	rep := datadir.Inspect(m.DataDir)
+	a.Disk = &DiskState{
+		Verdict: string(rep.Verdict()), Intact: rep.Intact(), DBOK: rep.DB.OK, DBPath: rep.DB.Path,
+		DBRevision: rep.DB.Revision, DBModTime: rep.DB.ModTime, ConsistentIndex: rep.DB.ConsistentIndex,
+		WALLastIndex: rep.WAL.LastIndex, Problems: rep.Problems, ClusterID: rep.WAL.ClusterID, MemberID: rep.WAL.MemberID,
+	}
+	return a
+}
+
+// checkMembership refuses a cluster description that disagrees with what the data dirs say:
+// data dirs of different clusters cannot be recovered as one.
+func (r *Recoverer) checkMembership(as []Assessment) error {
+	var clusterID uint64
+	var first string
+	for _, a := range as {
+		if a.Disk == nil || a.Disk.ClusterID == 0 {
+			continue
+		}
+		if clusterID == 0 {
+			clusterID, first = a.Disk.ClusterID, a.Name
+			continue
+		}
+		if a.Disk.ClusterID != clusterID {
+			return fmt.Errorf("%w: the data dir of member %s belongs to cluster %016x, that of %s to cluster %016x: check the data-dir of each member in the cluster description",
+				ErrPlanMismatch, first, clusterID, a.Name, a.Disk.ClusterID)
+		}
+	}
+	return nil
+}
+
+// Plan assesses the cluster and decides what to do.
+func (r *Recoverer) Plan(ctx context.Context) (Plan, error) {
+	as, backup, history, err := r.Assess(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	p, err := Decide(DecideInputs{Cluster: r.Cluster, Assessments: as, Backup: backup, History: history, NoBump: r.NoBump, Now: r.now()})
+	if err != nil {
+		return p, err
+	}
+	if p.Source != nil && p.Source.Kind == SourceMember {
+		sum, err := fileSHA256(ctx, p.Source.DBPath)
+		if err != nil {
+			return p, fmt.Errorf("hash the source database %s: %w", p.Source.DBPath, err)
+		}
+		p.Source.SHA256 = sum
+	}
+	return p, nil
+}
+
+// Step is one timed step of a recovery, for the report.
+type Step struct {
+	Name    string        `json:"name"`
+	Member  string        `json:"member,omitempty"`
+	Elapsed time.Duration `json:"elapsed_ns"`
+	Note    string        `json:"note,omitempty"`
+}
+
+// Report is what a recovery did.
+type Report struct {
+	Plan        Plan              `json:"plan"`
+	Steps       []Step            `json:"steps"`
+	Quarantined map[string]string `json:"quarantined,omitempty"`
+	Verified    *Verification     `json:"verified,omitempty"`
+	Next        []string          `json:"next"`
+	Resumed     bool              `json:"resumed,omitempty"`
+}
+
+type stepper struct {
+	mu    sync.Mutex
+	steps []Step
+	lg    *slog.Logger
+}
+
+func (s *stepper) do(name, member string, fn func() (string, error)) error {
+	start := time.Now()
+	note, err := fn()
+	st := Step{Name: name, Member: member, Elapsed: time.Since(start), Note: note}
+	s.mu.Lock()
+	s.steps = append(s.steps, st)
+	s.mu.Unlock()
+	if err != nil {
+		s.lg.Error("recovery step failed", "step", name, "member", member, "error", err)
+		return fmt.Errorf("%s %s: %w", name, member, err)
+	}
+	s.lg.Info("recovery step done", "step", name, "member", member, "seconds", st.Elapsed.Seconds(), "note", note)
+	return nil
+}
+
+// Apply carries out a plan for the members named (every member when none is named). Running it
+// again after an interruption finishes the job: members already restored for this plan are not
+// restored again, and quarantined data dirs are never touched.
+func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, error) {
+	rep := Report{Plan: p, Quarantined: map[string]string{}}
+	for _, n := range only {
+		if _, ok := p.Cluster.Member(n); !ok {
+			return rep, fmt.Errorf("%w: member %q is not in the plan (members: %s)", ErrPlanMismatch, n, memberNames(p.Cluster))
+		}
+	}
+	selected := func(name string) bool { return len(only) == 0 || containsString(only, name) }
+	if err := r.saveState(p); err != nil {
+		return rep, err
+	}
+	st := &stepper{lg: r.log()}
+	var err error
+	switch p.Path {
+	case PathNone:
+	case PathStart, PathReplace:
+		err = r.applyRepair(ctx, p, selected, st, &rep)
+	case PathRestore:
+		err = r.applyRestore(ctx, p, selected, st, &rep)
+	default:
+		err = fmt.Errorf("unknown recovery path %q", p.Path)
+	}
+	rep.Steps = st.steps
+	if err != nil {
+		return rep, err
+	}
+	if len(only) == 0 || len(only) == len(p.Cluster.Members) {
+		var v Verification
+		verr := st.do("verify", "", func() (string, error) {
+			var err error
+			v, err = r.Verify(ctx, p)
+			return v.Summary(), err
+		})
+		rep.Steps = st.steps
+		rep.Verified = &v
+		if verr != nil {
+			return rep, verr
+		}
+		r.markDone(p)
+	}
+	rep.Next = nextSteps(p)
+	return rep, nil
+}
+
+func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(string) bool, st *stepper, rep *Report) error {
+	var toStart []Member
+	for _, a := range p.Actions {
+		m, _ := p.Cluster.Member(a.Member)
+		if a.Do == ActStart && selected(m.Name) {
+			toStart = append(toStart, m)
+		}
+	}
+	// Intact members start together: they need each other for quorum.
+	if err := r.parallel(toStart, func(m Member) error {
+		return st.do("start", m.Name, func() (string, error) {
+			return "", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+		})
+	}); err != nil {
+		return err
+	}
+	if err := st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) }); err != nil {
+		return err
+	}
+	for _, a := range p.Actions {
+		m, _ := p.Cluster.Member(a.Member)
+		if a.Do != ActReplace || !selected(m.Name) {
+			continue
+		}
+		if err := r.replaceMember(ctx, p, m, st, rep); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replaceMember brings back a member whose data is damaged or missing while the others hold
+// quorum: its data dir is moved aside, it is removed from the cluster and added back, and it
+// starts on an empty data dir, receiving the data from the leader.
+func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *stepper, rep *Report) error {
+	if err := st.do("stop", m.Name, func() (string, error) { return "", r.controller(m).Stop(ctx) }); err != nil {
+		return err
+	}
+	if err := st.do("quarantine", m.Name, func() (string, error) {
+		empty, err := isEmptyOrAbsent(m.DataDir)
+		if err != nil || empty {
+			return "data dir empty or absent", err
+		}
+		moved, err := Quarantine(m.DataDir, r.now())
+		if err == nil {
+			rep.Quarantined[m.Name] = moved
+		}
+		return "moved to " + moved, err
+	}); err != nil {
+		return err
+	}
+	var healthy []string
+	for _, o := range p.Cluster.Members {
+		if o.Name != m.Name {
+			healthy = append(healthy, o.ClientURL)
+		}
+	}
+	if err := st.do("member remove and add", m.Name, func() (string, error) {
+		return r.readdMember(ctx, healthy, m)
+	}); err != nil {
+		return err
+	}
+	if err := st.do("start", m.Name, func() (string, error) {
+		return "", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+	}); err != nil {
+		return err
+	}
+	return st.do("wait for member", m.Name, func() (string, error) { return r.waitMember(ctx, m, 2*time.Minute) })
+}
+
+func (r *Recoverer) readdMember(ctx context.Context, endpoints []string, m Member) (string, error) {
+	cli, err := r.anyClient(ctx, endpoints)
+	if err != nil {
+		return "", err
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(cctx)
+	if err != nil {
+		return "", fmt.Errorf("list members: %w", err)
+	}
+	for _, mem := range list.Members {
+		if !containsString(mem.PeerURLs, m.PeerURL) {
+			continue
+		}
+		if mem.Name == "" {
+			return fmt.Sprintf("already added back as %016x (an earlier run)", mem.ID), nil
+		}
+		if _, err := cli.MemberRemove(cctx, mem.ID); err != nil {
+			return "", fmt.Errorf("remove member %s (%016x): %w", m.Name, mem.ID, err)
+		}
+	}
+	// etcd refuses to add a member until the others have been connected for a few seconds
+	// (--strict-reconfig-check): a cluster that just got quorum back must settle first.
+	var added *clientv3.MemberAddResponse
+	for {
+		added, err = cli.MemberAdd(cctx, []string{m.PeerURL})
+		if err == nil || !strings.Contains(err.Error(), "unhealthy cluster") {
+			break
+		}
+		select {
+		case <-cctx.Done():
+			return "", fmt.Errorf("add member %s back: the cluster stayed unhealthy: %w", m.Name, err)
+		case <-time.After(time.Second):
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("add member %s back: %w", m.Name, err)
+	}
+	return fmt.Sprintf("added back as %016x", added.Member.ID), nil
+}
+
+func (r *Recoverer) anyClient(ctx context.Context, endpoints []string) (*clientv3.Client, error) {
+	var errs []error
+	for _, ep := range endpoints {
+		st := r.etcdFor(ep).Status(ctx, false)
+		if len(st) == 1 && st[0].Err == "" && st[0].Leader != 0 {
+			return r.etcdFor(ep).Client(ctx, ep)
+		}
+		if len(st) == 1 {
+			errs = append(errs, errors.New(st[0].Err))
+		}
+	}
+	return nil, fmt.Errorf("%w: no healthy member among %s: %w", etcdx.ErrUnavailable, strings.Join(endpoints, ", "), errors.Join(errs...))
+}
+
+func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(string) bool, st *stepper, rep *Report) error {
+	if p.Source == nil {
+		return errors.New("a restore plan without a source")
+	}
+	scratchParent := r.WorkDir
+	if scratchParent == "" {
+		m := p.Cluster.Members[0]
+		scratchParent = filepath.Dir(m.DataDir)
+	}
+	scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-recover-")
+	if err != nil {
+		return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
+	}
+	defer os.RemoveAll(scratch)
+	src := filepath.Join(scratch, "snapshot.db")
+	skipHash := false
+	if err := st.do("fetch source", "", func() (string, error) {
+		if p.Source.Kind == SourceMember {
+			skipHash = true // a db from a data dir carries no etcd trailer
+			return r.copyMemberDB(ctx, p, src)
+		}
+		return r.fetchBackup(ctx, p, src)
+	}); err != nil {
+		return err
+	}
+
+	var members []Member
+	for _, m := range p.Cluster.Members {
+		if selected(m.Name) {
+			members = append(members, m)
+		}
+	}
+	if err := r.parallel(members, func(m Member) error {
+		return st.do("stop", m.Name, func() (string, error) { return "", r.controller(m).Stop(ctx) })
+	}); err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	if err := r.parallel(members, func(m Member) error {
+		return st.do("restore", m.Name, func() (string, error) {
+			if done, _ := readMarker(m.DataDir); done == p.ID {
+				return "already restored for this plan", nil
+			}
+			cleanStaging(m.DataDir)
+			res, err := RestoreDataDir(DataDirOptions{
+				Snapshot: src, Name: m.Name, InitialCluster: p.Cluster.InitialCluster(), InitialClusterToken: p.Token,
+				PeerURLs: []string{m.PeerURL}, DataDir: m.DataDir, Bump: p.Bump, Quarantine: true, SkipHashCheck: skipHash, Now: r.now(),
+			})
+			if res.Quarantined != "" {
+				mu.Lock()
+				rep.Quarantined[m.Name] = res.Quarantined
+				mu.Unlock()
+			}
+			if err != nil {
+				return "", err
+			}
+			note := ""
+			if res.Quarantined != "" {
+				note = "old data dir moved to " + res.Quarantined
+			}
+			return note, writeMarker(m.DataDir, p.ID)
+		})
+	}); err != nil {
+		return err
+	}
+	if err := r.parallel(members, func(m Member) error {
+		return st.do("start", m.Name, func() (string, error) {
+			return "", r.controller(m).Start(ctx, StartEnv{State: "new", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+		})
+	}); err != nil {
+		return err
+	}
+	if len(members) < len(p.Cluster.Members) {
+		return nil // the other members are applied elsewhere; quorum comes when they are
+	}
+	return st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) })
+}
+
+// copyMemberDB copies the source member's database, read-only, and checks it is the one the plan
+// was made on and that it passes bbolt's check.
+func (r *Recoverer) copyMemberDB(ctx context.Context, p Plan, dst string) (string, error) {
+	in, err := os.Open(p.Source.DBPath)
+	if err != nil {
+		return "", fmt.Errorf("open the source database: %w", err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	if _, err := io.CopyBuffer(io.MultiWriter(out, h), in, make([]byte, 1<<20)); err != nil {
+		out.Close()
+		return "", fmt.Errorf("copy the source database: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return "", err
+	}
+	if sum := hex.EncodeToString(h.Sum(nil)); p.Source.SHA256 != "" && sum != p.Source.SHA256 {
+		return "", fmt.Errorf("%w: the database of member %s now has SHA-256 %s, the plan was made on %s: make a new plan", ErrPlanMismatch, p.Source.Member, sum, p.Source.SHA256)
+	}
+	status, err := snapshot.ReadStatus(ctx, dst)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("member %s's database: revision %d, %d keys", p.Source.Member, status.Revision, status.TotalKey), nil
+}
+
+// fetchBackup fetches and checks the plan's backup, and refuses one whose SHA-256 differs.
+func (r *Recoverer) fetchBackup(ctx context.Context, p Plan, dst string) (string, error) {
+	cat, err := snapshot.Load(ctx, r.Targets)
+	if cat != nil {
+		defer cat.Close()
+	}
+	if err != nil {
+		return "", err
+	}
+	e, err := cat.Find(p.Source.BackupID)
+	if err != nil {
+		return "", err
+	}
+	if e.Manifest.SHA256 != p.Source.SHA256 {
+		return "", fmt.Errorf("%w: backup %s has SHA-256 %s, the plan says %s", ErrPlanMismatch, e.Manifest.ID, e.Manifest.SHA256, p.Source.SHA256)
+	}
+	var errs []error
+	for _, c := range snapshot.PreferredOrder(e.Copies) {
+		cr, err := snapshot.Fetch(ctx, c, r.Identities, dst)
+		if err == nil {
+			return fmt.Sprintf("backup %s from target %s, verified", e.Manifest.ID, cr.Target), nil
+		}
+		r.log().Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+		errs = append(errs, err)
+	}
+	return "", fmt.Errorf("no copy of backup %s passed its checks: %w", e.Manifest.ID, errors.Join(errs...))
+}
+
+func (r *Recoverer) parallel(ms []Member, fn func(Member) error) error {
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Go(func() { errs[i] = fn(m) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// waitQuorum waits until a member answers with a leader and a linearizable read succeeds.
+func (r *Recoverer) waitQuorum(ctx context.Context, c Cluster, limit time.Duration) (string, error) {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		for _, m := range c.Members {
+			if err := r.linearizable(ctx, m.ClientURL); err == nil {
+				return "quorum through " + m.Name, nil
+			} else {
+				last = err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return "", fmt.Errorf("%w: no quorum after %s: %w", etcdx.ErrUnavailable, limit, last)
+}
+
+func (r *Recoverer) waitMember(ctx context.Context, m Member, limit time.Duration) (string, error) {
+	deadline := time.Now().Add(limit)
+	var last error
+	for time.Now().Before(deadline) {
+		if last = r.linearizable(ctx, m.ClientURL); last == nil {
+			return "serving", nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return "", fmt.Errorf("%w: member %s not serving after %s: %w", etcdx.ErrUnavailable, m.Name, limit, last)
+}
+
+func (r *Recoverer) linearizable(ctx context.Context, endpoint string) error {
+	cfg := r.etcdFor(endpoint)
+	if err := cfg.Probe(ctx, endpoint); err != nil {
+		return err
+	}
+	cli, err := cfg.Client(ctx, endpoint)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = cli.Get(cctx, "/etcdguard/probe", clientv3.WithCountOnly())
+	return err
+}
+
+// Marker files record, beside a data dir, which plan restored it, so that a second run of the
+// same plan does not restore (and quarantine) it again.
+func markerPath(dataDir string) string {
+	return filepath.Join(filepath.Dir(dataDir), "."+filepath.Base(dataDir)+".etcdguard-recovery")
+}
+
+func writeMarker(dataDir, planID string) error {
+	tmp := markerPath(dataDir) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(planID+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, markerPath(dataDir)); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dataDir))
+}
+
+func readMarker(dataDir string) (string, error) {
+	if _, err := os.Stat(filepath.Join(dataDir, "member")); err != nil {
+		return "", err // a marker without its data dir means nothing
+	}
+	b, err := os.ReadFile(markerPath(dataDir))
+	return strings.TrimSpace(string(b)), err
+}
+
+// cleanStaging removes the half-built restores an interrupted run left beside a data dir: they
+// are etcdguard's own scratch, never etcd data.
+func cleanStaging(dataDir string) {
+	entries, _ := os.ReadDir(filepath.Dir(dataDir))
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "."+filepath.Base(dataDir)+".etcdguard-restore-") {
+			_ = os.RemoveAll(filepath.Join(filepath.Dir(dataDir), e.Name()))
+		}
+	}
+}
+
+// State files keep plans until their recovery is finished.
+func (r *Recoverer) statePath(id string) string {
+	return filepath.Join(r.StateDir, "recovery-"+id+".json")
+}
+
+func (r *Recoverer) saveState(p Plan) error {
+	if r.StateDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(r.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir %s: %w", r.StateDir, err)
+	}
+	if _, err := os.Stat(r.statePath(p.ID)); err == nil {
+		return nil
+	}
+	return WritePlan(r.statePath(p.ID), p)
+}
+
+func (r *Recoverer) markDone(p Plan) {
+	if r.StateDir == "" {
+		return
+	}
+	_ = os.Rename(r.statePath(p.ID), strings.TrimSuffix(r.statePath(p.ID), ".json")+".done.json")
+}
+
+// Unfinished returns the plan of a recovery that was started and not finished, if any.
+func (r *Recoverer) Unfinished() (*Plan, error) {
+	if r.StateDir == "" {
+		return nil, nil
+	}
+	files, _ := filepath.Glob(filepath.Join(r.StateDir, "recovery-*.json"))
+	sort.Strings(files)
+	for i := len(files) - 1; i >= 0; i-- {
+		if strings.HasSuffix(files[i], ".done.json") {
+			continue
+		}
+		p, err := ReadPlan(files[i])
+		if err != nil {
+			return nil, err
+		}
+		return &p, nil
+	}
+	return nil, nil
+}
+
+// WritePlan writes a plan file atomically.
+func WritePlan(path string, p Plan) error {
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("write plan: %w", err)
+	}
+	if _, err := f.Write(append(data, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("write plan %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write plan %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// ReadPlan reads a plan file.
+func ReadPlan(path string) (Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Plan{}, fmt.Errorf("read plan: %w", err)
+	}
+	var p Plan
+	if err := json.Unmarshal(data, &p); err != nil {
+		return Plan{}, fmt.Errorf("plan %s is not valid JSON: %w", path, err)
+	}
+	if p.Format != PlanFormat {
+		return Plan{}, fmt.Errorf("plan %s has format %d; this etcdguard reads format %d", path, p.Format, PlanFormat)
+	}
+	return p, nil
+}
+
+func fileSHA256(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := f.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func memberNames(c Cluster) string {
+	var names []string
+	for _, m := range c.Members {
+		names = append(names, m.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+func containsString(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func nextSteps(p Plan) []string {
+	switch p.Path {
+	case PathNone:
+		return []string{"nothing to do: the cluster is healthy"}
+	case PathRestore:
+		return []string{
+			"restart every kube-apiserver, then kube-controller-manager and kube-scheduler (kubeadm: move their manifests out of /etc/kubernetes/manifests and back, or crictl stop their containers), so that no cache serves data from before the restore",
+			"check workloads that changed after the restored revision: they may need to be re-applied",
+			"take a new backup now: etcdguard snapshot save",
+		}
+	}
+	return []string{"take a new backup now: etcdguard snapshot save", "check kube-apiserver logs for reconnection to etcd"}
+}
