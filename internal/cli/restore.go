@@ -28,17 +28,17 @@ type restoreOptions struct {
 
 // restoreReport is `restore -o json`.
 type restoreReport struct {
-	Backup      string               `json:"backup,omitempty"`
-	File        string               `json:"file,omitempty"`
-	Target      string               `json:"target,omitempty"`
-	Revision    int64                `json:"revision"`
-	Bump        uint64               `json:"bump"`
-	BumpReasons []string             `json:"bump_reasons,omitempty"`
-	Skipped     []string             `json:"skipped,omitempty"`
+	Backup      string                `json:"backup,omitempty"`
+	File        string                `json:"file,omitempty"`
+	Target      string                `json:"target,omitempty"`
+	Revision    int64                 `json:"revision"`
+	Bump        uint64                `json:"bump"`
+	BumpReasons []string              `json:"bump_reasons,omitempty"`
+	Skipped     []string              `json:"skipped,omitempty"`
 	Member      restore.DataDirResult `json:"member"`
-	Status      snapshot.Status      `json:"status"`
-	Manifest    *repository.Manifest `json:"manifest,omitempty"`
-	Copy        *snapshot.CopyReport `json:"copy,omitempty"`
+	Status      snapshot.Status       `json:"status"`
+	Manifest    *repository.Manifest  `json:"manifest,omitempty"`
+	Copy        *snapshot.CopyReport  `json:"copy,omitempty"`
 }
 
 func newRestoreCommand(env Env, g *globalOptions) *cobra.Command {

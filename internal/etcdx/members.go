@@ -42,20 +42,20 @@ func (c Config) Client(ctx context.Context, endpoint string) (*clientv3.Client, 
 
 // MemberStatus is what one endpoint said about its member, or why it said nothing.
 type MemberStatus struct {
-	Endpoint     string   `json:"endpoint"`
-	ID           uint64   `json:"id,omitempty"`
-	Name         string   `json:"name,omitempty"`
-	ClusterID    uint64   `json:"cluster_id,omitempty"`
-	Leader       uint64   `json:"leader,omitempty"`
-	Version      string   `json:"version,omitempty"`
-	DBSize       int64    `json:"db_size,omitempty"`
-	RaftIndex    uint64   `json:"raft_index,omitempty"`
-	AppliedIndex uint64   `json:"applied_index,omitempty"`
-	RaftTerm     uint64   `json:"raft_term,omitempty"`
+	Endpoint     string `json:"endpoint"`
+	ID           uint64 `json:"id,omitempty"`
+	Name         string `json:"name,omitempty"`
+	ClusterID    uint64 `json:"cluster_id,omitempty"`
+	Leader       uint64 `json:"leader,omitempty"`
+	Version      string `json:"version,omitempty"`
+	DBSize       int64  `json:"db_size,omitempty"`
+	RaftIndex    uint64 `json:"raft_index,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	RaftTerm     uint64 `json:"raft_term,omitempty"`
 	// Revision is the member's current revision, read locally (serializable).
-	Revision int64 `json:"revision,omitempty"`
-	Alarms       []string `json:"alarms,omitempty"`
-	IsLearner    bool     `json:"is_learner,omitempty"`
+	Revision  int64    `json:"revision,omitempty"`
+	Alarms    []string `json:"alarms,omitempty"`
+	IsLearner bool     `json:"is_learner,omitempty"`
 	// Err explains why the endpoint could not be used; empty when it answered.
 	Err string `json:"error,omitempty"`
 }
