@@ -262,7 +262,7 @@ type planOptions struct {
 
 func newRecoverPlanCommand(env Env, g *globalOptions) *cobra.Command {
 	o := &planOptions{}
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "plan --out plan.json",
 		Short: "Assess the cluster and write the recovery plan, changing nothing",
 		Long: `Assess every member and write the recovery plan to a file, for 'recover apply' to carry out
@@ -296,6 +296,8 @@ source (backup id or member database) and its SHA-256, the revision bump and the
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&o.out, "out", "", "write the plan to this file (for recover apply)")
+	return cmd
 }
 
 type applyOptions struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
@@ -202,6 +203,8 @@ func TestInspectRealDataDir(t *testing.T) {
 		starts bool
 		// logs are words etcd's log must hold after the restart.
 		logs []string
+		// afterStart, if set, looks at the member once restarted.
+		afterStart func(t *testing.T, cli *clientv3.Client, lastRev int64)
 	}{
 		{
 			name: "killed",
@@ -238,20 +241,30 @@ func TestInspectRealDataDir(t *testing.T) {
 		},
 		{
 			// The last segment is cut inside a record at a non-512 boundary and its last 512
-			// bytes are zeroed, as a torn sector leaves it. The zeroes reach back into the large
-			// entry before the final (small) record: its CRC no longer matches, but one of its
-			// sectors is all zeroes, which etcd takes for a torn write and truncates.
+			// bytes are zeroed, as a torn sector leaves it. When the final record is small (etcd
+			// 3.5 ends with a HardState record), the zeroes reach back into the large entry before
+			// it: its CRC no longer matches, but one of its sectors is all zeroes, which etcd takes
+			// for a torn write and truncates.
 			name: "torn tail: cut short, last 512 bytes zeroed",
 			damage: func(t *testing.T, dataDir string) damage {
 				seg := lastSegment(t, dataDir)
 				frames := walFrames(t, readFile(t, seg))
-				last, big := frames[len(frames)-1], frames[len(frames)-2]
-				require.Greater(t, big.recBytes, int64(bigValueSize), "the big write is the entry before the final record")
+				last, bigAt := frames[len(frames)-1], len(frames)-1
+				for frames[bigAt].recBytes <= bigValueSize {
+					bigAt--
+				}
+				big := frames[bigAt]
+				require.GreaterOrEqual(t, bigAt, len(frames)-2, "the big write is one of the last two records")
+				// Cut the final record after its first byte, if etcd reads the zeroes that reach
+				// into big as a torn sector: a sector of big must lie inside them, which it does
+				// unless big ends on a sector boundary. Else cut inside big, far enough for the
+				// zeroes to stay in it.
 				cut := last.off + 1
-				if big.end%512 == 0 {
-					// The zeroes would leave the first byte of big's last sector: not a torn
-					// write to etcd. Cut inside big instead, far enough for the zeroes to stay in it.
+				if bigAt == len(frames)-1 || big.end%512 == 0 {
 					cut = big.off + 8 + 1001
+				}
+				if cut%512 == 0 {
+					cut++
 				}
 				require.NotZero(t, cut%512)
 				truncate(t, seg, cut)
@@ -301,6 +314,43 @@ func TestInspectRealDataDir(t *testing.T) {
 			verdict: VerdictDamaged,
 			starts:  false,
 			logs:    []string{"crc mismatch"},
+		},
+		{
+			// A zeroed sector in the middle of the last segment: etcd takes it for a torn write
+			// and truncates the log there, dropping every intact record after it, and starts.
+			name: "zeroed sector mid-log",
+			damage: func(t *testing.T, dataDir string) damage {
+				seg := lastSegment(t, dataDir)
+				frames := walFrames(t, readFile(t, seg))
+				mid := frames[len(frames)/2]
+				sector := (mid.off + 511) &^ 511
+				writeAt(t, seg, sector, make([]byte, 512))
+				for _, f := range frames {
+					if f.end > sector {
+						return damage{file: seg, off: f.off}
+					}
+				}
+				require.Fail(t, "no record at the zeroed sector")
+				return damage{}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.False(t, r.Intact())
+				require.True(t, r.WAL.Corrupt)
+				require.False(t, r.WAL.TornTail)
+				require.Equal(t, d.off, r.WAL.CorruptOffset)
+				require.Greater(t, r.WAL.DroppedRecords, 100)
+			},
+			verdict: VerdictDamaged,
+			starts:  true,
+			logs:    []string{"repairing", "repaired WAL"},
+			afterStart: func(t *testing.T, cli *clientv3.Client, lastRev int64) {
+				put, err := cli.Put(t.Context(), "after", "restart")
+				require.NoError(t, err)
+				get, err := cli.Get(t.Context(), "after")
+				require.NoError(t, err)
+				t.Logf("put after restart: revision %d; get: %d kvs, revision %d (last write before the kill: %d)",
+					put.Header.Revision, len(get.Kvs), get.Header.Revision, lastRev)
+			},
 		},
 		{
 			name: "zeroed db page",
@@ -377,6 +427,9 @@ func TestInspectRealDataDir(t *testing.T) {
 				resp, err := cli.Get(t.Context(), "big")
 				require.NoError(t, err)
 				require.Equal(t, lastRev, resp.Header.Revision)
+				if tt.afterStart != nil {
+					tt.afterStart(t, cli, lastRev)
+				}
 			})
 		}
 	}

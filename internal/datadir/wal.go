@@ -147,23 +147,23 @@ func (s *walScan) read() {
 			fr := readFrame(data, off, last, crc)
 			switch {
 			case fr.eof:
-			case fr.zero:
+			case fr.zero && last:
 				if n := nonZeroExtent(data[off:]); n > 0 {
-					if last {
-						// etcd stops at the zero length and zeroes the rest of the segment.
-						s.state.TornTail, s.state.TornTailOffset, s.state.TornTailBytes = true, off, n
-						s.problems = append(s.problems, fmt.Sprintf("%s: %d bytes of unreadable data after the last record, at offset %d: "+
-							"etcd zeroes them on start", path, n, off))
-					} else {
-						s.problems = append(s.problems, fmt.Sprintf("%s: %d bytes of data after the end of the records, at offset %d: "+
-							"etcd ignores them", path, n, off))
-					}
+					// etcd stops at the zero length and zeroes the rest of the segment.
+					s.tornTail(f.name, data, off, fmt.Sprintf("a zero record length followed by %d bytes of data, which etcd zeroes", n))
+					return
+				}
+			case fr.zero:
+				// Were records skipped here, the next segment's CRC record would not match.
+				if n := nonZeroExtent(data[off:]); n > 0 {
+					s.problems = append(s.problems, fmt.Sprintf("%s: %d bytes of data after the end of the records, at offset %d: "+
+						"etcd ignores them", path, n, off))
 				}
 			case fr.torn && !last:
 				s.fail(f.name, off, fmt.Sprintf("%s, in a segment that is not the last: etcd cannot repair this", fr.why))
 				return
 			case fr.torn:
-				s.tornTail(f.name, data, off, fr)
+				s.tornTail(f.name, data, off, fr.why)
 				return
 			case fr.fatal:
 				s.fail(f.name, off, fr.why)
@@ -235,7 +235,24 @@ func (s *walScan) record(rec *walpb.Record, seg int, off int64, crc *uint32) str
 }
 
 // readFrame reads the frame at off, following etcd's decoder; crc is the log's CRC so far.
-func readFrame(data []byte, off int64, last bool, crc uint32) (fr frame) {
+func readFrame(data []byte, off int64, last bool, crc uint32) frame {
+	fr := decodeFrame(data, off, last)
+	if !fr.haveRec || fr.rec.Type == walCrcType {
+		return fr
+	}
+	sum := crc32.Update(crc, walCRCTable, fr.rec.Data)
+	if fr.rec.Crc != sum {
+		if last && isTornEntry(off, data[off+walFrameSize:fr.end]) {
+			fr.torn, fr.why = true, "a record whose CRC does not match, with a zeroed 512-byte sector"
+			return fr
+		}
+		fr.fatal, fr.why = true, fmt.Sprintf("CRC mismatch: the record says %08x, its data sums to %08x (etcd fails with \"walpb: crc mismatch\")", fr.rec.Crc, sum)
+	}
+	return fr
+}
+
+// decodeFrame reads the frame at off and decodes its record, without checking its CRC.
+func decodeFrame(data []byte, off int64, last bool) (fr frame) {
 	size := int64(len(data))
 	switch {
 	case off == size:
@@ -258,10 +275,9 @@ func readFrame(data []byte, off int64, last bool, crc uint32) (fr frame) {
 	}
 	payload := data[off+walFrameSize : off+walFrameSize+recBytes+padBytes]
 	fr.end = off + walFrameSize + recBytes + padBytes
-	torn := last && isTornEntry(off, payload)
 	if err := fr.rec.Unmarshal(payload[:recBytes]); err != nil {
 		fr.rec.Reset()
-		if torn {
+		if last && isTornEntry(off, payload) {
 			fr.torn, fr.why = true, "a record that does not decode, with a zeroed 512-byte sector"
 			return fr
 		}
@@ -269,17 +285,6 @@ func readFrame(data []byte, off int64, last bool, crc uint32) (fr frame) {
 		return fr
 	}
 	fr.haveRec = true
-	if fr.rec.Type == walCrcType {
-		return fr
-	}
-	sum := crc32.Update(crc, walCRCTable, fr.rec.Data)
-	if fr.rec.Crc != sum {
-		if torn {
-			fr.torn, fr.why = true, "a record whose CRC does not match, with a zeroed 512-byte sector"
-			return fr
-		}
-		fr.fatal, fr.why = true, fmt.Sprintf("CRC mismatch: the record says %08x, its data sums to %08x (etcd fails with \"walpb: crc mismatch\")", fr.rec.Crc, sum)
-	}
 	return fr
 }
 
@@ -327,35 +332,52 @@ func nonZeroExtent(b []byte) int64 {
 	return 0
 }
 
-// tornTail records a torn record at off in the last segment. If intact records follow it, etcd's
-// repair would drop them too: that is damage, not a torn tail.
-func (s *walScan) tornTail(name string, data []byte, off int64, fr frame) {
+// tornTail records where etcd stops reading the last segment, at off, before the end of its
+// data: a torn write that etcd cuts off. If intact records follow, etcd would drop them too:
+// that is damage in the middle of the log, not a torn tail.
+func (s *walScan) tornTail(name string, data []byte, off int64, why string) {
 	path := filepath.Join(s.state.Dir, name)
-	dropped := 0
-	if fr.haveRec && fr.end > off {
-		crc := fr.rec.Crc
-		for next := fr.end; ; {
-			n := readFrame(data, next, true, crc)
-			if !n.haveRec || n.torn || n.fatal || n.eof || n.zero {
-				break
-			}
-			if n.rec.Type != walCrcType {
-				crc = n.rec.Crc
-			}
-			dropped++
-			next = n.end
-		}
-	}
-	if dropped > 0 {
+	extent := nonZeroExtent(data[off:])
+	if dropped, at := intactRecordsAfter(data, off+walFrameSize, off+extent); dropped > 0 {
 		s.state.DroppedRecords = dropped
-		s.fail(name, off, fmt.Sprintf("%s; %d intact records follow it, which etcd's repair would drop with it", fr.why, dropped))
+		s.fail(name, off, fmt.Sprintf("%s; %d intact records follow from offset %d, which etcd would drop with it on start",
+			why, dropped, at))
 		return
 	}
 	s.state.TornTail = true
 	s.state.TornTailOffset = off
-	s.state.TornTailBytes = nonZeroExtent(data[off:])
+	s.state.TornTailBytes = extent
 	s.problems = append(s.problems, fmt.Sprintf("%s: torn tail at offset %d (%s): etcd drops %d bytes and starts",
-		path, off, fr.why, s.state.TornTailBytes))
+		path, off, why, extent))
+}
+
+// intactRecordsAfter looks for intact records in data[from:end], where etcd stopped reading: a
+// record that decodes followed by at least one whose CRC chains on from it (the CRC chain
+// cannot be checked across the damage). It returns how many records chain on from there, and
+// where the first starts; frames start at multiples of 8.
+func intactRecordsAfter(data []byte, from, end int64) (int, int64) {
+	from = (from + 7) &^ 7
+	for start := from; start+walFrameSize <= end; start += 8 {
+		anchor := decodeFrame(data, start, false)
+		if !anchor.haveRec || anchor.rec.Type < walMetadataType || anchor.rec.Type > walSnapshotType {
+			continue
+		}
+		crc, n, next := anchor.rec.Crc, 1, anchor.end
+		for {
+			fr := readFrame(data, next, false, crc)
+			if !fr.haveRec || fr.fatal || fr.torn {
+				break
+			}
+			if fr.rec.Type == walCrcType && fr.rec.Crc != crc {
+				break
+			}
+			crc, n, next = fr.rec.Crc, n+1, fr.end
+		}
+		if n > 1 {
+			return n, start
+		}
+	}
+	return 0, 0
 }
 
 // fail records damage etcd does not start on.

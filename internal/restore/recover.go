@@ -93,6 +93,18 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 	if err := r.checkMembership(as); err != nil {
 		return as, nil, nil, err
 	}
+	for _, m := range r.Cluster.Members {
+		if _, err := os.Stat(filepath.Dir(m.DataDir)); err != nil {
+			return as, nil, nil, fmt.Errorf("%w: member %s: the folder of data-dir %s does not exist (%v): check the data-dir in the cluster description", ErrPlanMismatch, m.Name, m.DataDir, err)
+		}
+	}
+	for _, a := range as {
+		if a.Disk != nil && a.Disk.DBPath != "" {
+			if err := checkPeerURLs(r.Cluster, a.Name, readMembership(a.Disk.DBPath)); err != nil {
+				return as, nil, nil, err
+			}
+		}
+	}
 	if len(r.Targets) == 0 {
 		return as, nil, nil, nil
 	}
@@ -212,7 +224,10 @@ func (s *stepper) do(name, member string, fn func() (string, error)) error {
 	s.mu.Unlock()
 	if err != nil {
 		s.lg.Error("recovery step failed", "step", name, "member", member, "error", err)
-		return fmt.Errorf("%s %s: %w", name, member, err)
+		if member != "" {
+			name += " " + member
+		}
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	s.lg.Info("recovery step done", "step", name, "member", member, "seconds", st.Elapsed.Seconds(), "note", note)
 	return nil
