@@ -29,11 +29,15 @@ func TestDemo(t *testing.T) {
 		"2 copied, 0 already present",
 		"4 copies checked, 0 bad",
 		"etcd trailer ok",
+		"POWER CUT",
+		"recovery plan",
+		"verified: 3 members healthy",
+		"acknowledged writes lost: 0 of",
 	} {
 		require.Contains(t, out.String(), want)
 	}
 	require.FileExists(t, filepath.Join(dir, "restore-me.db"))
-	for _, res := range []string{"pods", "secrets", "configmaps"} {
+	for _, res := range []string{"pods", "secrets", "configmaps", "events"} {
 		require.NotContains(t, out.String(), "/registry/"+res+"/", "no key appears in the demo's output")
 		require.NotContains(t, out.String(), hex.EncodeToString([]byte("/registry/"+res+"/")))
 	}

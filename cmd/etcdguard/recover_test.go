@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -136,36 +135,17 @@ func powerCut(t *testing.T, c *testcluster.Cluster) {
 	wg.Wait()
 }
 
-// damageDB zeroes pages of a member's database, as a write cut by a power loss can.
 func damageDB(t *testing.T, dataDir string) {
 	t.Helper()
-	f, err := os.OpenFile(filepath.Join(dataDir, "member", "snap", "db"), os.O_RDWR, 0)
-	require.NoError(t, err)
-	defer f.Close()
-	zero := make([]byte, 4*4096)
-	_, err = f.WriteAt(zero, 2*4096)
-	require.NoError(t, err)
+	require.NoError(t, testcluster.ZeroDBPages(dataDir, 2, 4))
 }
 
-// tearWAL cuts the last WAL segment inside its last record.
 func tearWAL(t *testing.T, dataDir string) {
 	t.Helper()
-	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
-	require.NoError(t, err)
-	require.NotEmpty(t, segs)
-	sort.Strings(segs)
-	last := segs[len(segs)-1]
-	data, err := os.ReadFile(last)
-	require.NoError(t, err)
-	end := len(data)
-	for end > 0 && data[end-1] == 0 {
-		end--
-	}
-	require.Greater(t, end, 64)
-	require.NoError(t, os.Truncate(last, int64(end-20)))
+	require.NoError(t, testcluster.TearWALTail(dataDir))
 }
 
-// countKeys returns which of keys the cluster has.
+// present returns how many of keys the cluster has.
 func present(t *testing.T, c *testcluster.Cluster, keys []string) int {
 	t.Helper()
 	cli, err := c.Client(t.Context())

@@ -2,6 +2,7 @@ package datadir
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
@@ -199,12 +201,10 @@ func TestInspectRealDataDir(t *testing.T) {
 		damage  func(t *testing.T, dataDir string) damage
 		check   func(t *testing.T, r Report, d damage)
 		verdict Verdict
-		// starts says whether etcd, restarted on the damaged folder, becomes healthy.
-		starts bool
+		// etcd is what etcd does when restarted on the folder.
+		etcd etcdOutcome
 		// logs are words etcd's log must hold after the restart.
 		logs []string
-		// afterStart, if set, looks at the member once restarted.
-		afterStart func(t *testing.T, cli *clientv3.Client, lastRev int64)
 	}{
 		{
 			name: "killed",
@@ -217,7 +217,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.LessOrEqual(t, r.Snap.NewestIndex, r.DB.ConsistentIndex)
 			},
 			verdict: VerdictStarts,
-			starts:  true,
+			etcd:    etcdStarts,
 		},
 		{
 			name: "torn tail: last record cut short",
@@ -236,7 +236,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.Positive(t, r.WAL.TornTailBytes)
 			},
 			verdict: VerdictSelfRepairs,
-			starts:  true,
+			etcd:    etcdStarts,
 			logs:    []string{"repairing", "repaired WAL"},
 		},
 		{
@@ -278,7 +278,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.Positive(t, r.WAL.TornTailBytes)
 			},
 			verdict: VerdictSelfRepairs,
-			starts:  true,
+			etcd:    etcdStarts,
 			logs:    []string{"repairing", "repaired WAL"},
 		},
 		{
@@ -312,12 +312,15 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.True(t, r.DB.OK)
 			},
 			verdict: VerdictDamaged,
-			starts:  false,
+			etcd:    etcdFails,
 			logs:    []string{"crc mismatch"},
 		},
 		{
 			// A zeroed sector in the middle of the last segment: etcd takes it for a torn write
-			// and truncates the log there, dropping every intact record after it, and starts.
+			// and truncates the log there, dropping every intact record after it. It then runs
+			// with a raft log behind its database: the new entries' indexes are ones the
+			// database has already applied, so etcd skips them, and writes (and, in 3.6, the
+			// member's own start-up request) time out.
 			name: "zeroed sector mid-log",
 			damage: func(t *testing.T, dataDir string) damage {
 				seg := lastSegment(t, dataDir)
@@ -341,16 +344,8 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.Greater(t, r.WAL.DroppedRecords, 100)
 			},
 			verdict: VerdictDamaged,
-			starts:  true,
+			etcd:    etcdUnusable,
 			logs:    []string{"repairing", "repaired WAL"},
-			afterStart: func(t *testing.T, cli *clientv3.Client, lastRev int64) {
-				put, err := cli.Put(t.Context(), "after", "restart")
-				require.NoError(t, err)
-				get, err := cli.Get(t.Context(), "after")
-				require.NoError(t, err)
-				t.Logf("put after restart: revision %d; get: %d kvs, revision %d (last write before the kill: %d)",
-					put.Header.Revision, len(get.Kvs), get.Header.Revision, lastRev)
-			},
 		},
 		{
 			name: "zeroed db page",
@@ -377,7 +372,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.True(t, r.WAL.OK)
 			},
 			verdict: VerdictDamaged,
-			starts:  false,
+			etcd:    etcdFails,
 		},
 	}
 	for _, version := range testenv.EtcdVersions {
@@ -404,35 +399,78 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.Equal(t, tt.verdict, r.Verdict())
 
 				// What etcd itself does on the folder.
+				ctx := t.Context()
+				if tt.etcd == etcdUnusable {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, unusableWait)
+					defer cancel()
+				}
 				logFrom := logSize(t, m)
-				err := m.Restart(t.Context())
+				err := m.Restart(ctx)
 				log := logSince(t, m, logFrom)
-				for _, l := range logLines(log, "repair", "WAL", "crc", "panic", "fatal", "page") {
+				for _, l := range logLines(log, "repair", "crc", "panic", "fatal", "publish") {
 					t.Logf("etcd: %s", l)
 				}
-				if !tt.starts {
-					require.Error(t, err)
-					for _, w := range tt.logs {
-						require.Contains(t, log, w)
-					}
-					return
-				}
-				require.NoError(t, err)
 				for _, w := range tt.logs {
 					require.Contains(t, log, w)
 				}
-				cli, err := m.Client(t.Context())
-				require.NoError(t, err)
-				defer cli.Close()
-				resp, err := cli.Get(t.Context(), "big")
-				require.NoError(t, err)
-				require.Equal(t, lastRev, resp.Header.Revision)
-				if tt.afterStart != nil {
-					tt.afterStart(t, cli, lastRev)
+				switch tt.etcd {
+				case etcdFails:
+					require.Error(t, err)
+					require.False(t, m.Running())
+				case etcdUnusable:
+					if err != nil {
+						t.Logf("etcd did not become healthy: %v", firstLine(err))
+						return
+					}
+					cli := memberClient(t, m)
+					_, err = cli.Put(ctx, "after", "restart")
+					require.Error(t, err, "etcd applied a write on a raft log behind its database")
+					t.Logf("etcd is healthy but a write fails: %v", err)
+				case etcdStarts:
+					require.NoError(t, err)
+					cli := memberClient(t, m)
+					resp, err := cli.Get(t.Context(), "big")
+					require.NoError(t, err)
+					require.Equal(t, lastRev, resp.Header.Revision)
+					_, err = cli.Put(t.Context(), "after", "restart")
+					require.NoError(t, err)
+					resp, err = cli.Get(t.Context(), "after")
+					require.NoError(t, err)
+					require.Len(t, resp.Kvs, 1)
 				}
 			})
 		}
 	}
+}
+
+// etcdOutcome is what etcd does when restarted on a data folder.
+type etcdOutcome int
+
+const (
+	// etcdStarts: etcd becomes healthy, with every write made before the kill, and takes writes.
+	etcdStarts etcdOutcome = iota
+	// etcdFails: etcd exits.
+	etcdFails
+	// etcdUnusable: etcd runs but does not become healthy, or does and cannot take writes.
+	etcdUnusable
+)
+
+// unusableWait bounds how long a test waits for an etcd that runs but cannot apply writes.
+const unusableWait = 20 * time.Second
+
+// memberClient returns a client of member m, closed when the test ends.
+func memberClient(t *testing.T, m *testcluster.Member) *clientv3.Client {
+	t.Helper()
+	cli, err := m.Client(t.Context())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
 
 func TestInspectMissingOrEmpty(t *testing.T) {
