@@ -106,3 +106,35 @@ func TestRestoreUnderWatch(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreLatestSkipsBadCopies: 'latest' is the newest backup whose copy verifies; a corrupt
+// copy is skipped with a message and the next older backup is used.
+func TestRestoreLatestSkipsBadCopies(t *testing.T) {
+	c := startCluster(t, "3.6")
+	loadData(t, c, 100, 50)
+	repo := filepath.Join(t.TempDir(), "repo")
+	older := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
+	loadData(t, c, 100, 50)
+	newer := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
+	f := filepath.Join(repo, filepath.FromSlash(newer.Data))
+	data, err := os.ReadFile(f)
+	require.NoError(t, err)
+	data[len(data)/3] ^= 0x40
+	require.NoError(t, os.WriteFile(f, data, 0o600))
+
+	m := c.Members()[0]
+	dataDir := filepath.Join(t.TempDir(), "restored")
+	r := etcdguard(t, "restore", "latest", "--target", "file://"+repo, "--data-dir", dataDir, "--name", m.Name,
+		"--initial-cluster", c.InitialCluster(), "--initial-advertise-peer-urls", m.PeerURL, "-o", "json")
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stderr, "skipping a copy that failed its checks")
+	require.Contains(t, r.stderr, newer.ID)
+	var rep struct {
+		Backup  string   `json:"backup"`
+		Skipped []string `json:"skipped"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &rep))
+	require.Equal(t, older.ID, rep.Backup)
+	require.Len(t, rep.Skipped, 1)
+	require.DirExists(t, filepath.Join(dataDir, "member", "wal"))
+}

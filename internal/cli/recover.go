@@ -17,7 +17,8 @@ import (
 var errNotConfirmed = errors.New("not confirmed: nothing was changed")
 
 type recoverOptions struct {
-	members  []string
+	members          []string
+	stopControlPlane bool
 	yes      bool
 	dryRun   bool
 	noBump   bool
@@ -124,6 +125,7 @@ func (o *recoverOptions) flags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringArrayVar(&o.members, "member", nil, "a member: name=,peer-url=,client-url=,data-dir= and one of systemd-unit=, static-pod-manifest=, or start-command= and stop-command= (repeatable; replaces cluster.members of --config); for 'recover apply', a member name")
 	cmd.PersistentFlags().BoolVar(&o.noBump, "no-bump", false, "restore without raising revisions (not Kubernetes-safe)")
 	cmd.PersistentFlags().StringVar(&o.stateDir, "state-dir", "", "where recovery plans are kept until finished (default /var/lib/etcdguard)")
+	cmd.PersistentFlags().BoolVar(&o.stopControlPlane, "stop-control-plane", false, "on a restore, move cluster.control-plane-manifests (kube-apiserver, controller-manager, scheduler static pods) out of the kubelet's folder first and back once etcd is verified")
 }
 
 // recoverer builds the Recoverer from the settings; a non-nil cluster (from a plan file) replaces
@@ -158,7 +160,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 	}
 	r := &restore.Recoverer{
 		Etcd: s.etcd, Cluster: cluster, Targets: s.cfg.Targets, Identities: ids,
-		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump,
+		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane,
 		Logger: s.logger, Now: env.Now,
 	}
 	return s, r, nil
@@ -356,5 +358,6 @@ func recoverOptionsOf(cmd *cobra.Command) *recoverOptions {
 	o.members, _ = f.GetStringArray("member")
 	o.noBump, _ = f.GetBool("no-bump")
 	o.stateDir, _ = f.GetString("state-dir")
+	o.stopControlPlane, _ = f.GetBool("stop-control-plane")
 	return o
 }

@@ -12,11 +12,12 @@ import (
 
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"unknown-key.bad.yml":      "field retention not found",
-		"bad-scheme.bad.yml":       `unknown scheme "ftp"`,
-		"bad-duration.bad.yml":     `"five seconds" is not a duration`,
-		"duplicate-target.bad.yml": `two targets are named "a"`,
-		"bad-compression.bad.yml":  `compression "lz4": use zstd or none`,
+		"unknown-key.bad.yml":         "field retention not found",
+		"bad-scheme.bad.yml":          `unknown scheme "ftp"`,
+		"bad-duration.bad.yml":        `"five seconds" is not a duration`,
+		"duplicate-target.bad.yml":    `two targets are named "a"`,
+		"bad-compression.bad.yml":     `compression "lz4": use zstd or none`,
+		"cluster-unknown-key.bad.yml": "field peer-urls not found",
 	}
 	files, err := filepath.Glob("testdata/*.bad.yml")
 	require.NoError(t, err)
@@ -41,6 +42,10 @@ func TestFullConfig(t *testing.T) {
 	require.True(t, cfg.Targets[2].Offline)
 	require.Equal(t, "tape", cfg.Targets[2].Media)
 	require.Equal(t, "zstd", cfg.Compression)
+	require.Len(t, cfg.Cluster.Members, 2)
+	require.Equal(t, "/etc/kubernetes/manifests/etcd.yaml", cfg.Cluster.Members[0].StaticPodManifest)
+	require.Equal(t, "etcd.service", cfg.Cluster.Members[1].SystemdUnit)
+	require.Equal(t, []string{"/etc/kubernetes/manifests/kube-apiserver.yaml"}, cfg.Cluster.ControlPlaneManifests)
 }
 
 func TestEmptyFileIsDefaults(t *testing.T) {

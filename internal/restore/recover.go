@@ -44,6 +44,10 @@ type Recoverer struct {
 	WorkDir string
 	// NoBump restores without raising revisions.
 	NoBump bool
+	// StopControlPlane moves the Cluster's ControlPlaneManifests out of the kubelet's folder
+	// before a restore and back after it is verified, so that no kube-apiserver serves or caches
+	// data while etcd is replaced under it.
+	StopControlPlane bool
 	Logger *slog.Logger
 	Now    func() time.Time
 	// Controllers overrides how members are stopped and started, by member name (the demo runs
@@ -254,7 +258,12 @@ func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, e
 	case PathStart, PathReplace:
 		err = r.applyRepair(ctx, p, selected, st, &rep)
 	case PathRestore:
-		err = r.applyRestore(ctx, p, selected, st, &rep)
+		if r.StopControlPlane {
+			err = r.controlPlane(ctx, p, st, false)
+		}
+		if err == nil {
+			err = r.applyRestore(ctx, p, selected, st, &rep)
+		}
 	default:
 		err = fmt.Errorf("unknown recovery path %q", p.Path)
 	}
@@ -274,10 +283,40 @@ func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, e
 		if verr != nil {
 			return rep, verr
 		}
+		if p.Path == PathRestore && r.StopControlPlane {
+			if err := r.controlPlane(ctx, p, st, true); err != nil {
+				rep.Steps = st.steps
+				return rep, err
+			}
+			rep.Steps = st.steps
+		}
 		r.markDone(p)
 	}
 	rep.Next = nextSteps(p)
 	return rep, nil
+}
+
+// controlPlane moves the control plane's static-pod manifests out (start false) or back.
+func (r *Recoverer) controlPlane(ctx context.Context, p Plan, st *stepper, start bool) error {
+	name := "stop control plane"
+	if start {
+		name = "start control plane"
+	}
+	return st.do(name, "", func() (string, error) {
+		for _, m := range p.Cluster.ControlPlaneManifests {
+			c := &staticPodControl{manifest: m}
+			var err error
+			if start {
+				err = c.Start(ctx, StartEnv{})
+			} else {
+				err = c.Stop(ctx)
+			}
+			if err != nil {
+				return "", err
+			}
+		}
+		return strings.Join(p.Cluster.ControlPlaneManifests, ", "), nil
+	})
 }
 
 func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(string) bool, st *stepper, rep *Report) error {
