@@ -43,7 +43,8 @@ type env struct {
 	dbSize    int64
 }
 
-func setup(b *testing.B) *env {
+// benchMiB is the size of the database to benchmark on, ETCDGUARD_BENCH_MIB or 1100 MiB.
+func benchMiB(b *testing.B) int {
 	b.Helper()
 	mib := 1100
 	if v := os.Getenv("ETCDGUARD_BENCH_MIB"); v != "" {
@@ -52,6 +53,12 @@ func setup(b *testing.B) *env {
 			b.Fatalf("ETCDGUARD_BENCH_MIB=%q: %v", v, err)
 		}
 	}
+	return mib
+}
+
+func setup(b *testing.B) *env {
+	b.Helper()
+	mib := benchMiB(b)
 	e := &env{dir: b.TempDir(), etcdctl: testenv.Etcd(b, "3.6", "etcdctl"), etcdutl: testenv.Etcd(b, "3.6", "etcdutl")}
 	e.etcdguard = filepath.Join(e.dir, "etcdguard")
 	if out, err := exec.Command("go", "build", "-o", e.etcdguard, "../cmd/etcdguard").CombinedOutput(); err != nil {
