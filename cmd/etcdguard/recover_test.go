@@ -303,141 +303,153 @@ func damagedTwo(t *testing.T, e *recoverEnv, mib int) {
 // TestRecoverInterrupted kills recover half-way through a restore; running it again finishes
 // the job, and every quarantined data dir is intact.
 func TestRecoverInterrupted(t *testing.T) {
-	e := newRecoverEnv(t, "3.6")
-	damagedTwo(t, e, 48)
-	before := map[string]map[string]string{}
-	for _, m := range e.c.Members() {
-		before[m.Name] = treeHashes(t, m.DataDir)
+	for _, version := range testenv.EtcdVersions {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			e := newRecoverEnv(t, version)
+			damagedTwo(t, e, 48)
+			before := map[string]map[string]string{}
+			for _, m := range e.c.Members() {
+				before[m.Name] = treeHashes(t, m.DataDir)
+			}
+
+			self, err := os.Executable()
+			require.NoError(t, err)
+			cmd := exec.Command(self, append([]string{"recover", "--yes"}, e.flags()...)...)
+			cmd.Env = append(os.Environ(), "ETCDGUARD_TEST_AS_MAIN=1")
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			require.NoError(t, cmd.Start())
+			// Kill it once the first member is restored, while the others are being restored.
+			require.Eventually(t, func() bool {
+				markers, _ := filepath.Glob(filepath.Join(filepath.Dir(e.c.Members()[0].DataDir), ".*.etcdguard-recovery"))
+				return len(markers) >= 1
+			}, 2*time.Minute, 5*time.Millisecond, "no member was restored: %s", &out)
+			require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+			_ = cmd.Wait()
+			t.Logf("the first run, killed:\n%s", out.String())
+
+			r := etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			require.Contains(t, r.stdout, "resuming recovery")
+			require.Contains(t, r.stdout, "verified: 3 members healthy")
+
+			// Every member's old data dir was moved aside exactly once, and is as it was.
+			for _, m := range e.c.Members() {
+				q, err := filepath.Glob(m.DataDir + ".quarantine-*")
+				require.NoError(t, err)
+				require.Len(t, q, 1, "member %s quarantined once", m.Name)
+				require.Equal(t, before[m.Name], treeHashes(t, q[0]), "the quarantined data dir of %s is intact", m.Name)
+			}
+			// A third run finds a healthy cluster.
+			r = etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			require.Contains(t, r.stdout, "path NONE")
+		})
 	}
-
-	self, err := os.Executable()
-	require.NoError(t, err)
-	cmd := exec.Command(self, append([]string{"recover", "--yes"}, e.flags()...)...)
-	cmd.Env = append(os.Environ(), "ETCDGUARD_TEST_AS_MAIN=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Start())
-	// Kill it once the first member is restored, while the others are being restored.
-	require.Eventually(t, func() bool {
-		markers, _ := filepath.Glob(filepath.Join(filepath.Dir(e.c.Members()[0].DataDir), ".*.etcdguard-recovery"))
-		return len(markers) >= 1
-	}, 2*time.Minute, 5*time.Millisecond, "no member was restored: %s", &out)
-	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-	_ = cmd.Wait()
-	t.Logf("the first run, killed:\n%s", out.String())
-
-	r := etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "resuming recovery")
-	require.Contains(t, r.stdout, "verified: 3 members healthy")
-
-	// Every member's old data dir was moved aside exactly once, and is as it was.
-	for _, m := range e.c.Members() {
-		q, err := filepath.Glob(m.DataDir + ".quarantine-*")
-		require.NoError(t, err)
-		require.Len(t, q, 1, "member %s quarantined once", m.Name)
-		require.Equal(t, before[m.Name], treeHashes(t, q[0]), "the quarantined data dir of %s is intact", m.Name)
-	}
-	// A third run finds a healthy cluster.
-	r = etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "path NONE")
 }
 
 // TestRecoverPlanApply makes a plan on one host and applies it member by member, as on three
 // hosts; an apply whose snapshot does not match the plan is refused and changes nothing.
 func TestRecoverPlanApply(t *testing.T) {
-	e := newRecoverEnv(t, "3.6")
-	damagedTwo(t, e, 0)
-	planFile := filepath.Join(e.dir, "plan.json")
-	r := etcdguard(t, append([]string{"recover", "plan", "--out", planFile}, e.flags()...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, "path RESTORE")
-	p, err := restore.ReadPlan(planFile)
-	require.NoError(t, err)
-	require.NotEmpty(t, p.Source.SHA256)
-	require.NotEmpty(t, p.Token)
+	for _, version := range testenv.EtcdVersions {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			e := newRecoverEnv(t, version)
+			damagedTwo(t, e, 0)
+			planFile := filepath.Join(e.dir, "plan.json")
+			r := etcdguard(t, append([]string{"recover", "plan", "--out", planFile}, e.flags()...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			require.Contains(t, r.stdout, "path RESTORE")
+			p, err := restore.ReadPlan(planFile)
+			require.NoError(t, err)
+			require.NotEmpty(t, p.Source.SHA256)
+			require.NotEmpty(t, p.Token)
 
-	// A plan whose snapshot hash differs is refused, and nothing is touched.
-	bad := p
-	bad.Source = &restore.Source{}
-	*bad.Source = *p.Source
-	bad.Source.SHA256 = strings.Repeat("0", 64)
-	badFile := filepath.Join(e.dir, "bad-plan.json")
-	require.NoError(t, restore.WritePlan(badFile, bad))
-	m1 := e.c.Members()[0]
-	before := treeHashes(t, m1.DataDir)
-	r = etcdguard(t, "recover", "apply", "--plan", badFile, "--member", m1.Name, "--state-dir", filepath.Join(e.dir, "state-bad"), "--target", "file://"+e.repo)
-	require.Equal(t, 9, r.code)
-	require.Contains(t, r.stderr, "does not match the plan")
-	require.Contains(t, r.stderr, bad.Source.SHA256)
-	require.Equal(t, before, treeHashes(t, m1.DataDir), "a refused apply touches nothing")
+			// A plan whose snapshot hash differs is refused, and nothing is touched.
+			bad := p
+			bad.Source = &restore.Source{}
+			*bad.Source = *p.Source
+			bad.Source.SHA256 = strings.Repeat("0", 64)
+			badFile := filepath.Join(e.dir, "bad-plan.json")
+			require.NoError(t, restore.WritePlan(badFile, bad))
+			m1 := e.c.Members()[0]
+			before := treeHashes(t, m1.DataDir)
+			r = etcdguard(t, "recover", "apply", "--plan", badFile, "--member", m1.Name, "--state-dir", filepath.Join(e.dir, "state-bad"), "--target", "file://"+e.repo)
+			require.Equal(t, 9, r.code)
+			require.Contains(t, r.stderr, "does not match the plan")
+			require.Contains(t, r.stderr, bad.Source.SHA256)
+			require.Equal(t, before, treeHashes(t, m1.DataDir), "a refused apply touches nothing")
 
-	for _, m := range e.c.Members() {
-		r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", m.Name, "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
-		require.Equal(t, 0, r.code, r.stderr)
+			for _, m := range e.c.Members() {
+				r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", m.Name, "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
+				require.Equal(t, 0, r.code, r.stderr)
+			}
+			// Applying the whole plan again restores nothing twice and verifies the cluster.
+			r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "-o", "json", "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
+			require.Equal(t, 0, r.code, r.stderr)
+			var out recoverJSON
+			require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+			require.NotNil(t, out.Verified)
+			require.Len(t, out.Verified.HashKV, 3)
+			require.Empty(t, out.Quarantined, "nothing quarantined twice")
+		})
 	}
-	// Applying the whole plan again restores nothing twice and verifies the cluster.
-	r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "-o", "json", "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
-	require.Equal(t, 0, r.code, r.stderr)
-	var out recoverJSON
-	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
-	require.NotNil(t, out.Verified)
-	require.Len(t, out.Verified.HashKV, 3)
-	require.Empty(t, out.Quarantined, "nothing quarantined twice")
 }
 
 // TestRecoverBadInput: each mistake in the description gives a clear error and changes nothing.
 func TestRecoverBadInput(t *testing.T) {
-	e := newRecoverEnv(t, "3.6")
-	damagedTwo(t, e, 0)
-	snapshotDirs := func() map[string]map[string]string {
-		out := map[string]map[string]string{}
-		for _, m := range e.c.Members() {
-			out[m.Name] = treeHashes(t, m.DataDir)
-		}
-		return out
-	}
-	before := snapshotDirs()
-	withMember := func(i int, edit func(string) string) []string {
-		f := append(tlsFlags(e.c), "--target", "file://"+e.repo, "--state-dir", e.state)
-		for j, m := range e.members {
-			if j == i {
-				m = edit(m)
+	for _, version := range testenv.EtcdVersions {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			e := newRecoverEnv(t, version)
+			damagedTwo(t, e, 0)
+			snapshotDirs := func() map[string]map[string]string {
+				out := map[string]map[string]string{}
+				for _, m := range e.c.Members() {
+					out[m.Name] = treeHashes(t, m.DataDir)
+				}
+				return out
 			}
-			f = append(f, "--member", m)
-		}
-		return f
-	}
-	m2 := e.c.Members()[1]
-	planFile := filepath.Join(e.dir, "plan.json")
-	require.Equal(t, 0, etcdguard(t, append([]string{"recover", "plan", "--out", planFile}, e.flags()...)...).code)
+			before := snapshotDirs()
+			withMember := func(i int, edit func(string) string) []string {
+				f := append(tlsFlags(e.c), "--target", "file://"+e.repo, "--state-dir", e.state)
+				for j, m := range e.members {
+					if j == i {
+						m = edit(m)
+					}
+					f = append(f, "--member", m)
+				}
+				return f
+			}
+			m2 := e.c.Members()[1]
+			planFile := filepath.Join(e.dir, "plan.json")
+			require.Equal(t, 0, etcdguard(t, append([]string{"recover", "plan", "--out", planFile}, e.flags()...)...).code)
 
-	cases := []struct {
-		name string
-		args []string
-		code int
-		want string
-	}{
-		{"unknown member name", []string{"recover", "apply", "--plan", planFile, "--member", "m9"}, 9, `member "m9" is not in the plan`},
-		{"a data dir that does not exist", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
-			return strings.Replace(s, "data-dir="+m2.DataDir, "data-dir=/nonexistent/etcd/m2", 1)
-		})...), 9, "the folder of data-dir /nonexistent/etcd/m2 does not exist"},
-		{"a backup id that does not exist", []string{"restore", "20991231T000000Z-deadbeef", "--target", "file://" + e.repo,
-			"--data-dir", m2.DataDir, "--name", m2.Name, "--initial-cluster", e.c.InitialCluster(), "--initial-advertise-peer-urls", m2.PeerURL, "--quarantine"}, 7, "no target holds backup"},
-		{"peer URLs that disagree with the data dirs", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
-			return strings.Replace(s, "peer-url="+m2.PeerURL, "peer-url=https://127.0.0.1:1", 1)
-		})...), 9, "records the members' peer URLs as"},
-		{"member without a way to start it", []string{"recover", "--yes", "--member", "name=m1,peer-url=https://127.0.0.1:1,client-url=https://127.0.0.1:2,data-dir=/tmp/m1"}, 2, "exactly one of systemd-unit"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			r := etcdguard(t, tc.args...)
-			require.Equal(t, tc.code, r.code, r.stderr)
-			require.Contains(t, r.stderr, tc.want)
-			require.Equal(t, before, snapshotDirs(), "nothing was touched")
-			q, _ := filepath.Glob(filepath.Join(filepath.Dir(m2.DataDir), "*.quarantine-*"))
-			require.Empty(t, q)
+			cases := []struct {
+				name string
+				args []string
+				code int
+				want string
+			}{
+				{"unknown member name", []string{"recover", "apply", "--plan", planFile, "--member", "m9"}, 9, `member "m9" is not in the plan`},
+				{"a data dir that does not exist", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
+					return strings.Replace(s, "data-dir="+m2.DataDir, "data-dir=/nonexistent/etcd/m2", 1)
+				})...), 9, "the folder of data-dir /nonexistent/etcd/m2 does not exist"},
+				{"a backup id that does not exist", []string{"restore", "20991231T000000Z-deadbeef", "--target", "file://" + e.repo,
+					"--data-dir", m2.DataDir, "--name", m2.Name, "--initial-cluster", e.c.InitialCluster(), "--initial-advertise-peer-urls", m2.PeerURL, "--quarantine"}, 7, "no target holds backup"},
+				{"peer URLs that disagree with the data dirs", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
+					return strings.Replace(s, "peer-url="+m2.PeerURL, "peer-url=https://127.0.0.1:1", 1)
+				})...), 9, "records the members' peer URLs as"},
+				{"member without a way to start it", []string{"recover", "--yes", "--member", "name=m1,peer-url=https://127.0.0.1:1,client-url=https://127.0.0.1:2,data-dir=/tmp/m1"}, 2, "exactly one of systemd-unit"},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					r := etcdguard(t, tc.args...)
+					require.Equal(t, tc.code, r.code, r.stderr)
+					require.Contains(t, r.stderr, tc.want)
+					require.Equal(t, before, snapshotDirs(), "nothing was touched")
+					q, _ := filepath.Glob(filepath.Join(filepath.Dir(m2.DataDir), "*.quarantine-*"))
+					require.Empty(t, q)
+				})
+			}
 		})
 	}
 }
