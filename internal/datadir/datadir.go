@@ -58,6 +58,13 @@ type Report struct {
 	WAL WALState
 	// Snap is the state of the raft snapshots, member/snap/*.snap.
 	Snap SnapState
+	// AppliedBeyondWAL is how many raft entries the database has applied beyond the last entry
+	// etcd keeps of the WAL (after dropping a torn tail). etcd takes the indexes of its next
+	// entries for ones already applied and skips them: alone (a one-member cluster, or every
+	// member in that state), it cannot apply writes until as many new entries have gone by;
+	// one is harmless (the new leader's empty entry takes it). A member of a healthy cluster
+	// receives the same entries again from the leader, and skipping them is right.
+	AppliedBeyondWAL uint64
 }
 
 // DBState describes the backend database (bbolt) of a member.
@@ -85,6 +92,10 @@ type DBState struct {
 	// OK reports that the database opened read-only and passed both this package's page walk and
 	// bbolt's consistency check.
 	OK bool
+	// BoltCheckSkipped reports that bbolt's consistency check was not run because it would crash
+	// on a meta page whose header is damaged (bbolt itself, and so etcd, uses the other meta
+	// page): OK then rests on this package's walk of the pages alone.
+	BoltCheckSkipped bool
 	// Err says why the database is not OK, naming the pages concerned.
 	Err string
 	// BadPages lists the ids of the pages found damaged, smallest first.
@@ -202,27 +213,30 @@ func Inspect(dir string) Report {
 	r.Problems = append(r.Problems, dbProblems(r.DB)...)
 	r.Problems = append(r.Problems, dbNotes...)
 	r.Problems = append(r.Problems, scan.problems...)
+	if r.WAL.Err != "" && !r.WAL.Corrupt {
+		r.Problems = append(r.Problems, r.WAL.Err) // no WAL, or an unreadable folder
+	}
 	if r.Snap.Err != "" {
 		r.Problems = append(r.Problems, r.Snap.Err)
 	}
 	r.Problems = append(r.Problems, snapProblems...)
-	r.Problems = append(r.Problems, crossChecks(r)...)
+	r.Problems = append(r.Problems, crossChecks(&r)...)
 	return r
 }
 
-// crossChecks compares the database with the WAL.
-func crossChecks(r Report) []string {
+// crossChecks compares the database with the WAL, and sets what it finds in r.
+func crossChecks(r *Report) []string {
 	var out []string
 	if r.DB.OK && r.WAL.OK && len(r.WAL.Segments) > 0 && r.DB.ConsistentIndex > r.WAL.LastIndex {
+		r.AppliedBeyondWAL = r.DB.ConsistentIndex - r.WAL.LastIndex
 		out = append(out, fmt.Sprintf("%s: the database has applied raft index %d but the WAL ends at index %d: "+
-			"WAL entries the database already holds are missing", r.DB.Path, r.DB.ConsistentIndex, r.WAL.LastIndex))
-	}
-	if r.DB.Present && len(r.WAL.Segments) == 0 {
-		out = append(out, fmt.Sprintf("%s: no WAL segments next to an existing database", r.WAL.Dir))
+			"on start etcd skips its next %d entries as already applied", r.DB.Path, r.DB.ConsistentIndex,
+			r.WAL.LastIndex, r.AppliedBeyondWAL))
 	}
 	return out
 }
 
+// dbProblems returns the database's problem, if any, as a line of Report.Problems.
 func dbProblems(db DBState) []string {
 	if db.Present && !db.OK && db.Err != "" {
 		return []string{db.Err}

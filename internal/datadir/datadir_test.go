@@ -151,9 +151,6 @@ func inspect(t *testing.T, dir string) Report {
 	before := fileSums(t, dir)
 	r := Inspect(dir)
 	require.Equal(t, before, fileSums(t, dir), "Inspect changed the data folder")
-	for _, p := range r.Problems {
-		t.Logf("problem: %s", p)
-	}
 	return r
 }
 
@@ -203,8 +200,8 @@ func TestInspectRealDataDir(t *testing.T) {
 		verdict Verdict
 		// etcd is what etcd does when restarted on the folder.
 		etcd etcdOutcome
-		// logs are words etcd's log must hold after the restart.
-		logs []string
+		// logs are words etcd's log must hold after the restart; absentLogs, words it must not.
+		logs, absentLogs []string
 	}{
 		{
 			name: "killed",
@@ -316,36 +313,47 @@ func TestInspectRealDataDir(t *testing.T) {
 			logs:    []string{"crc mismatch"},
 		},
 		{
-			// A zeroed sector in the middle of the last segment: etcd takes it for a torn write
-			// and truncates the log there, dropping every intact record after it. It then runs
-			// with a raft log behind its database: the new entries' indexes are ones the
-			// database has already applied, so etcd skips them, and writes (and, in 3.6, the
+			// A zeroed sector in the middle of the last segment, inside a record: etcd takes it
+			// for a torn write and truncates the log there, dropping every intact record after
+			// it. It then runs with a raft log behind its database: its new entries get indexes
+			// the database has already applied, so etcd skips them, and writes (and, in 3.6, the
 			// member's own start-up request) time out.
 			name: "zeroed sector mid-log",
 			damage: func(t *testing.T, dataDir string) damage {
 				seg := lastSegment(t, dataDir)
 				frames := walFrames(t, readFile(t, seg))
-				mid := frames[len(frames)/2]
-				sector := (mid.off + 511) &^ 511
-				writeAt(t, seg, sector, make([]byte, 512))
+				starts := map[int64]bool{}
 				for _, f := range frames {
-					if f.end > sector {
-						return damage{file: seg, off: f.off}
-					}
+					starts[f.off] = true
 				}
-				require.Fail(t, "no record at the zeroed sector")
-				return damage{}
+				sector := (frames[len(frames)/2].off + 511) &^ 511
+				for starts[sector] {
+					sector += 512
+				}
+				writeAt(t, seg, sector, make([]byte, 512))
+				return damage{file: seg, off: frameAt(t, frames, sector).off}
 			},
-			check: func(t *testing.T, r Report, d damage) {
-				require.False(t, r.Intact())
-				require.True(t, r.WAL.Corrupt)
-				require.False(t, r.WAL.TornTail)
-				require.Equal(t, d.off, r.WAL.CorruptOffset)
-				require.Greater(t, r.WAL.DroppedRecords, 100)
-			},
+			check:   requireDroppedRecords,
 			verdict: VerdictDamaged,
 			etcd:    etcdUnusable,
 			logs:    []string{"repairing", "repaired WAL"},
+		},
+		{
+			// 512 zeroed bytes in the middle of the last segment, from the start of a record:
+			// etcd reads the zero length as the end of the log and, without a word in its log,
+			// zeroes the rest of the segment, with every intact record in it.
+			name: "zeroed record start mid-log",
+			damage: func(t *testing.T, dataDir string) damage {
+				seg := lastSegment(t, dataDir)
+				frames := walFrames(t, readFile(t, seg))
+				f := frames[len(frames)/2]
+				writeAt(t, seg, f.off, make([]byte, 512))
+				return damage{file: seg, off: f.off}
+			},
+			check:      requireDroppedRecords,
+			verdict:    VerdictDamaged,
+			etcd:       etcdUnusable,
+			absentLogs: []string{"repair"},
 		},
 		{
 			name: "zeroed db page",
@@ -384,6 +392,9 @@ func TestInspectRealDataDir(t *testing.T) {
 					d = tt.damage(t, m.DataDir)
 				}
 				r := inspect(t, m.DataDir)
+				for _, p := range r.Problems {
+					t.Logf("problem: %s", p)
+				}
 				require.True(t, r.Exists)
 				require.False(t, r.Empty)
 				require.True(t, r.DB.Present)
@@ -413,6 +424,9 @@ func TestInspectRealDataDir(t *testing.T) {
 				}
 				for _, w := range tt.logs {
 					require.Contains(t, log, w)
+				}
+				for _, w := range tt.absentLogs {
+					require.NotContains(t, log, w)
 				}
 				switch tt.etcd {
 				case etcdFails:
@@ -444,6 +458,30 @@ func TestInspectRealDataDir(t *testing.T) {
 	}
 }
 
+// requireDroppedRecords checks a report on a WAL damaged in the middle of its last segment.
+func requireDroppedRecords(t *testing.T, r Report, d damage) {
+	t.Helper()
+	require.False(t, r.Intact())
+	require.True(t, r.WAL.Corrupt)
+	require.False(t, r.WAL.TornTail)
+	require.Equal(t, filepath.Base(d.file), r.WAL.CorruptFile)
+	require.Equal(t, d.off, r.WAL.CorruptOffset)
+	require.Greater(t, r.WAL.DroppedRecords, 100)
+	require.Contains(t, r.WAL.Err, "intact records")
+}
+
+// frameAt returns the frame that holds byte off.
+func frameAt(t *testing.T, frames []walFrame, off int64) walFrame {
+	t.Helper()
+	for _, f := range frames {
+		if f.off <= off && off < f.end {
+			return f
+		}
+	}
+	require.Fail(t, "no frame holds the offset", "offset %d", off)
+	return walFrame{}
+}
+
 // etcdOutcome is what etcd does when restarted on a data folder.
 type etcdOutcome int
 
@@ -457,7 +495,7 @@ const (
 )
 
 // unusableWait bounds how long a test waits for an etcd that runs but cannot apply writes.
-const unusableWait = 20 * time.Second
+const unusableWait = 12 * time.Second
 
 // memberClient returns a client of member m, closed when the test ends.
 func memberClient(t *testing.T, m *testcluster.Member) *clientv3.Client {
@@ -497,6 +535,25 @@ func TestInspectMissingOrEmpty(t *testing.T) {
 			require.Equal(t, tt.empty, r.Empty)
 			require.False(t, r.Intact())
 			require.Equal(t, VerdictMissing, r.Verdict())
+		})
+	}
+}
+
+func TestInspectRunningMember(t *testing.T) {
+	for _, version := range testenv.EtcdVersions {
+		t.Run(version, func(t *testing.T) {
+			c, err := testcluster.Start(t.Context(), testcluster.Options{
+				Command: []string{testenv.Etcd(t, version, "etcd")},
+				Dir:     t.TempDir(),
+			})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, c.Close()) })
+			// No check of the files here: the running member writes them.
+			r := Inspect(c.Members()[0].DataDir)
+			require.True(t, r.DB.InUse)
+			require.False(t, r.DB.OK)
+			require.Contains(t, r.DB.Err, "locked")
+			require.Equal(t, VerdictInUse, r.Verdict())
 		})
 	}
 }

@@ -48,6 +48,7 @@ const (
 	boltBucketHdrSize  = 16
 	boltBranchFlag     = 0x01
 	boltLeafFlag       = 0x02
+	boltMetaFlag       = 0x04
 	boltFreelistFlag   = 0x10
 	boltBucketLeafFlag = 0x01
 	boltNoFreelist     = ^uint64(0)
@@ -68,7 +69,7 @@ var (
 	finishedCompactKey    = "finishedCompactRev"
 	scheduledCompactKey   = "scheduledCompactRev"
 	metaKeysOfInterest    = []string{consistentIndexKey, termKey, finishedCompactKey, scheduledCompactKey}
-	pageInBoltCheckRegexp = regexp.MustCompile(`(?i)page[ (]*(?:id[ (]*)?(\d+)`)
+	pageInBoltCheckRegexp = regexp.MustCompile(`(?i)(?:page[ (]*(?:id[ (]*)?|pgid:)(\d+)`)
 )
 
 type boltMeta struct {
@@ -121,6 +122,9 @@ type dbWalker struct {
 	bad      map[uint64]bool
 	problems []string
 	notes    []string // findings that are not damage
+	// skipBoltCheck is set when bbolt's Check would crash on a page that is not damage to the
+	// data: a meta page whose header is damaged (Check reads both meta pages).
+	skipBoltCheck bool
 
 	lastKey  []byte            // the greatest key of the key bucket
 	metaVals map[string][]byte // the meta bucket's values of interest
@@ -420,6 +424,15 @@ func walkDB(f *os.File, path string, size int64) (w *dbWalker) {
 				"one transaction older", i, m.err, use))
 		}
 	}
+	for i := range uint64(2) {
+		h, ok := w.readAtQuiet(int64(i)*ps, boltHeaderSize)
+		if ok && binary.LittleEndian.Uint64(h) == i && validPageType(binary.LittleEndian.Uint16(h[8:])) {
+			continue
+		}
+		w.skipBoltCheck = true
+		w.notes = append(w.notes, fmt.Sprintf("page %d: the meta page's header is damaged; bbolt's check, which would "+
+			"crash on it, was not run (this package's walk of the pages found them sound)", i))
+	}
 	m := metas[use]
 	if m.pageSize != uint32(ps) {
 		w.problem(uint64(use), "says the page size is %d where page 0 says %d", m.pageSize, ps)
@@ -436,6 +449,15 @@ func walkDB(f *os.File, path string, size int64) (w *dbWalker) {
 		w.freelist(m.freelist)
 	}
 	return w
+}
+
+// validPageType reports whether flags is one page type, as bbolt's Page.FastCheck requires.
+func validPageType(flags uint16) bool {
+	switch flags {
+	case boltBranchFlag, boltLeafFlag, boltMetaFlag, boltFreelistFlag:
+		return true
+	}
+	return false
 }
 
 // readAtQuiet reads n bytes at off, if it can.
@@ -512,7 +534,8 @@ func inspectDB(path string) (st DBState, notes []string) {
 		problems = append(problems, fmt.Sprintf("bbolt cannot open it: %v", openErr))
 	}
 	// bbolt's Check only on a file the walk found sound: see the top of this file.
-	if db != nil && len(w.problems) == 0 {
+	st.BoltCheckSkipped = w.skipBoltCheck && len(w.problems) == 0
+	if db != nil && len(w.problems) == 0 && !w.skipBoltCheck {
 		for _, p := range boltCheck(db) {
 			problems = append(problems, "bbolt check: "+p)
 			for _, m := range pageInBoltCheckRegexp.FindAllStringSubmatch(p, -1) {

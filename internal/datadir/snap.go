@@ -35,7 +35,7 @@ func inspectSnaps(dir string, scan *walScan, db DBState) (st SnapState, problems
 		return st, nil
 	}
 	for _, e := range entries {
-		if strings.HasSuffix(e.Name(), ".snap") && e.Type().IsRegular() {
+		if strings.HasSuffix(e.Name(), ".snap") {
 			st.Files = append(st.Files, e.Name())
 		}
 	}

@@ -85,6 +85,7 @@ type frame struct {
 	fatal   bool // any other error
 }
 
+// parseWALName parses a segment's name, <seq>-<index>.wal in hex, as etcd does.
 func parseWALName(name string) (seq, index uint64, ok bool) {
 	if filepath.Ext(name) != ".wal" {
 		return 0, 0, false
@@ -95,6 +96,7 @@ func parseWALName(name string) (seq, index uint64, ok bool) {
 	return seq, index, true
 }
 
+// scanWAL reads the WAL segments in dir from the first to where etcd would stop reading.
 func scanWAL(dir string) (s *walScan) {
 	s = &walScan{state: WALState{Dir: dir}}
 	defer func() {
@@ -112,7 +114,7 @@ func scanWAL(dir string) (s *walScan) {
 		return s
 	}
 	for _, e := range entries {
-		if seq, index, ok := parseWALName(e.Name()); ok && e.Type().IsRegular() {
+		if seq, index, ok := parseWALName(e.Name()); ok {
 			s.files = append(s.files, walFile{name: e.Name(), seq: seq, index: index})
 		}
 	}
