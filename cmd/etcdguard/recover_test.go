@@ -255,6 +255,7 @@ func TestRecover(t *testing.T) {
 				m3 := e.c.Members()[2]
 				require.NoError(t, m3.Kill())
 				require.NoError(t, os.RemoveAll(m3.DataDir))
+				require.NoError(t, e.c.Members()[0].WaitHealthy(t.Context()), "the two others elect a leader if m3 led")
 				w := startWriter(t, e.c, "degraded")
 				time.Sleep(300 * time.Millisecond)
 				acked := w.halt()

@@ -19,11 +19,11 @@ var errNotConfirmed = errors.New("not confirmed: nothing was changed")
 type recoverOptions struct {
 	members          []string
 	stopControlPlane bool
-	yes      bool
-	dryRun   bool
-	noBump   bool
-	stateDir string
-	fresh    bool
+	yes              bool
+	dryRun           bool
+	noBump           bool
+	stateDir         string
+	fresh            bool
 }
 
 func newRecoverCommand(env Env, g *globalOptions) *cobra.Command {

@@ -48,8 +48,8 @@ type Recoverer struct {
 	// before a restore and back after it is verified, so that no kube-apiserver serves or caches
 	// data while etcd is replaced under it.
 	StopControlPlane bool
-	Logger *slog.Logger
-	Now    func() time.Time
+	Logger           *slog.Logger
+	Now              func() time.Time
 	// Controllers overrides how members are stopped and started, by member name (the demo runs
 	// its members itself); members not in it use NewController.
 	Controllers map[string]Controller
@@ -134,7 +134,19 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 
 func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 	a := Assessment{Name: m.Name}
-	st := r.etcdFor(m.ClientURL).Status(ctx, false)
+	// A member that answers but has no leader may be in the middle of an election (its peers
+	// just came back, or the leader just died): ask again for a few election rounds.
+	var st []etcdx.MemberStatus
+	for try := 0; try < 6; try++ {
+		st = r.etcdFor(m.ClientURL).Status(ctx, false)
+		if len(st) != 1 || st[0].Err != "" || st[0].Leader != 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 	if len(st) == 1 && st[0].Err == "" && st[0].Leader != 0 && len(st[0].Alarms) == 0 {
 		a.Online, a.MemberID, a.Revision = true, st[0].ID, st[0].Revision
 		return a
@@ -150,6 +162,11 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		Verdict: string(rep.Verdict()), Intact: rep.Intact(), DBOK: rep.DB.OK, DBPath: rep.DB.Path,
 		DBRevision: rep.DB.Revision, DBModTime: rep.DB.ModTime, ConsistentIndex: rep.DB.ConsistentIndex,
 		WALLastIndex: rep.WAL.LastIndex, Problems: rep.Problems, ClusterID: rep.WAL.ClusterID, MemberID: rep.WAL.MemberID,
+	}
+	if rep.Verdict() == datadir.VerdictInUse {
+		// etcd runs on it (without quorum): its data cannot be judged offline, and starting it
+		// is a no-op; it counts towards quorum like an intact member.
+		a.Disk.Intact = true
 	}
 	return a
 }
