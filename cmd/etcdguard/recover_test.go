@@ -76,53 +76,12 @@ func (e *recoverEnv) flags() []string {
 	return f
 }
 
-// writer keeps writing keys and records those etcd acknowledged, so that loss is measured.
-type writer struct {
-	mu    sync.Mutex
-	acked []string
-	stop  chan struct{}
-	done  chan struct{}
-}
-
-func startWriter(t *testing.T, c *testcluster.Cluster, prefix string) *writer {
+func startWriter(t *testing.T, c *testcluster.Cluster, namespace string) *testcluster.Writer {
 	t.Helper()
 	cli, err := c.Client(t.Context())
 	require.NoError(t, err)
-	w := &writer{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		defer cli.Close()
-		for i := 0; ; i++ {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			key := fmt.Sprintf("/registry/leases/%s/w-%06d", prefix, i)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			_, err := cli.Put(ctx, key, "v")
-			cancel()
-			if err != nil {
-				return // the power went
-			}
-			w.mu.Lock()
-			w.acked = append(w.acked, key)
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *writer) halt() []string {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.acked...)
+	t.Cleanup(func() { cli.Close() })
+	return testcluster.StartWriter(context.Background(), cli, namespace)
 }
 
 // powerCut SIGKILLs every member at the same moment.
@@ -214,7 +173,7 @@ func TestRecover(t *testing.T) {
 				w := startWriter(t, e.c, "intact")
 				time.Sleep(500 * time.Millisecond)
 				powerCut(t, e.c)
-				acked := w.halt()
+				acked := w.Halt()
 				require.NotEmpty(t, acked)
 				out := runRecover(t, e)
 				require.Equal(t, restore.PathStart, out.Plan.Path)
@@ -229,7 +188,7 @@ func TestRecover(t *testing.T) {
 				backup := saveJSON(t, 0, append([]string{"--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
 				w := startWriter(t, e.c, "after-backup")
 				time.Sleep(700 * time.Millisecond)
-				acked := w.halt()
+				acked := w.Halt()
 				time.Sleep(300 * time.Millisecond) // let the members commit their databases
 				powerCut(t, e.c)
 				ms := e.c.Members()
@@ -258,7 +217,7 @@ func TestRecover(t *testing.T) {
 				require.NoError(t, e.c.Members()[0].WaitHealthy(t.Context()), "the two others elect a leader if m3 led")
 				w := startWriter(t, e.c, "degraded")
 				time.Sleep(300 * time.Millisecond)
-				acked := w.halt()
+				acked := w.Halt()
 				out := runRecover(t, e)
 				require.Equal(t, restore.PathReplace, out.Plan.Path)
 				require.Contains(t, stepNames(out), "member remove and add")

@@ -150,10 +150,10 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 
 	// The incident: a steady write load, a backup, then the power goes.
 	say("a steady Kubernetes-shaped write load starts; every acknowledged write is logged")
-	w := startDemoWriter(ctx, cli)
+	w := testcluster.StartWriter(ctx, cli, "default")
 	time.Sleep(time.Second)
 	if err := run("snapshot", "save"); err != nil {
-		w.halt()
+		w.Halt()
 		return err
 	}
 	time.Sleep(1500 * time.Millisecond)
@@ -164,7 +164,7 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 		wg.Go(func() { _ = m.Kill() })
 	}
 	wg.Wait()
-	acked := w.halt()
+	acked := w.Halt()
 	fmt.Fprintf(env.Stdout, "   the writer had %d writes acknowledged before the cut\n", len(acked))
 	ms := cluster.Members()
 	if err := testcluster.TearWALTail(ms[0].DataDir); err != nil {
@@ -222,52 +222,6 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	say("acknowledged writes lost: %d of %d (measured: every acknowledged key was read back)", lost, len(acked))
 	say("done in %s; stopping the cluster. Cluster, certificates and backups are kept in %s", env.Now().Sub(start).Round(time.Second), dir)
 	return nil
-}
-
-// demoWriter writes Kubernetes-shaped keys until halted or until etcd stops answering, and
-// logs the keys etcd acknowledged.
-type demoWriter struct {
-	mu    sync.Mutex
-	acked []string
-	stop  chan struct{}
-	done  chan struct{}
-}
-
-func startDemoWriter(ctx context.Context, cli *clientv3.Client) *demoWriter {
-	w := &demoWriter{stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for i := 0; ; i++ {
-			select {
-			case <-w.stop:
-				return
-			default:
-			}
-			key := fmt.Sprintf("/registry/events/default/demo-event-%06d", i)
-			cctx, cancel := context.WithTimeout(ctx, time.Second)
-			_, err := cli.Put(cctx, key, fmt.Sprintf(`{"kind":"Event","count":%d}`, i))
-			cancel()
-			if err != nil {
-				return
-			}
-			w.mu.Lock()
-			w.acked = append(w.acked, key)
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *demoWriter) halt() []string {
-	select {
-	case <-w.stop:
-	default:
-		close(w.stop)
-	}
-	<-w.done
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return append([]string(nil), w.acked...)
 }
 
 // demoControl stops and starts a demo member, which the demo runs itself.
