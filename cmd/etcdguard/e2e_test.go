@@ -142,7 +142,7 @@ func saveJSON(t *testing.T, wantCode int, args ...string) repository.Manifest {
 // 3-member TLS cluster lands in a local, an offline and an S3 target, verifies, comes back as a
 // file etcdutl agrees with, and restores into a member that serves the same keys.
 func TestBackupRoundTrip(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			c := startCluster(t, version)
 			loadData(t, c, 2000, 200)

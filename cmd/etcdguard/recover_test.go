@@ -166,7 +166,7 @@ func stepNames(out recoverJSON) []string {
 
 // TestRecover plays the power cuts of issue 3 on real 3-member TLS clusters.
 func TestRecover(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			t.Run("all killed, data intact: started, nothing lost", func(t *testing.T) {
 				e := newRecoverEnv(t, version)
@@ -263,7 +263,7 @@ func damagedTwo(t *testing.T, e *recoverEnv, mib int) {
 // TestRecoverInterrupted kills recover half-way through a restore; running it again finishes
 // the job, and every quarantined data dir is intact.
 func TestRecoverInterrupted(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			e := newRecoverEnv(t, version)
 			damagedTwo(t, e, 48)
@@ -311,7 +311,7 @@ func TestRecoverInterrupted(t *testing.T) {
 // TestRecoverPlanApply makes a plan on one host and applies it member by member, as on three
 // hosts; an apply whose snapshot does not match the plan is refused and changes nothing.
 func TestRecoverPlanApply(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			e := newRecoverEnv(t, version)
 			damagedTwo(t, e, 0)
@@ -357,7 +357,7 @@ func TestRecoverPlanApply(t *testing.T) {
 
 // TestRecoverBadInput: each mistake in the description gives a clear error and changes nothing.
 func TestRecoverBadInput(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			e := newRecoverEnv(t, version)
 			damagedTwo(t, e, 0)

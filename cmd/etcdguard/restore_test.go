@@ -22,7 +22,7 @@ import (
 // above every revision before it, the keys are those of the backup, and the old data dirs are
 // kept, moved aside.
 func TestRestoreUnderWatch(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			c := startCluster(t, version)
 			loadData(t, c, 300, 100)

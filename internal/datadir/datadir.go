@@ -26,8 +26,9 @@ const (
 	// VerdictStarts means the data is intact: etcd starts on it as it is.
 	VerdictStarts Verdict = "starts"
 	// VerdictSelfRepairs means the last WAL segment ends inside a record, as a power cut during
-	// a write leaves it: etcd truncates the torn tail itself on start (logging "repairing" and
-	// "repaired WAL") and starts. The dropped record was never acknowledged.
+	// a write leaves it: etcd drops the torn tail itself on start (logging "repairing" and
+	// "repaired WAL", or, after a zero length, nothing) and starts. Torn by a power cut, the
+	// dropped bytes were never synced, so never acknowledged.
 	VerdictSelfRepairs Verdict = "self-repairs"
 	// VerdictDamaged means the database or the WAL is damaged in a way etcd refuses to start on
 	// (or would start on only by dropping intact data): the member must be replaced (removed and
@@ -181,7 +182,8 @@ func (r Report) Verdict() Verdict {
 }
 
 // Inspect examines dir (an etcd --data-dir) and reports what it finds. It never modifies
-// anything. A WAL kept outside the data folder (etcd's --wal-dir) is not looked for.
+// anything. A WAL kept outside the data folder (etcd's --wal-dir) is not looked for. When a
+// running etcd holds the folder (VerdictInUse), only the WAL's segments and ids are reported.
 func Inspect(dir string) Report {
 	r := Report{Dir: dir}
 	entries, err := os.ReadDir(dir)
@@ -200,11 +202,13 @@ func Inspect(dir string) Report {
 	member := filepath.Join(dir, "member")
 	var dbNotes, snapProblems []string
 	r.DB, dbNotes = inspectDB(filepath.Join(member, "snap", "db"))
+	scan := scanWAL(filepath.Join(member, "wal"))
 	if r.DB.InUse {
+		// A running etcd writes the WAL as it is read: only its ids are worth reporting.
+		r.WAL = WALState{Dir: scan.state.Dir, Segments: scan.state.Segments, MemberID: scan.state.MemberID, ClusterID: scan.state.ClusterID}
 		r.Problems = append(r.Problems, r.DB.Err)
 		return r
 	}
-	scan := scanWAL(filepath.Join(member, "wal"))
 	r.Snap, snapProblems = inspectSnaps(filepath.Join(member, "snap"), scan, r.DB)
 	r.WAL = scan.state
 	// etcd reads the WAL from the snapshot it starts from: problems that only show from there

@@ -26,14 +26,21 @@ import (
 // several 512-byte sectors.
 const bigValueSize = 3000
 
-// killedMember starts a one-member cluster with a small snapshot count, writes 250 keys and a
-// large one, and kills the member (SIGKILL), as a power cut would. It returns the cluster (closed
-// when the test ends), the member and the revision of the last write.
+// killed is a member killed by killedMember, and what was written to it.
+type killed struct {
+	m *testcluster.Member
+	// lastRev is the revision of the last write; compactRev, that of the compaction before it.
+	lastRev, compactRev int64
+}
+
+// killedMember starts a one-member cluster with a small snapshot count, writes 250 keys,
+// compacts, writes a large key and kills the member (SIGKILL), as a power cut would. The
+// cluster is closed when the test ends.
 //
 // --backend-batch-limit=1 makes etcd commit the database after every write, so that the
 // database's revision is the last write's when the member is killed; with the default batching
 // (100 ms) the database lags and etcd replays the rest from the WAL on start.
-func killedMember(t *testing.T, version string) (*testcluster.Cluster, *testcluster.Member, int64) {
+func killedMember(t *testing.T, version string) killed {
 	t.Helper()
 	c, err := testcluster.Start(t.Context(), testcluster.Options{
 		Size:          1,
@@ -47,15 +54,21 @@ func killedMember(t *testing.T, version string) (*testcluster.Cluster, *testclus
 	cli, err := c.Client(t.Context())
 	require.NoError(t, err)
 	defer cli.Close()
+	var k killed
 	for i := range 250 {
-		_, err := cli.Put(t.Context(), fmt.Sprintf("key-%03d", i), strings.Repeat("v", 100))
+		resp, err := cli.Put(t.Context(), fmt.Sprintf("key-%03d", i), strings.Repeat("v", 100))
 		require.NoError(t, err)
+		if i == 100 {
+			k.compactRev = resp.Header.Revision
+		}
 	}
+	_, err = cli.Compact(t.Context(), k.compactRev, clientv3.WithCompactPhysical())
+	require.NoError(t, err)
 	resp, err := cli.Put(t.Context(), "big", strings.Repeat("b", bigValueSize))
 	require.NoError(t, err)
-	m := c.Members()[0]
-	require.NoError(t, m.Kill())
-	return c, m, resp.Header.Revision
+	k.m, k.lastRev = c.Members()[0], resp.Header.Revision
+	require.NoError(t, k.m.Kill())
+	return k
 }
 
 // walFrame is one record's frame in a WAL segment, found without the code under test.
@@ -383,10 +396,11 @@ func TestInspectRealDataDir(t *testing.T) {
 			etcd:    etcdFails,
 		},
 	}
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		for _, tt := range tests {
 			t.Run(version+"/"+tt.name, func(t *testing.T) {
-				_, m, lastRev := killedMember(t, version)
+				k := killedMember(t, version)
+				m, lastRev := k.m, k.lastRev
 				var d damage
 				if tt.damage != nil {
 					d = tt.damage(t, m.DataDir)
@@ -402,6 +416,8 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.NotZero(t, r.WAL.MemberID)
 				if r.DB.OK {
 					require.Equal(t, lastRev, r.DB.Revision)
+					require.Equal(t, k.compactRev, r.DB.CompactRevision)
+					require.Equal(t, k.compactRev, r.DB.ScheduledCompactRevision)
 				}
 				if r.DB.OK && r.WAL.OK && !r.WAL.TornTail {
 					require.GreaterOrEqual(t, r.WAL.LastIndex, r.DB.ConsistentIndex)
@@ -540,7 +556,7 @@ func TestInspectMissingOrEmpty(t *testing.T) {
 }
 
 func TestInspectRunningMember(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run(version, func(t *testing.T) {
 			c, err := testcluster.Start(t.Context(), testcluster.Options{
 				Command: []string{testenv.Etcd(t, version, "etcd")},
@@ -554,6 +570,8 @@ func TestInspectRunningMember(t *testing.T) {
 			require.False(t, r.DB.OK)
 			require.Contains(t, r.DB.Err, "locked")
 			require.Equal(t, VerdictInUse, r.Verdict())
+			require.NotZero(t, r.WAL.MemberID)
+			require.NotZero(t, r.WAL.ClusterID)
 		})
 	}
 }

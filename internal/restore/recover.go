@@ -103,7 +103,8 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 		}
 	}
 	for _, a := range as {
-		if a.Disk != nil && a.Disk.DBPath != "" {
+		// Only a database that passed its checks is opened: bbolt can crash on a damaged one.
+		if a.Disk != nil && a.Disk.DBOK {
 			if err := checkPeerURLs(r.Cluster, a.Name, readMembership(a.Disk.DBPath)); err != nil {
 				return as, nil, nil, err
 			}

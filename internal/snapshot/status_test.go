@@ -1,9 +1,14 @@
 package snapshot
 
 import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 )
 
@@ -21,4 +26,50 @@ func TestRecordKey(t *testing.T) {
 		_, ok = recordKey(data[:len(data)/2+1][:1])
 		require.False(t, ok, "a cut record is refused")
 	}
+}
+
+// TestReadStatusOfDamagedDatabase: a zeroed page is reported as corruption, naming the page,
+// instead of crashing the process inside bbolt.
+func TestReadStatusOfDamagedDatabase(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "snapshot.db")
+	db, err := bbolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		if _, err := tx.CreateBucket([]byte("meta")); err != nil {
+			return err
+		}
+		b, err := tx.CreateBucket([]byte("key"))
+		if err != nil {
+			return err
+		}
+		for i := range 2000 {
+			rev := make([]byte, 17)
+			binary.BigEndian.PutUint64(rev, uint64(i+1))
+			rev[8] = '_'
+			kv := mvccpb.KeyValue{Key: []byte(fmt.Sprintf("/registry/secrets/ns/s-%04d", i)), Value: make([]byte, 200), ModRevision: int64(i + 1)}
+			v, err := kv.Marshal()
+			if err != nil {
+				return err
+			}
+			if err := b.Put(rev, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+	require.NoError(t, db.Close())
+	st, err := ReadStatus(t.Context(), path)
+	require.NoError(t, err)
+	require.Equal(t, int64(2000), st.Revision)
+	require.Equal(t, 2000, st.TotalKey)
+
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt(make([]byte, 4*4096), 2*4096)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	_, err = ReadStatus(t.Context(), path)
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, "page")
+	require.NotContains(t, err.Error(), "/registry/", "no key in the error")
 }

@@ -57,7 +57,7 @@ func TestCluster(t *testing.T) {
 		{name: "3 members TLS crash", size: 3, tls: true, crash: true},
 		{name: "1 member plain stop", size: 1, tls: false, crash: false},
 	}
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		for _, tt := range tests {
 			t.Run(version+"/"+tt.name, func(t *testing.T) {
 				dir := t.TempDir()
@@ -138,7 +138,7 @@ func TestCluster(t *testing.T) {
 }
 
 func TestClusterRefusesBadClientCertificates(t *testing.T) {
-	for _, version := range testenv.EtcdVersions {
+	for _, version := range testenv.EtcdVersions() {
 		t.Run(version, func(t *testing.T) {
 			c := start(t, testcluster.Options{
 				TLS:     true,

@@ -10,7 +10,7 @@ import (
 )
 
 // EtcdVersions lists the etcd minor versions every real-cluster test runs against.
-var EtcdVersions = []string{"3.5", "3.6"}
+func EtcdVersions() []string { return []string{"3.5", "3.6"} }
 
 // ToolsDir returns the folder scripts/deps installs binaries into.
 func ToolsDir() string {
