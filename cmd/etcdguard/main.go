@@ -18,6 +18,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/cli"
+	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
@@ -43,7 +44,9 @@ func exitCodes() []exitCode {
 		{6, "locked: another etcdguard run holds the repository lock", []error{repository.ErrLocked}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
 		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
-		{9, "refused: the data dir holds data (add --quarantine to move it aside), or a recovery plan does not match what is found; nothing was changed", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch}},
+		{9, "refused: the data dir holds data (add --quarantine to move it aside), a recovery plan does not match what is found, or no recovery is safe from what is known", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe}},
+		{10, "doctor: the worst finding is a warning", []error{doctor.ErrWarning}},
+		{11, "doctor: at least one finding is critical", []error{doctor.ErrCritical}},
 		{1, "any other failure", nil},
 	}
 }

@@ -109,6 +109,9 @@ until the recovery is verified. For members on several hosts, make the plan on o
 				}
 			} else {
 				printReport(env.Stdout, rep)
+				if err != nil {
+					printUnfinished(env.Stdout, plan, rep, "etcdguard recover (with the same settings)")
+				}
 			}
 			return err
 		},
@@ -258,6 +261,18 @@ func printReport(w io.Writer, rep restore.Report) {
 	}
 }
 
+// printUnfinished tells the operator, after a failed step, where things stand and how to go on.
+func printUnfinished(w io.Writer, p restore.Plan, rep restore.Report, again string) {
+	fmt.Fprintf(w, "\nrecovery %s did not finish. Fix the cause above, then run: %s\n", p.ID, again)
+	fmt.Fprintln(w, "it carries on with the same plan; members already restored are not restored again")
+	for name, path := range rep.Quarantined {
+		fmt.Fprintf(w, "old data dir of %s kept at %s\n", name, path)
+	}
+	if len(p.Cluster.ControlPlaneManifests) > 0 {
+		fmt.Fprintln(w, "control-plane manifests moved out (if --stop-control-plane) are held beside the kubelet's folder as etcdguard-held-NAME")
+	}
+}
+
 type planOptions struct {
 	out string
 }
@@ -343,6 +358,9 @@ apply runs for every member, it also verifies the cluster.`,
 				}
 			} else {
 				printReport(env.Stdout, rep)
+				if err != nil {
+					printUnfinished(env.Stdout, p, rep, "etcdguard recover apply --plan "+o.plan+" (with the same --member flags)")
+				}
 			}
 			return err
 		},

@@ -36,6 +36,7 @@ type restoreReport struct {
 	BumpReasons []string              `json:"bump_reasons,omitempty"`
 	Skipped     []string              `json:"skipped,omitempty"`
 	Member      restore.DataDirResult `json:"member"`
+	Token       string                `json:"token"`
 	Status      snapshot.Status       `json:"status"`
 	Manifest    *repository.Manifest  `json:"manifest,omitempty"`
 	Copy        *snapshot.CopyReport  `json:"copy,omitempty"`
@@ -113,7 +114,10 @@ Restore every member of the cluster from the same backup with the same --initial
 				if err != nil {
 					return err
 				}
-				_, _, terr := snapshot.CheckTrailer(f)
+				sum, _, terr := snapshot.CheckTrailer(f)
+				if o.token == "" && len(sum) >= 16 {
+					o.token = "etcdguard-file-" + sum[:16]
+				}
 				f.Close()
 				switch {
 				case errors.Is(terr, snapshot.ErrNoTrailer) && !o.skipHashCheck:
@@ -181,6 +185,9 @@ Restore every member of the cluster from the same backup with the same --initial
 				}
 				m := chosen.Manifest
 				rep.Manifest, rep.Backup, rep.Target = &m, m.ID, rep.Copy.Target
+				if o.token == "" {
+					o.token = "etcdguard-" + m.ID
+				}
 				rep.Status = snapshot.Status{Hash: m.Status.Hash, Revision: m.Status.Revision, TotalKey: m.Status.TotalKey, TotalSize: m.Status.TotalSize, Version: m.Status.Version}
 				backupPoint = restore.RevisionPoint{Revision: m.Revision, At: m.Started}
 				for _, e := range cat.Entries {
@@ -207,8 +214,11 @@ Restore every member of the cluster from the same backup with the same --initial
 				PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
 				SkipHashCheck: o.skipHashCheck, Now: now,
 			})
-			rep.Member = res
+			rep.Member, rep.Token = res, o.token
 			if err != nil {
+				if res.Quarantined != "" {
+					fmt.Fprintf(env.Stderr, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
+				}
 				return err
 			}
 			if s.output == "json" {
@@ -218,7 +228,7 @@ Restore every member of the cluster from the same backup with the same --initial
 			if rep.Backup != "" {
 				from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
 			}
-			fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey)
+			fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, o.token)
 			if rep.Bump > 0 {
 				fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
 			} else {
@@ -235,7 +245,7 @@ Restore every member of the cluster from the same backup with the same --initial
 	f.StringVar(&o.dataDir, "data-dir", "", "the member's data dir to restore into")
 	f.StringVar(&o.name, "name", "", "the member's name (etcd --name)")
 	f.StringVar(&o.initialCluster, "initial-cluster", "", "every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)")
-	f.StringVar(&o.token, "initial-cluster-token", "etcd-cluster", "token of the restored cluster; use a new one, the same on every member")
+	f.StringVar(&o.token, "initial-cluster-token", "", "token of the restored cluster, the same on every member (default: etcdguard-BACKUP, from the backup restored, so members restored from the same backup agree and the old cluster's token is not reused)")
 	f.StringSliceVar(&o.peerURLs, "initial-advertise-peer-urls", nil, "this member's peer URLs (etcd --initial-advertise-peer-urls)")
 	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much (default: sized automatically)")
 	f.BoolVar(&o.noBump, "no-bump", false, "do not raise revisions (not Kubernetes-safe)")

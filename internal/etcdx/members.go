@@ -42,19 +42,25 @@ func (c Config) Client(ctx context.Context, endpoint string) (*clientv3.Client, 
 
 // MemberStatus is what one endpoint said about its member, or why it said nothing.
 type MemberStatus struct {
-	Endpoint     string `json:"endpoint"`
-	ID           uint64 `json:"id,omitempty"`
-	Name         string `json:"name,omitempty"`
-	ClusterID    uint64 `json:"cluster_id,omitempty"`
-	Leader       uint64 `json:"leader,omitempty"`
-	Version      string `json:"version,omitempty"`
-	DBSize       int64  `json:"db_size,omitempty"`
+	Endpoint  string `json:"endpoint"`
+	ID        uint64 `json:"id,omitempty"`
+	Name      string `json:"name,omitempty"`
+	ClusterID uint64 `json:"cluster_id,omitempty"`
+	Leader    uint64 `json:"leader,omitempty"`
+	Version   string `json:"version,omitempty"`
+	DBSize    int64  `json:"db_size,omitempty"`
+	// DBSizeInUse is the part of DBSize holding data; the rest is free pages a defrag returns.
+	DBSizeInUse int64 `json:"db_size_in_use,omitempty"`
+	// DBSizeQuota is the member's --quota-backend-bytes (etcd 3.6 reports it; 0 when unknown).
+	DBSizeQuota  int64  `json:"db_size_quota,omitempty"`
 	RaftIndex    uint64 `json:"raft_index,omitempty"`
 	AppliedIndex uint64 `json:"applied_index,omitempty"`
 	RaftTerm     uint64 `json:"raft_term,omitempty"`
 	// Revision is the member's current revision, read locally (serializable).
-	Revision  int64    `json:"revision,omitempty"`
-	Alarms    []string `json:"alarms,omitempty"`
+	Revision int64    `json:"revision,omitempty"`
+	Alarms   []string `json:"alarms,omitempty"`
+	// Errors are the errors the member reports about itself, such as "etcdserver: no leader".
+	Errors    []string `json:"errors,omitempty"`
 	IsLearner bool     `json:"is_learner,omitempty"`
 	// Err explains why the endpoint could not be used; empty when it answered.
 	Err string `json:"error,omitempty"`
@@ -119,7 +125,7 @@ func (c Config) memberURLs(ctx context.Context, endpoint string) []string {
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.commandTimeout())
 	defer cancel()
-	resp, err := cli.MemberList(ctx)
+	resp, err := cli.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
 		return nil
 	}
@@ -168,11 +174,13 @@ func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
 	st.Leader = resp.Leader
 	st.Version = resp.Version
 	st.DBSize = resp.DbSize
+	st.DBSizeInUse = resp.DbSizeInUse
+	st.DBSizeQuota = resp.DbSizeQuota
 	st.RaftIndex = resp.RaftIndex
 	st.AppliedIndex = resp.RaftAppliedIndex
 	st.RaftTerm = resp.RaftTerm
 	st.IsLearner = resp.IsLearner
-	st.Alarms = append(st.Alarms, resp.Errors...)
+	st.Errors = append(st.Errors, resp.Errors...)
 	alarms, err := cli.AlarmList(cctx)
 	if err == nil {
 		for _, a := range alarms.Alarms {
@@ -184,7 +192,7 @@ func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
 	if resp, err := cli.Get(cctx, "/etcdguard/probe", clientv3.WithSerializable(), clientv3.WithCountOnly()); err == nil {
 		st.Revision = resp.Header.Revision
 	}
-	if members, err := cli.MemberList(cctx); err == nil {
+	if members, err := cli.MemberList(cctx, clientv3.WithSerializable()); err == nil {
 		for _, m := range members.Members {
 			if m.ID == st.ID {
 				st.Name = m.Name
@@ -206,6 +214,8 @@ func ChooseSource(statuses []MemberStatus) (ranked []MemberStatus, why string, e
 			skipped = append(skipped, st.Err)
 		case len(st.Alarms) > 0:
 			skipped = append(skipped, fmt.Sprintf("%s: alarm %s", st.Endpoint, strings.Join(st.Alarms, ",")))
+		case len(st.Errors) > 0:
+			skipped = append(skipped, fmt.Sprintf("%s: %s", st.Endpoint, strings.Join(st.Errors, ",")))
 		case st.IsLearner:
 			skipped = append(skipped, fmt.Sprintf("%s: learner", st.Endpoint))
 		default:

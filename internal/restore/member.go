@@ -40,6 +40,9 @@ type DataDirOptions struct {
 	SkipHashCheck bool
 	// Now is the clock, for quarantine names.
 	Now time.Time
+	// Marker, when set, is called once the old data dir is out of the way and just before the
+	// restored one is moved into place (recover records there which plan restored it).
+	Marker func() error
 }
 
 // DataDirResult is what a member restore did.
@@ -70,17 +73,12 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if !empty {
-		if !opts.Quarantine {
-			return res, fmt.Errorf("%w: %s holds data: etcdguard never deletes or overwrites etcd data; stop the member and add --quarantine to move it aside, or choose another --data-dir", ErrDataDirInUse, dataDir)
-		}
-		moved, err := Quarantine(dataDir, opts.Now)
-		if err != nil {
-			return res, err
-		}
-		res.Quarantined = moved
+	if !empty && !opts.Quarantine {
+		return res, fmt.Errorf("%w: %s holds data: etcdguard never deletes or overwrites etcd data; stop the member and add --quarantine to move it aside, or choose another --data-dir", ErrDataDirInUse, dataDir)
 	}
 
+	// Build the restore first, beside the data dir: if that fails (a full disk, say), the old
+	// data dir has not moved.
 	parent := filepath.Dir(dataDir)
 	if err := os.MkdirAll(parent, 0o700); err != nil {
 		return res, fmt.Errorf("create %s: %w", parent, err)
@@ -101,6 +99,21 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if err != nil {
 		_ = os.RemoveAll(staging) // our own half-built folder, never etcd data
 		return res, fmt.Errorf("restore member %s from %s: %w", opts.Name, opts.Snapshot, err)
+	}
+	if !empty {
+		moved, err := Quarantine(dataDir, opts.Now)
+		if err != nil {
+			_ = os.RemoveAll(staging)
+			return res, err
+		}
+		res.Quarantined = moved
+	}
+	// The marker goes down before the rename: after a crash between the two, the data dir is
+	// absent (nothing to quarantine again) and the restore is simply done again.
+	if opts.Marker != nil {
+		if err := opts.Marker(); err != nil {
+			return res, err
+		}
 	}
 	if err := os.Chmod(staging, 0o700); err != nil {
 		return res, err

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"time"
@@ -23,6 +24,9 @@ const (
 	// source, a surviving member's database or the newest verified backup.
 	PathRestore = "restore"
 )
+
+// ErrUnsafe is returned (wrapped) when no recovery can be planned safely from what is known.
+var ErrUnsafe = errors.New("no safe recovery")
 
 // Member actions in a plan.
 const (
@@ -102,9 +106,11 @@ type Action struct {
 
 // Loss is the data a plan gives up.
 type Loss struct {
-	Revisions int64   `json:"revisions"`
-	Seconds   float64 `json:"seconds"`
-	Note      string  `json:"note"`
+	Revisions int64 `json:"revisions"`
+	// Entries counts raft entries in the source member's WAL beyond its database.
+	Entries uint64  `json:"entries,omitempty"`
+	Seconds float64 `json:"seconds"`
+	Note    string  `json:"note"`
 }
 
 // PlanFormat is the version of the plan file format.
@@ -204,6 +210,18 @@ func Decide(in DecideInputs) (Plan, error) {
 		return p, nil
 	}
 
+	// A restore replaces every member's data. It is refused while a member answers (with a
+	// leader, the cluster may be alive where this host cannot see it) or runs without quorum
+	// (its data cannot be read while etcd holds it, and it may be the newest).
+	for _, a := range in.Assessments {
+		switch {
+		case a.Online:
+			return p, fmt.Errorf("%w: member %s answers with a leader, yet no quorum is reachable from here: check the network from this host to every member before restoring anything", ErrUnsafe, a.Name)
+		case a.Disk != nil && a.Disk.Verdict == "in-use":
+			return p, fmt.Errorf("%w: member %s runs without quorum and holds its data dir, which may hold the newest data: stop it (etcd only, not the host) and run recover again so its data can be read", ErrUnsafe, a.Name)
+		}
+	}
+
 	// Restore: the freshest intact source.
 	var best *Source
 	var candidates []Source
@@ -258,6 +276,14 @@ func Decide(in DecideInputs) (Plan, error) {
 		p.Loss.Seconds = lt.Sub(best.At).Seconds()
 	}
 	p.Loss.Note = fmt.Sprintf("revisions above %d known to the members are lost (highest seen: %d)", best.Revision, p.HighWater)
+	if best.Kind == SourceMember {
+		for _, a := range in.Assessments {
+			if a.Name == best.Member && a.Disk != nil && a.Disk.WALLastIndex > a.Disk.ConsistentIndex {
+				p.Loss.Entries = a.Disk.WALLastIndex - a.Disk.ConsistentIndex
+				p.Loss.Note += fmt.Sprintf("; the WAL of %s holds %d raft entries past its database (writes acknowledged or not, not yet applied) that a restore from the database leaves out", a.Name, p.Loss.Entries)
+			}
+		}
+	}
 	return p, nil
 }
 

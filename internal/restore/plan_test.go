@@ -52,6 +52,8 @@ func TestDecide(t *testing.T) {
 		{"no quorum, no member database: the backup", []Assessment{disk("m1", "damaged", false, false, 1000), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 100, ""},
 		{"equal revisions: the verified backup", []Assessment{disk("m1", "damaged", false, true, 900), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 0, ""},
 		{"nothing to restore from", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, nil, "", nil, "", 0, "no intact source"},
+		{"a member runs without quorum: no restore over it", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", Disk: &DiskState{Verdict: "in-use", Intact: true}}}, backup, "", nil, "", 0, "runs without quorum"},
+		{"a member answers with a leader, the others unusable: no restore", []Assessment{online("m1", 5000), disk("m2", "damaged", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, "", nil, "", 0, "answers with a leader"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,6 +88,26 @@ func TestDecide(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestDecideFiveMembers(t *testing.T) {
+	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	var as []Assessment
+	for i := 1; i <= 5; i++ {
+		a := Assessment{Name: fmt.Sprintf("m%d", i), Disk: &DiskState{Verdict: "damaged"}}
+		if i <= 3 {
+			a.Disk = &DiskState{Verdict: "starts", Intact: true, DBOK: true, DBRevision: 10}
+		}
+		as = append(as, a)
+	}
+	p, err := Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
+	require.NoError(t, err)
+	require.Equal(t, PathStart, p.Path, "3 of 5 intact is a quorum")
+	as[2].Disk = &DiskState{Verdict: "damaged", DBOK: true, DBRevision: 12}
+	p, err = Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
+	require.NoError(t, err)
+	require.Equal(t, PathRestore, p.Path)
+	require.Equal(t, "m3", p.Source.Member, "the freshest intact database, even of a member whose WAL is damaged")
 }
 
 func TestParseMemberFlag(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -145,6 +146,7 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		}
 		select {
 		case <-ctx.Done():
+			try = 6
 		case <-time.After(time.Second):
 		}
 	}
@@ -353,8 +355,14 @@ func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(strin
 	}); err != nil {
 		return err
 	}
-	if err := st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) }); err != nil {
-		return err
+	all := true
+	for _, m := range p.Cluster.Members {
+		all = all && selected(m.Name)
+	}
+	if all || len(toStart) == 0 {
+		if err := st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) }); err != nil {
+			return err
+		}
 	}
 	for _, a := range p.Actions {
 		m, _ := p.Cluster.Member(a.Member)
@@ -377,7 +385,7 @@ func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *ste
 	if r.linearizable(ctx, m.ClientURL) == nil {
 		return st.do("replace", m.Name, func() (string, error) { return "already serving: left alone", nil })
 	}
-	if err := st.do("stop", m.Name, func() (string, error) { return "", r.controller(m).Stop(ctx) }); err != nil {
+	if err := st.do("stop", m.Name, func() (string, error) { return r.stopAndWait(ctx, m) }); err != nil {
 		return err
 	}
 	if err := st.do("quarantine", m.Name, func() (string, error) {
@@ -473,26 +481,32 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 	if p.Source == nil {
 		return errors.New("a restore plan without a source")
 	}
-	scratchParent := r.WorkDir
-	if scratchParent == "" {
-		m := p.Cluster.Members[0]
-		scratchParent = filepath.Dir(m.DataDir)
-	}
-	scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-recover-")
+	// The checked source is kept (in the state dir) until the recovery is verified, so that a
+	// resumed run does not need the source again: a member source's data dir is quarantined by
+	// then.
+	src, cleanup, err := r.sourcePath(p)
 	if err != nil {
-		return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
+		return err
 	}
-	defer os.RemoveAll(scratch)
-	src := filepath.Join(scratch, "snapshot.db")
-	// The source is checked completely once, here (a backup by every check of snapshot verify,
-	// a member database by its SHA-256 against the plan and bbolt's check), so the restores
-	// below need not hash it again, three times over.
-	const skipHash = true
+	defer cleanup()
+	const skipHash = true // the source is checked completely once, when fetched
 	if err := st.do("fetch source", "", func() (string, error) {
-		if p.Source.Kind == SourceMember {
-			return r.copyMemberDB(ctx, p, src)
+		if sum, err := fileSHA256(ctx, src); err == nil && sum == p.Source.SHA256 {
+			if _, err := os.Stat(src + ".verified"); err == nil {
+				return "checked source kept from an earlier run of this plan", nil
+			}
 		}
-		return r.fetchBackup(ctx, p, src)
+		var note string
+		var err error
+		if p.Source.Kind == SourceMember {
+			note, err = r.copyMemberDB(ctx, p, src)
+		} else {
+			note, err = r.fetchBackup(ctx, p, src)
+		}
+		if err == nil {
+			err = os.WriteFile(src+".verified", []byte(p.ID+"\n"), 0o600)
+		}
+		return note, err
 	}); err != nil {
 		return err
 	}
@@ -503,8 +517,12 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 			members = append(members, m)
 		}
 	}
+	// Members already restored for this plan (an earlier, interrupted run) are not stopped.
 	if err := r.parallel(members, func(m Member) error {
-		return st.do("stop", m.Name, func() (string, error) { return "", r.controller(m).Stop(ctx) })
+		if done, _ := readMarker(m.DataDir); done == p.ID {
+			return nil
+		}
+		return st.do("stop", m.Name, func() (string, error) { return r.stopAndWait(ctx, m) })
 	}); err != nil {
 		return err
 	}
@@ -518,6 +536,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 			res, err := RestoreDataDir(DataDirOptions{
 				Snapshot: src, Name: m.Name, InitialCluster: p.Cluster.InitialCluster(), InitialClusterToken: p.Token,
 				PeerURLs: []string{m.PeerURL}, DataDir: m.DataDir, Bump: p.Bump, Quarantine: true, SkipHashCheck: skipHash, Now: r.now(),
+				Marker: func() error { return writeMarker(m.DataDir, p.ID) },
 			})
 			if res.Quarantined != "" {
 				mu.Lock()
@@ -531,7 +550,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 			if res.Quarantined != "" {
 				note = "old data dir moved to " + res.Quarantined
 			}
-			return note, writeMarker(m.DataDir, p.ID)
+			return note, nil
 		})
 	}); err != nil {
 		return err
@@ -547,6 +566,63 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 		return nil // the other members are applied elsewhere; quorum comes when they are
 	}
 	return st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) })
+}
+
+// sourcePath returns where the checked source snapshot is kept, and what removes it when the
+// recovery no longer needs it.
+func (r *Recoverer) sourcePath(p Plan) (string, func(), error) {
+	if r.StateDir != "" {
+		if err := os.MkdirAll(r.StateDir, 0o700); err != nil {
+			return "", nil, err
+		}
+		return filepath.Join(r.StateDir, "recovery-"+p.ID+"-source.db"), func() {}, nil
+	}
+	parent := r.WorkDir
+	if parent == "" {
+		parent = filepath.Dir(p.Cluster.Members[0].DataDir)
+	}
+	dir, err := os.MkdirTemp(parent, ".etcdguard-recover-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", parent, err)
+	}
+	return filepath.Join(dir, "snapshot.db"), func() { os.RemoveAll(dir) }, nil
+}
+
+// stopAndWait stops a member and waits until it has let go of its data dir (a kubelet stops a
+// static pod some time after its manifest moves) and its client port is closed.
+func (r *Recoverer) stopAndWait(ctx context.Context, m Member) (string, error) {
+	if err := r.controller(m).Stop(ctx); err != nil {
+		return "", err
+	}
+	db := filepath.Join(m.DataDir, "member", "snap", "db")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if !fileLocked(db) && r.etcdFor(m.ClientURL).Probe(ctx, m.ClientURL) != nil {
+			return "", nil
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("member %s still holds %s or answers 2 minutes after being stopped: stop it by hand, then run recover again", m.Name, db)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// fileLocked reports whether another process holds an flock on path (etcd holds its database's).
+func fileLocked(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }
 
 // copyMemberDB copies the source member's database, read-only, and checks it is the one the plan
@@ -728,6 +804,9 @@ func (r *Recoverer) markDone(p Plan) {
 	if r.StateDir == "" {
 		return
 	}
+	src := filepath.Join(r.StateDir, "recovery-"+p.ID+"-source.db")
+	_ = os.Remove(src) // a copy etcdguard made; the cluster now holds the data
+	_ = os.Remove(src + ".verified")
 	_ = os.Rename(r.statePath(p.ID), strings.TrimSuffix(r.statePath(p.ID), ".json")+".done.json")
 }
 

@@ -38,10 +38,14 @@ func (r *Recoverer) Verify(ctx context.Context, p Plan) (Verification, error) {
 	var v Verification
 	for {
 		v = r.verifyOnce(ctx, p)
-		if len(v.Problems) == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+		if len(v.Problems) == 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
 	if len(v.Problems) > 0 {
 		return v, fmt.Errorf("the recovered cluster failed its checks: %s", strings.Join(v.Problems, "; "))

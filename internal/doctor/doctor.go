@@ -1,0 +1,69 @@
+package doctor
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// DefaultRPO is the recovery point objective backups are checked against when none is given:
+// the every-30-minutes schedule operators adopt after losing hours of changes.
+const DefaultRPO = 30 * time.Minute
+
+// Options says what to check.
+type Options struct {
+	// Etcd is how to reach the members; with no endpoints, the online checks are skipped.
+	Etcd etcdx.Config
+	// DataDirs are checked offline (strictly read-only).
+	DataDirs []string
+	// Targets hold the backups; RPO is how old the newest may be.
+	Targets []repository.Target
+	RPO     time.Duration
+	// Timeout bounds the whole run; the checks run in parallel within it.
+	Timeout time.Duration
+	// Now is the clock; tests inject it.
+	Now func() time.Time
+}
+
+// Run runs every check that applies, in parallel, and returns the findings worst first.
+func Run(ctx context.Context, o Options) []Finding {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	if o.RPO == 0 {
+		o.RPO = DefaultRPO
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 20 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var all []Finding
+	add := func(fs []Finding) {
+		mu.Lock()
+		all = append(all, fs...)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	if len(o.Etcd.Endpoints) > 0 {
+		wg.Go(func() {
+			fs, statuses := checkMembers(ctx, o.Etcd)
+			add(fs)
+			add(checkHashKV(ctx, o.Etcd, statuses))
+		})
+	}
+	if len(o.DataDirs) > 0 {
+		wg.Go(func() { add(checkDataDirs(o.DataDirs)) })
+	}
+	if o.Targets != nil {
+		wg.Go(func() { add(checkBackups(ctx, o.Targets, o.RPO, now())) })
+	}
+	wg.Wait()
+	Sort(all)
+	return all
+}

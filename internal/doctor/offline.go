@@ -1,0 +1,177 @@
+package doctor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/datadir"
+	"github.com/etcdguard/etcdguard/internal/restore"
+)
+
+// checkDataDirs inspects data dirs offline (strictly read-only) and says, for each, whether
+// etcd starts on it as it is, repairs itself, or the member must be replaced or restored; across
+// several, which is freshest and whether an intact quorum exists.
+func checkDataDirs(dirs []string) []Finding {
+	var fs []Finding
+	type dirState struct {
+		dir string
+		rep datadir.Report
+	}
+	var states []dirState
+	for _, d := range dirs {
+		rep := datadir.Inspect(d)
+		states = append(states, dirState{d, rep})
+		fs = append(fs, dataDirFindings(d, rep)...)
+	}
+	if len(states) < 2 {
+		return fs
+	}
+	// Across the data dirs: freshest, and an intact quorum or not.
+	var ev []string
+	fresh, freshRev := "", int64(-1)
+	intact := 0
+	var as []restore.Assessment
+	var cluster restore.Cluster
+	for i, s := range states {
+		name := fmt.Sprintf("dir%d", i+1)
+		ev = append(ev, fmt.Sprintf("%s: %s, revision %d, consistent index %d, WAL last index %d",
+			s.dir, s.rep.Verdict(), s.rep.DB.Revision, s.rep.DB.ConsistentIndex, s.rep.WAL.LastIndex))
+		if s.rep.DB.OK && s.rep.DB.Revision > freshRev {
+			fresh, freshRev = s.dir, s.rep.DB.Revision
+		}
+		if s.rep.Intact() {
+			intact++
+		}
+		as = append(as, restore.Assessment{Name: name, OnlineErr: "offline", Disk: &restore.DiskState{
+			Verdict: string(s.rep.Verdict()), Intact: s.rep.Intact(), DBOK: s.rep.DB.OK, DBPath: s.rep.DB.Path,
+			DBRevision: s.rep.DB.Revision, DBModTime: s.rep.DB.ModTime,
+		}})
+		cluster.Members = append(cluster.Members, restore.Member{Name: name})
+	}
+	if fresh != "" {
+		ev = append(ev, fmt.Sprintf("freshest intact database: %s (revision %d)", fresh, freshRev))
+	}
+	q := len(states)/2 + 1
+	plan, err := restore.Decide(restore.DecideInputs{Cluster: cluster, Assessments: as, Now: time.Now()})
+	path := ""
+	if err == nil {
+		path = plan.Path
+	}
+	f := Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", len(states)), Evidence: ev}
+	switch {
+	case intact == len(states):
+		f.Severity = OK
+		f.Summary = fmt.Sprintf("all %d data dirs are intact: the members start as they are", intact)
+	case intact >= q:
+		f.Severity = Warning
+		f.Summary = fmt.Sprintf("%d of %d data dirs are intact: a quorum (%d) can start; recover path: %s", intact, len(states), q, path)
+		f.Next = "etcdguard recover --dry-run --config CONFIG (starts the intact members, replaces the others; nothing lost)"
+	case fresh != "":
+		f.Severity = Critical
+		f.Summary = fmt.Sprintf("only %d of %d data dirs are intact: no quorum (%d) can form; recover path: %s, from the freshest intact source", intact, len(states), q, path)
+		f.Next = "etcdguard recover --dry-run --config CONFIG (restores every member from " + fresh + " or a newer backup)"
+	default:
+		f.Severity = Critical
+		f.Summary = "no data dir has an intact database: recover path: restore from a backup"
+		f.Next = "etcdguard recover --dry-run --config CONFIG, with the backup targets configured"
+	}
+	return append(fs, f)
+}
+
+// dataDirFindings turns one data dir's inspection into findings.
+func dataDirFindings(dir string, rep datadir.Report) []Finding {
+	subj := dir
+	var fs []Finding
+	switch rep.Verdict() {
+	case datadir.VerdictMissing:
+		return []Finding{{Severity: Critical, Check: "data-dir", Subject: subj,
+			Summary: "no member data: the folder is missing or empty", Evidence: rep.Problems,
+			Next: "this member must be replaced (or the cluster restored): etcdguard recover --dry-run --config CONFIG"}}
+	case datadir.VerdictInUse:
+		return []Finding{{Severity: OK, Check: "data-dir", Subject: subj,
+			Summary: "a running etcd holds this data dir: the offline checks do not apply (the online ones do)"}}
+	}
+	fs = append(fs, layoutFindings(dir)...)
+	w := rep.WAL
+	switch {
+	case w.Corrupt:
+		fs = append(fs, Finding{Severity: Critical, Check: "wal", Subject: subj,
+			Summary:  "WAL corrupt in the middle of the log: etcd cannot repair this and refuses to start (walpb: crc mismatch) or loses the later records",
+			Evidence: append([]string{fmt.Sprintf("file %s, offset %d", w.CorruptFile, w.CorruptOffset), fmt.Sprintf("last readable index %d, term %d", w.LastIndex, w.LastTerm)}, rep.Problems...),
+			Next:     "replace this member (if the others have quorum) or restore: etcdguard recover --dry-run --config CONFIG"})
+	case w.TornTail:
+		fs = append(fs, Finding{Severity: Warning, Check: "wal", Subject: subj,
+			Summary:  fmt.Sprintf("WAL tail torn by the power loss: etcd repairs this itself on start, dropping %d bytes of the last, unfinished record", w.TornTailBytes),
+			Evidence: []string{fmt.Sprintf("last segment cut at offset %d; last whole entry: index %d, term %d", w.TornTailOffset, w.LastIndex, w.LastTerm)},
+			Next:     "start etcd on it as it is; it logs 'repairing' and 'repaired WAL' and starts"})
+	case w.OK:
+		fs = append(fs, Finding{Severity: OK, Check: "wal", Subject: subj,
+			Summary: fmt.Sprintf("WAL intact: %d segment(s), last index %d, term %d, commit %d", len(w.Segments), w.LastIndex, w.LastTerm, w.Commit)})
+	default:
+		fs = append(fs, Finding{Severity: Critical, Check: "wal", Subject: subj, Summary: "WAL unreadable: " + w.Err,
+			Next: "etcdguard recover --dry-run --config CONFIG"})
+	}
+	db := rep.DB
+	switch {
+	case !db.Present:
+		fs = append(fs, Finding{Severity: Critical, Check: "db", Subject: subj, Summary: "no database file (member/snap/db)",
+			Next: "etcdguard recover --dry-run --config CONFIG"})
+	case !db.OK:
+		ev := []string{db.Err}
+		if len(db.BadPages) > 0 {
+			ev = append(ev, fmt.Sprintf("damaged pages: %v", db.BadPages))
+		}
+		fs = append(fs, Finding{Severity: Critical, Check: "db", Subject: subj,
+			Summary: "database damaged: etcd crashes on it (bbolt: page assertion failed)", Evidence: ev,
+			Next: "replace this member (if the others have quorum) or restore: etcdguard recover --dry-run --config CONFIG"})
+	default:
+		fs = append(fs, Finding{Severity: OK, Check: "db", Subject: subj,
+			Summary: fmt.Sprintf("database passes bbolt's check: revision %d, consistent index %d, term %d", db.Revision, db.ConsistentIndex, db.Term)})
+	}
+	if rep.Snap.Err != "" {
+		fs = append(fs, Finding{Severity: Critical, Check: "snap", Subject: subj, Summary: rep.Snap.Err,
+			Next: "etcdguard recover --dry-run --config CONFIG"})
+	} else if rep.Snap.Newest != "" {
+		fs = append(fs, Finding{Severity: OK, Check: "snap", Subject: subj,
+			Summary: fmt.Sprintf("etcd would load snapshot %s (index %d, term %d)", rep.Snap.Newest, rep.Snap.NewestIndex, rep.Snap.NewestTerm)})
+	}
+	verdict := Finding{Severity: OK, Check: "verdict", Subject: subj}
+	switch rep.Verdict() {
+	case datadir.VerdictStarts:
+		verdict.Summary = "starts as is"
+	case datadir.VerdictSelfRepairs:
+		verdict.Severity, verdict.Summary = Warning, "starts and repairs itself (torn WAL tail)"
+	default:
+		verdict.Severity, verdict.Summary = Critical, "must be replaced (if the others have quorum) or restored"
+		verdict.Next = "etcdguard recover --dry-run --config CONFIG"
+	}
+	return append(fs, verdict)
+}
+
+// layoutFindings checks the folders and their permissions (etcd wants 0700 data dirs).
+func layoutFindings(dir string) []Finding {
+	var fs []Finding
+	for _, sub := range []string{"member", filepath.Join("member", "snap"), filepath.Join("member", "wal")} {
+		p := filepath.Join(dir, sub)
+		st, err := os.Stat(p)
+		if err != nil {
+			fs = append(fs, Finding{Severity: Critical, Check: "layout", Subject: dir, Summary: sub + " is missing: " + err.Error(),
+				Next: "etcdguard recover --dry-run --config CONFIG"})
+			continue
+		}
+		if sub == "member" {
+			if perm := st.Mode().Perm(); perm&0o077 != 0 {
+				fs = append(fs, Finding{Severity: Warning, Check: "layout", Subject: dir,
+					Summary: fmt.Sprintf("%s is readable by others (mode %#o): it holds every Kubernetes Secret", p, perm),
+					Next:    "chmod 700 " + p})
+			}
+		}
+	}
+	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
+		fs = append(fs, Finding{Severity: Warning, Check: "layout", Subject: dir,
+			Summary: fmt.Sprintf("data dir mode %#o: etcd wants 0700", st.Mode().Perm()), Next: "chmod 700 " + dir})
+	}
+	return fs
+}
