@@ -122,10 +122,48 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 		r.log().Warn("no backup could be read; only the members' own data can be used", "error", err)
 		return as, nil, nil, nil
 	}
+	// Only backups of this cluster count: the cluster id comes from the members that answer
+	// or from their WALs. Backups of another cluster (a test cluster sharing a bucket, an old
+	// cluster) are never candidates.
+	clusterID := ""
+	for _, a := range as {
+		if a.Disk != nil && a.Disk.ClusterID != 0 {
+			clusterID = fmt.Sprintf("%016x", a.Disk.ClusterID)
+		}
+	}
+	if clusterID == "" {
+		for _, m := range r.Cluster.Members {
+			for _, st := range r.etcdFor(m.ClientURL).Status(ctx, false) {
+				if st.Err == "" && st.ClusterID != 0 {
+					clusterID = fmt.Sprintf("%016x", st.ClusterID)
+				}
+			}
+			if clusterID != "" {
+				break
+			}
+		}
+	}
+	// A cluster restored earlier has a new id, and its older backups carry the old one: when no
+	// backup has this cluster's id, all are considered, and the plan (which the operator
+	// confirms) names the backup and its revision.
+	matching := 0
+	for _, e := range cat.Entries {
+		if e.Manifest.ClusterID == clusterID {
+			matching++
+		}
+	}
+	if clusterID != "" && matching == 0 && len(cat.Entries) > 0 {
+		r.log().Warn("no backup has this cluster's id; considering backups of other cluster ids (a restored cluster gets a new id)", "cluster", clusterID)
+		clusterID = ""
+	}
 	var newest *BackupInfo
 	var history []RevisionPoint
 	for i := len(cat.Entries) - 1; i >= 0; i-- {
 		m := cat.Entries[i].Manifest
+		if clusterID != "" && m.ClusterID != clusterID {
+			r.log().Warn("ignoring a backup of another cluster", "id", m.ID, "backup_cluster", m.ClusterID, "cluster", clusterID)
+			continue
+		}
 		history = append(history, RevisionPoint{Revision: m.Revision, At: m.Started})
 		if newest == nil {
 			newest = &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey}

@@ -85,7 +85,8 @@ func PreferredOrder(copies []Copy) []Copy {
 	return out
 }
 
-// Load opens every target and reads its manifests, merging backups by id, oldest first. A
+// Load opens every target and reads its manifests, merging backups by id, oldest first (by the
+// time each snapshot was taken). A
 // target that cannot be read is recorded in Unreadable, not fatal.
 func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 	c := &Catalog{Unreadable: map[string]string{}}
@@ -135,10 +136,18 @@ func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 			e.Copies = append(e.Copies, Copy{Repo: l.repo, Manifest: m})
 		}
 	}
-	sort.Strings(ids)
 	for _, id := range ids {
 		c.Entries = append(c.Entries, *byID[id])
 	}
+	// Oldest first by the time the snapshot was taken: ids sort by second only, and two backups
+	// can start within one second.
+	sort.SliceStable(c.Entries, func(i, j int) bool {
+		a, b := c.Entries[i].Manifest, c.Entries[j].Manifest
+		if !a.Started.Equal(b.Started) {
+			return a.Started.Before(b.Started)
+		}
+		return a.ID < b.ID
+	})
 	if len(c.Entries) == 0 && len(c.Unreadable) == len(targets) && len(targets) > 0 {
 		var errs []error
 		for _, l := range out {

@@ -1,0 +1,131 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/etcdguard/etcdguard/internal/certs"
+	"github.com/etcdguard/etcdguard/internal/doctor"
+)
+
+type certsOptions struct {
+	pkiDirs []string
+	days    int
+}
+
+func newCertsCommand(env Env, g *globalOptions) *cobra.Command {
+	o := &certsOptions{}
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Check and renew the certificates of etcd and Kubernetes",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.PersistentFlags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "PKI folder (repeatable; default /etc/kubernetes/pki when present)")
+
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "List every certificate with its subject, SANs, issuer, validity and days left",
+		Long: `List every certificate in the PKI folders (default /etc/kubernetes/pki, which holds etcd's in etcd/),
+like 'kubeadm certs check-expiration': subject, SANs, issuer, not-before, not-after and days left.
+A certificate within 30 days of its expiry is a warning; an expired or not yet valid one is
+critical (a "not yet valid" certificate after a power cut usually means the clock was reset).`,
+		Example: `  etcdguard certs check
+  etcdguard certs check --pki-dir /etc/kubernetes/pki/etcd -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.resolve(env)
+			if err != nil {
+				return err
+			}
+			dirs, err := o.dirs()
+			if err != nil {
+				return err
+			}
+			list, err := certs.Scan(dirs, env.Now())
+			if err != nil {
+				return err
+			}
+			if s.output == "json" {
+				if err := writeJSON(env.Stdout, map[string]any{"certificates": list}); err != nil {
+					return err
+				}
+			} else {
+				t := newTable(env.Stdout, "CERTIFICATE", "SUBJECT", "SANS", "ISSUER", "NOT BEFORE", "NOT AFTER", "DAYS LEFT", "STATE")
+				for _, c := range list {
+					t.row(c.Path, c.Subject, strings.Join(c.SANs, ","), c.Issuer, c.NotBefore.UTC().Format("2006-01-02"), c.NotAfter.UTC().Format("2006-01-02"),
+						fmt.Sprint(c.DaysLeft), c.State)
+				}
+				if err := t.flush(); err != nil {
+					return err
+				}
+			}
+			var fs []doctor.Finding
+			for _, c := range list {
+				switch c.State {
+				case certs.StateExpired, certs.StateNotYetValid:
+					fs = append(fs, doctor.Finding{Severity: doctor.Critical, Check: "certificate", Subject: c.Path})
+				case certs.StateExpiring:
+					fs = append(fs, doctor.Finding{Severity: doctor.Warning, Check: "certificate", Subject: c.Path})
+				}
+			}
+			if len(fs) > 0 && s.output == "table" {
+				fmt.Fprintln(env.Stdout, "renew etcd's certificates with: etcdguard certs renew --pki-dir /etc/kubernetes/pki/etcd (or kubeadm certs renew)")
+			}
+			return doctor.Err(fs)
+		},
+	}
+
+	renew := &cobra.Command{
+		Use:   "renew --pki-dir DIR",
+		Short: "Re-issue etcd's server, peer and client certificates from the CA key, keeping the old files",
+		Long: `Re-issue, from the CA in DIR (ca.crt and ca.key, or ca.pem and ca-key.pem), every certificate in
+DIR and in its parent folder that this CA signed: on kubeadm, /etc/kubernetes/pki/etcd holds the
+etcd server, peer and healthcheck-client certificates and its parent the apiserver-etcd-client
+one. Subject, SANs, usages and keys are kept; the new certificates are valid for --days. Each
+old certificate is kept beside it as NAME.old-TIME. Refused if the CA itself is expired or not
+yet valid. Restart etcd (and kube-apiserver) afterwards so they present the new certificates.`,
+		Example: `  etcdguard certs renew --pki-dir /etc/kubernetes/pki/etcd`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.resolve(env)
+			if err != nil {
+				return err
+			}
+			if len(o.pkiDirs) != 1 {
+				return fmt.Errorf("%w: give one --pki-dir, the folder of etcd's CA (kubeadm: /etc/kubernetes/pki/etcd)", ErrUsage)
+			}
+			renewed, err := certs.Renew(o.pkiDirs[0], env.Now(), time.Duration(o.days)*24*time.Hour)
+			if s.output == "json" {
+				if jerr := writeJSON(env.Stdout, map[string]any{"renewed": renewed}); jerr != nil {
+					return jerr
+				}
+			} else {
+				for _, r := range renewed {
+					fmt.Fprintf(env.Stdout, "renewed %s (%s) until %s; the old one is kept at %s\n", r.Path, r.Subject, r.NotAfter.UTC().Format("2006-01-02"), r.Old)
+				}
+				if err == nil {
+					fmt.Fprintln(env.Stdout, "next: restart each etcd member, one at a time, then kube-apiserver")
+				}
+			}
+			return err
+		},
+	}
+	renew.Flags().IntVar(&o.days, "days", 365, "validity of the new certificates, in days (at most until the CA expires)")
+	cmd.AddCommand(check, renew)
+	return cmd
+}
+
+func (o *certsOptions) dirs() ([]string, error) {
+	if len(o.pkiDirs) > 0 {
+		return o.pkiDirs, nil
+	}
+	if st, err := os.Stat("/etc/kubernetes/pki"); err == nil && st.IsDir() {
+		return []string{"/etc/kubernetes/pki"}, nil
+	}
+	return nil, fmt.Errorf("%w: no /etc/kubernetes/pki here: give --pki-dir", ErrUsage)
+}
