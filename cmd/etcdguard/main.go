@@ -79,6 +79,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	return runAt(args, stdout, stderr, time.Now)
+}
+
+// runAt is run with a clock: tests inject one to play clock skew and clock resets.
+func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	isTTY := false
@@ -86,7 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		isTTY = term.IsTerminal(int(f.Fd()))
 	}
 	root := cli.NewRootCommand(cli.Env{
-		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: time.Now,
+		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: now,
 		ExitCodes: exitCodeHelp(),
 	})
 	root.SetArgs(args)

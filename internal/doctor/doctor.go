@@ -54,7 +54,11 @@ func Run(ctx context.Context, o Options) []Finding {
 		wg.Go(func() {
 			fs, statuses := checkMembers(ctx, o.Etcd)
 			add(fs)
-			add(checkHashKV(ctx, o.Etcd, statuses))
+			var inner sync.WaitGroup
+			inner.Go(func() { add(checkHashKV(ctx, o.Etcd, statuses)) })
+			inner.Go(func() { add(checkClocks(ctx, o.Etcd, statuses, o.Targets, now)) })
+			inner.Go(func() { add(checkDisks(ctx, o.Etcd, statuses)) })
+			inner.Wait()
 		})
 	}
 	if len(o.DataDirs) > 0 {

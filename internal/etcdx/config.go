@@ -94,6 +94,9 @@ func (c Config) TLS() (*tls.Config, error) {
 	}
 	if c.Cert != "" {
 		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		if err != nil && strings.Contains(err.Error(), "does not match") {
+			return nil, fmt.Errorf("%w: the key --key %s does not belong to the client certificate --cert %s: give the key file issued with that certificate", ErrUnavailable, c.Key, c.Cert)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: load client certificate --cert %s with --key %s: %w", ErrUnavailable, c.Cert, c.Key, err)
 		}

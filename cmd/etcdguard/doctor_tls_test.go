@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/testenv"
+)
+
+// doctorAt runs doctor with an injected clock.
+func doctorAt(t *testing.T, now func() time.Time, wantCode int, args ...string) doctorOut {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runAt(append([]string{"doctor", "-o", "json"}, args...), &out, &errb, now)
+	logs.Write(errb.Bytes())
+	t.Logf("doctor %v -> %d\n%s\n%s", args, code, out.String(), errb.String())
+	require.Equal(t, wantCode, code, errb.String())
+	var d doctorOut
+	require.NoError(t, json.Unmarshal(out.Bytes(), &d))
+	return d
+}
+
+// reissueServer replaces a member's server certificate with one for other names, signed by the
+// cluster's CA (etcd reads its certificate files on every handshake).
+func reissueServer(t *testing.T, c *testcluster.Cluster, m *testcluster.Member, dnsNames []string) {
+	t.Helper()
+	pki := filepath.Dir(c.CAFile)
+	caPEM, err := os.ReadFile(c.CAFile)
+	require.NoError(t, err)
+	block, _ := pem.Decode(caPEM)
+	ca, err := x509.ParseCertificate(block.Bytes)
+	require.NoError(t, err)
+	keyPEM, err := os.ReadFile(filepath.Join(pki, "ca-key.pem"))
+	require.NoError(t, err)
+	kb, _ := pem.Decode(keyPEM)
+	caKeyAny, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		caKeyAny, err = x509.ParseECPrivateKey(kb.Bytes)
+	}
+	require.NoError(t, err)
+	memberKeyPEM, err := os.ReadFile(filepath.Join(pki, m.Name+"-key.pem"))
+	require.NoError(t, err)
+	mk, _ := pem.Decode(memberKeyPEM)
+	memberKey, err := x509.ParsePKCS8PrivateKey(mk.Bytes)
+	if err != nil {
+		memberKey, err = x509.ParseECPrivateKey(mk.Bytes)
+	}
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: m.Name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: dnsNames,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, memberKey.(*ecdsa.PrivateKey).Public(), caKeyAny)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(pki, m.Name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+}
+
+// TestDoctorTLSAndClocks names each certificate problem separately, and finds clock skew and a
+// clock reset through an injected clock (libfaketime does not reach Go programs).
+func TestDoctorTLSAndClocks(t *testing.T) {
+	c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 1, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")}, Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	ep := c.Endpoints()[0]
+	now := time.Now()
+	other, err := testcluster.NewPKI(filepath.Join(t.TempDir(), "other"))
+	require.NoError(t, err)
+	future, futureKey, err := c.PKI.IssueClient("future-client", now.Add(48*time.Hour), now.Add(400*24*time.Hour))
+	require.NoError(t, err)
+	m1 := c.Members()[0]
+
+	cases := []struct {
+		name    string
+		args    []string
+		setup   func(t *testing.T)
+		summary string
+		next    string
+	}{
+		{"client certificate not yet valid", []string{"--cacert", c.CAFile, "--cert", future, "--key", futureKey}, nil,
+			"is not valid until " + now.Add(48*time.Hour).UTC().Format("2006-01-02"), "fix the clock"},
+		{"server certificate signed by another CA", []string{"--cacert", other.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile}, nil,
+			"does not trust", "--cacert"},
+		{"key does not match the certificate", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", filepath.Join(filepath.Dir(c.CAFile), m1.Name+"-key.pem")}, nil,
+			"does not belong to the client certificate", "etcdctl"},
+		{"SAN does not cover the address dialled", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
+			func(t *testing.T) { reissueServer(t, c, m1, []string{"etcd.example"}) },
+			"does not cover the address dialled (127.0.0.1; it covers etcd.example)", "re-issue"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil {
+				tc.setup(t)
+			}
+			out := doctorAt(t, time.Now, 11, append([]string{"--endpoints", ep}, tc.args...)...)
+			sev, summary, next, _ := out.find(t, "endpoint", "")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, summary, tc.summary)
+			require.Contains(t, next, tc.next)
+		})
+	}
+}
+
+// TestDoctorClockSkew: this host's clock 10 minutes ahead of the member's, then reset years back
+// (as after a power cut without an RTC battery): both are named, with the dates.
+func TestDoctorClockSkew(t *testing.T) {
+	c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 1, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")}, Dir: t.TempDir()})
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	ahead := func() time.Time { return time.Now().Add(10 * time.Minute) }
+	out := doctorAt(t, ahead, 11, tlsFlags(c)...)
+	sev, summary, next, evidence := out.find(t, "clock", "behind this host's")
+	require.Equal(t, "critical", sev)
+	require.Regexp(t, `^clock (9m59s|10m[0-2]s) behind`, summary, "the Date header has a one-second resolution")
+	require.Contains(t, next, "timedatectl")
+	require.NotEmpty(t, evidence)
+
+	reset := func() time.Time { return time.Now().AddDate(-3, 0, 0) }
+	out = doctorAt(t, reset, 11, tlsFlags(c)...)
+	sev, summary, next, _ = out.find(t, "endpoint", "the clock is probably wrong")
+	require.Equal(t, "critical", sev)
+	require.Contains(t, summary, "is not valid until")
+	require.Contains(t, next, "fix the clock")
+
+	out = doctorAt(t, time.Now, 10, tlsFlags(c)...)
+	sev, _, _, _ = out.find(t, "clock", "")
+	require.Equal(t, "ok", sev)
+	sev, summary, _, _ = out.find(t, "disk", "WAL fsync")
+	require.Contains(t, []string{"ok", "warning"}, sev)
+	require.Contains(t, summary, "p99")
+}
