@@ -122,12 +122,33 @@ func load(b *testing.B, c *testcluster.Cluster, mib int) {
 // every 5 ms; the page cache of files it maps or writes does not count).
 func timed(b *testing.B, name string, args ...string) (time.Duration, int64, string) {
 	b.Helper()
+	d, peak, out, err := run(name, args...)
+	if err != nil {
+		b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return d, peak, out
+}
+
+// timedAllowFail is timed for commands whose non-zero exit is expected (doctor reports
+// problems through its exit code).
+func timedAllowFail(b *testing.B, name string, args ...string) (time.Duration, int64, string) {
+	b.Helper()
+	d, peak, out, _ := run(name, args...)
+	return d, peak, out
+}
+
+func execCommand(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	return string(out), err
+}
+
+func run(name string, args ...string) (time.Duration, int64, string, error) {
 	cmd := exec.Command(name, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+		return 0, 0, "", err
 	}
 	var peak int64
 	done := make(chan struct{})
@@ -151,10 +172,7 @@ func timed(b *testing.B, name string, args ...string) (time.Duration, int64, str
 	d := time.Since(start)
 	close(done)
 	<-sampled
-	if err != nil {
-		b.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
-	}
-	return d, peak, out.String()
+	return d, peak, out.String(), err
 }
 
 func rssAnon(pid int) int64 {
