@@ -32,6 +32,7 @@ func TestDemo(t *testing.T) {
 		"etcd trailer ok",
 		"POWER CUT",
 		"recovery plan",
+		"path START",
 		"verified: 3 members healthy",
 		"acknowledged writes lost: ",
 	} {

@@ -15,6 +15,10 @@ type Member struct {
 	PeerURL   string `yaml:"peer-url" json:"peer_url"`
 	ClientURL string `yaml:"client-url" json:"client_url"`
 	DataDir   string `yaml:"data-dir" json:"data_dir"`
+	// Host is the host name of the machine the member runs on. When it is set and is not this
+	// machine, the member's data dir is not read from here: a plan made on another host cannot
+	// see it, and never treats it as lost.
+	Host string `yaml:"host,omitempty" json:"host,omitempty"`
 	// SystemdUnit is the member's unit, such as etcd.service.
 	SystemdUnit string `yaml:"systemd-unit,omitempty" json:"systemd_unit,omitempty"`
 	// StaticPodManifest is the member's kubeadm static-pod manifest, such as
@@ -65,10 +69,10 @@ func (c Cluster) Validate() error {
 		if !filepath.IsAbs(m.DataDir) {
 			return fmt.Errorf("member %s: data-dir %q must be an absolute path", m.Name, m.DataDir)
 		}
-		if dirs[m.DataDir] {
-			return fmt.Errorf("member %s: data-dir %s is used twice", m.Name, m.DataDir)
+		if dirs[m.Host+":"+m.DataDir] {
+			return fmt.Errorf("member %s: data-dir %s is used twice on one host (give each member its host)", m.Name, m.DataDir)
 		}
-		dirs[m.DataDir] = true
+		dirs[m.Host+":"+m.DataDir] = true
 		ways := 0
 		if m.SystemdUnit != "" {
 			ways++
@@ -113,7 +117,7 @@ func (c Cluster) InitialCluster() string {
 func (c Cluster) Quorum() int { return len(c.Members)/2 + 1 }
 
 // memberKeys are the keys of a --member flag value.
-var memberKeys = []string{"name", "peer-url", "client-url", "data-dir", "systemd-unit", "static-pod-manifest", "start-command", "stop-command"}
+var memberKeys = []string{"name", "peer-url", "client-url", "data-dir", "host", "systemd-unit", "static-pod-manifest", "start-command", "stop-command"}
 
 // ParseMemberFlag reads a --member value: comma-separated key=value pairs with the keys of
 // Member's YAML names. A value may itself hold commas (a shell command): a comma starts a new
@@ -145,6 +149,8 @@ func ParseMemberFlag(v string) (Member, error) {
 			m.ClientURL = val
 		case "data-dir":
 			m.DataDir = val
+		case "host":
+			m.Host = val
 		case "systemd-unit":
 			m.SystemdUnit = val
 		case "static-pod-manifest":

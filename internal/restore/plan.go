@@ -219,6 +219,8 @@ func Decide(in DecideInputs) (Plan, error) {
 			return p, fmt.Errorf("%w: member %s answers with a leader, yet no quorum is reachable from here: check the network from this host to every member before restoring anything", ErrUnsafe, a.Name)
 		case a.Disk != nil && a.Disk.Verdict == "in-use":
 			return p, fmt.Errorf("%w: member %s runs without quorum and holds its data dir, which may hold the newest data: stop it (etcd only, not the host) and run recover again so its data can be read", ErrUnsafe, a.Name)
+		case a.Disk == nil:
+			return p, fmt.Errorf("%w: the data of member %s could not be read from here (%s), and it may be the newest: run etcdguard doctor --offline --data-dir DIR on its host; run recover where every down member's data dir can be read", ErrUnsafe, a.Name, a.OnlineErr)
 		}
 	}
 

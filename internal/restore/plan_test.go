@@ -52,6 +52,7 @@ func TestDecide(t *testing.T) {
 		{"no quorum, no member database: the backup", []Assessment{disk("m1", "damaged", false, false, 1000), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 100, ""},
 		{"equal revisions: the verified backup", []Assessment{disk("m1", "damaged", false, true, 900), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 0, ""},
 		{"nothing to restore from", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, nil, "", nil, "", 0, "no intact source"},
+		{"a member's data is on another host: no restore over it", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", OnlineErr: "connection refused; its data dir is on host cp3"}}, backup, "", nil, "", 0, "could not be read from here"},
 		{"a member runs without quorum: no restore over it", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", Disk: &DiskState{Verdict: "in-use", Intact: true}}}, backup, "", nil, "", 0, "runs without quorum"},
 		{"a member answers with a leader, the others unusable: no restore", []Assessment{online("m1", 5000), disk("m2", "damaged", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, "", nil, "", 0, "answers with a leader"},
 	}

@@ -98,7 +98,11 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 	if err := r.checkMembership(as); err != nil {
 		return as, nil, nil, err
 	}
+	host, _ := os.Hostname()
 	for _, m := range r.Cluster.Members {
+		if m.Host != "" && m.Host != host {
+			continue
+		}
 		if _, err := os.Stat(filepath.Dir(m.DataDir)); err != nil {
 			return as, nil, nil, fmt.Errorf("%w: member %s: the folder of data-dir %s does not exist (%v): check the data-dir in the cluster description", ErrPlanMismatch, m.Name, m.DataDir, err)
 		}
@@ -197,6 +201,10 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		if a.OnlineErr == "" {
 			a.OnlineErr = "answers but has no leader or raised an alarm"
 		}
+	}
+	if host, _ := os.Hostname(); m.Host != "" && m.Host != host {
+		a.OnlineErr += fmt.Sprintf("; its data dir is on host %s, not readable from %s", m.Host, host)
+		return a // Disk stays nil: unknown, never taken for lost
 	}
 	rep := datadir.Inspect(m.DataDir)
 	a.Disk = &DiskState{
