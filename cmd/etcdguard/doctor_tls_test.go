@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -35,7 +36,7 @@ func doctorAt(t *testing.T, now func() time.Time, wantCode int, args ...string) 
 
 // reissueServer replaces a member's server certificate with one for other names, signed by the
 // cluster's CA (etcd reads its certificate files on every handshake).
-func reissueServer(t *testing.T, c *testcluster.Cluster, m *testcluster.Member, dnsNames []string) {
+func reissueServer(t *testing.T, c *testcluster.Cluster, m *testcluster.Member, dnsNames []string, usages ...x509.ExtKeyUsage) {
 	t.Helper()
 	pki := filepath.Dir(c.CAFile)
 	caPEM, err := os.ReadFile(c.CAFile)
@@ -62,6 +63,17 @@ func reissueServer(t *testing.T, c *testcluster.Cluster, m *testcluster.Member, 
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: m.Name},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), DNSNames: dnsNames,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	if len(usages) > 0 {
+		tmpl.ExtKeyUsage = usages
+	}
+	tmpl.DNSNames = nil
+	for _, n := range dnsNames {
+		if ip := net.ParseIP(n); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, n)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, memberKey.(*ecdsa.PrivateKey).Public(), caKeyAny)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(pki, m.Name+".pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
@@ -97,6 +109,11 @@ func TestDoctorTLSAndClocks(t *testing.T) {
 		{"SAN does not cover the address dialled", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
 			func(t *testing.T) { reissueServer(t, c, m1, []string{"etcd.example"}) },
 			"does not cover the address dialled (127.0.0.1; it covers etcd.example)", "re-issue"},
+		{"certificate not for server authentication", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
+			func(t *testing.T) {
+				reissueServer(t, c, m1, []string{"localhost", "127.0.0.1"}, x509.ExtKeyUsageClientAuth)
+			},
+			"is not for server authentication", "serverAuth"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -131,6 +148,11 @@ func TestDoctorClockSkew(t *testing.T) {
 	sev, summary, next, _ = out.find(t, "endpoint", "the clock is probably wrong")
 	require.Equal(t, "critical", sev)
 	require.Contains(t, summary, "is not valid until")
+	require.Contains(t, next, "fix the clock")
+	// Every certificate of the PKI folder, checked against the clock.
+	out = doctorAt(t, reset, 11, append(tlsFlags(c), "--pki-dir", filepath.Dir(c.CAFile))...)
+	sev, _, next, _ = out.find(t, "certificate", "not valid yet")
+	require.Equal(t, "critical", sev)
 	require.Contains(t, next, "fix the clock")
 
 	out = doctorAt(t, time.Now, 10, tlsFlags(c)...)

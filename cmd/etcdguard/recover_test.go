@@ -398,6 +398,7 @@ func TestRecoverBadInput(t *testing.T) {
 				{"peer URLs that disagree with the data dirs", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
 					return strings.Replace(s, "peer-url="+m2.PeerURL, "peer-url=https://127.0.0.1:1", 1)
 				})...), 9, "records the members' peer URLs as"},
+				{"--lost names no member", append([]string{"recover", "--yes", "--lost", "m9"}, e.flags()...), 9, `--lost "m9": no member has that name`},
 				{"member without a way to start it", []string{"recover", "--yes", "--member", "name=m1,peer-url=https://127.0.0.1:1,client-url=https://127.0.0.1:2,data-dir=/tmp/m1"}, 2, "exactly one of systemd-unit"},
 			}
 			for _, tc := range cases {

@@ -14,6 +14,7 @@ import (
 
 type doctorOptions struct {
 	dataDirs []string
+	pkiDirs  []string
 	rpo      time.Duration
 	timeout  time.Duration
 	offline  bool
@@ -47,7 +48,7 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 			if err != nil {
 				return err
 			}
-			opts := doctor.Options{DataDirs: o.dataDirs, RPO: o.rpo, Timeout: o.timeout, Now: env.Now}
+			opts := doctor.Options{DataDirs: o.dataDirs, PKIDirs: o.pkiDirs, RPO: o.rpo, Timeout: o.timeout, Now: env.Now}
 			endpointsGiven := g.flags.Changed("endpoints") || env.Getenv("ETCDCTL_ENDPOINTS") != "" || (s.cfg.Targets != nil || len(s.cfg.Cluster.Members) > 0)
 			online := !o.offline && (len(o.dataDirs) == 0 || endpointsGiven)
 			if online {
@@ -69,6 +70,7 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 		},
 	}
 	cmd.Flags().StringArrayVar(&o.dataDirs, "data-dir", nil, "a member's data dir to check offline, read-only (repeatable)")
+	cmd.Flags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "a PKI folder whose certificates are checked against the clock (repeatable), such as /etc/kubernetes/pki")
 	cmd.Flags().DurationVar(&o.rpo, "rpo", doctor.DefaultRPO, "how old the newest backup may be")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "bound on the whole run")
 	cmd.Flags().BoolVar(&o.offline, "offline", false, "skip the online checks")

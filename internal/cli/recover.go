@@ -18,6 +18,7 @@ var errNotConfirmed = errors.New("not confirmed: nothing was changed")
 
 type recoverOptions struct {
 	members          []string
+	lost             []string
 	stopControlPlane bool
 	yes              bool
 	dryRun           bool
@@ -126,6 +127,7 @@ until the recovery is verified. For members on several hosts, make the plan on o
 
 func (o *recoverOptions) flags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringArrayVar(&o.members, "member", nil, "a member: name=,peer-url=,client-url=,data-dir= and one of systemd-unit=, static-pod-manifest=, or start-command= and stop-command= (repeatable; replaces cluster.members of --config); for 'recover apply', a member name")
+	cmd.PersistentFlags().StringArrayVar(&o.lost, "lost", nil, "declare a member's data lost (checked with doctor on its host): it is not read, and a restore may replace it (repeatable)")
 	cmd.PersistentFlags().BoolVar(&o.noBump, "no-bump", false, "restore without raising revisions (not Kubernetes-safe)")
 	cmd.PersistentFlags().StringVar(&o.stateDir, "state-dir", "", "where recovery plans are kept until finished (default /var/lib/etcdguard)")
 	cmd.PersistentFlags().BoolVar(&o.stopControlPlane, "stop-control-plane", false, "on a restore, move cluster.control-plane-manifests (kube-apiserver, controller-manager, scheduler static pods) out of the kubelet's folder first and back once etcd is verified")
@@ -163,7 +165,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 	}
 	r := &restore.Recoverer{
 		Etcd: s.etcd, Cluster: cluster, Targets: s.cfg.Targets, Identities: ids,
-		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane,
+		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane, Lost: o.lost,
 		Logger: s.logger, Now: env.Now,
 	}
 	return s, r, nil
@@ -377,5 +379,6 @@ func recoverOptionsOf(cmd *cobra.Command) *recoverOptions {
 	o.noBump, _ = f.GetBool("no-bump")
 	o.stateDir, _ = f.GetString("state-dir")
 	o.stopControlPlane, _ = f.GetBool("stop-control-plane")
+	o.lost, _ = f.GetStringArray("lost")
 	return o
 }

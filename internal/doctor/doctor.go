@@ -22,6 +22,8 @@ type Options struct {
 	// Targets hold the backups; RPO is how old the newest may be.
 	Targets []repository.Target
 	RPO     time.Duration
+	// PKIDirs are folders whose certificates are checked against the clock.
+	PKIDirs []string
 	// Timeout bounds the whole run; the checks run in parallel within it.
 	Timeout time.Duration
 	// Now is the clock; tests inject it.
@@ -63,6 +65,9 @@ func Run(ctx context.Context, o Options) []Finding {
 	}
 	if len(o.DataDirs) > 0 {
 		wg.Go(func() { add(checkDataDirs(o.DataDirs)) })
+	}
+	if len(o.PKIDirs) > 0 {
+		wg.Go(func() { add(checkCerts(o.PKIDirs, now())) })
 	}
 	if o.Targets != nil {
 		wg.Go(func() { add(checkBackups(ctx, o.Targets, o.RPO, now())) })

@@ -194,6 +194,8 @@ func endpointFinding(st etcdx.MemberStatus) Finding {
 		f.Next = "fix the clock (timedatectl, chronyc tracking), then try again"
 	case strings.Contains(e, "does not trust"):
 		f.Next = "pass etcd's CA: --cacert /etc/kubernetes/pki/etcd/ca.crt"
+	case strings.Contains(e, "not for server authentication"):
+		f.Next = "re-issue the member's server certificate with the serverAuth usage (kubeadm certs renew etcd-server), then restart etcd"
 	case strings.Contains(e, "does not cover the address"):
 		f.Next = "use an endpoint address listed in the certificate, or re-issue the certificate with that address"
 	case strings.Contains(e, "rejected the client certificate"), strings.Contains(e, "requires a client certificate"):

@@ -122,6 +122,8 @@ func (c Config) explainServerCert(endpoint string, leaf *x509.Certificate, err e
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired && leaf != nil:
 		return fmt.Errorf("%s: the member's server certificate (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
 			endpoint, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage && leaf != nil:
+		return fmt.Errorf("%s: the member's certificate (subject %q) is not for server authentication (its extended key usage lacks serverAuth): re-issue it with serverAuth (kubeadm: kubeadm certs renew etcd-server)", endpoint, leaf.Subject.CommonName)
 	case errors.As(err, &unknown):
 		issuer := ""
 		if leaf != nil {

@@ -220,7 +220,7 @@ func Decide(in DecideInputs) (Plan, error) {
 		case a.Disk != nil && a.Disk.Verdict == "in-use":
 			return p, fmt.Errorf("%w: member %s runs without quorum and holds its data dir, which may hold the newest data: stop it (etcd only, not the host) and run recover again so its data can be read", ErrUnsafe, a.Name)
 		case a.Disk == nil:
-			return p, fmt.Errorf("%w: the data of member %s could not be read from here (%s), and it may be the newest: run etcdguard doctor --offline --data-dir DIR on its host; run recover where every down member's data dir can be read", ErrUnsafe, a.Name, a.OnlineErr)
+			return p, fmt.Errorf("%w: the data of member %s could not be read from here (%s), and it may be the newest: run etcdguard doctor --offline --data-dir DIR on its host, then run recover where every down member's data dir can be read, or declare its data lost with --lost %s", ErrUnsafe, a.Name, a.OnlineErr, a.Name)
 		}
 	}
 

@@ -45,6 +45,9 @@ type Recoverer struct {
 	WorkDir string
 	// NoBump restores without raising revisions.
 	NoBump bool
+	// Lost names members whose data the operator declares lost (checked with doctor on their
+	// own hosts): they are neither read nor waited for, and a restore may replace them.
+	Lost []string
 	// StopControlPlane moves the Cluster's ControlPlaneManifests out of the kubelet's folder
 	// before a restore and back after it is verified, so that no kube-apiserver serves or caches
 	// data while etcd is replaced under it.
@@ -88,6 +91,11 @@ func (r *Recoverer) etcdFor(urls ...string) etcdx.Config {
 func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []RevisionPoint, error) {
 	if err := r.Cluster.Validate(); err != nil {
 		return nil, nil, nil, err
+	}
+	for _, n := range r.Lost {
+		if _, ok := r.Cluster.Member(n); !ok {
+			return nil, nil, nil, fmt.Errorf("%w: --lost %q: no member has that name (members: %s)", ErrPlanMismatch, n, memberNames(r.Cluster))
+		}
 	}
 	as := make([]Assessment, len(r.Cluster.Members))
 	var wg sync.WaitGroup
@@ -201,6 +209,10 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		if a.OnlineErr == "" {
 			a.OnlineErr = "answers but has no leader or raised an alarm"
 		}
+	}
+	if containsString(r.Lost, m.Name) {
+		a.Disk = &DiskState{Verdict: "declared lost", Problems: []string{"declared lost by the operator (--lost)"}}
+		return a
 	}
 	if host, _ := os.Hostname(); m.Host != "" && m.Host != host {
 		a.OnlineErr += fmt.Sprintf("; its data dir is on host %s, not readable from %s", m.Host, host)
