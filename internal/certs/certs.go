@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 )
 
 // WarnDays is how close to its expiry a certificate gets a warning, as kubeadm warns.
@@ -272,24 +274,11 @@ func copyFile(src, dst string) error {
 }
 
 func writeAtomic(path string, data []byte) error {
-	st, err := os.Stat(path)
 	mode := os.FileMode(0o600)
-	if err == nil {
+	if st, err := os.Stat(path); err == nil {
 		mode = st.Mode().Perm()
 	}
-	tmp := path + ".etcdguard-tmp"
-	if err := writeFileMode(tmp, data, mode); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, data, mode)
 }
 
 func writeFileMode(path string, data []byte, mode os.FileMode) error {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
+
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"go.uber.org/zap"
 )
 
@@ -125,7 +127,7 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if err := os.Rename(staging, dataDir); err != nil {
 		return res, fmt.Errorf("move the restored member into place at %s (it is complete in %s): %w", dataDir, staging, err)
 	}
-	if err := syncDir(parent); err != nil {
+	if err := atomicfile.SyncDir(parent); err != nil {
 		return res, err
 	}
 	res.Elapsed = time.Since(start)
@@ -146,7 +148,7 @@ func Quarantine(dir string, now time.Time) (string, error) {
 	if err := os.Rename(dir, dst); err != nil {
 		return "", fmt.Errorf("move %s aside to %s: %w", dir, dst, err)
 	}
-	if err := syncDir(filepath.Dir(dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(dir)); err != nil {
 		return dst, err
 	}
 	return dst, nil
@@ -161,18 +163,6 @@ func isEmptyOrAbsent(dir string) (bool, error) {
 		return false, fmt.Errorf("read data dir %s: %w", dir, err)
 	}
 	return len(entries) == 0, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 func randomHex() string {

@@ -20,6 +20,7 @@ import (
 	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/datadir"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -811,14 +812,7 @@ func markerPath(dataDir string) string {
 }
 
 func writeMarker(dataDir, planID string) error {
-	tmp := markerPath(dataDir) + ".tmp"
-	if err := os.WriteFile(tmp, []byte(planID+"\n"), 0o600); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, markerPath(dataDir)); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dataDir))
+	return atomicfile.Write(markerPath(dataDir), []byte(planID+"\n"), 0o600)
 }
 
 func readMarker(dataDir string) (string, error) {
@@ -894,26 +888,7 @@ func WritePlan(path string, p Plan) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return fmt.Errorf("write plan: %w", err)
-	}
-	if _, err := f.Write(append(data, '\n')); err != nil {
-		f.Close()
-		return fmt.Errorf("write plan %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write plan %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
+	return atomicfile.Write(path, append(data, '\n'), 0o600)
 }
 
 // ReadPlan reads a plan file.

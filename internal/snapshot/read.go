@@ -19,6 +19,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
@@ -263,7 +264,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	if err := os.Link(tmp.Name(), dst); err != nil {
 		return fail(fmt.Errorf("move the verified snapshot into place at %s: %w", dst, err))
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fail(err)
 	}
 	rep.OK = true
@@ -372,16 +373,4 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync directory %s: %w", dir, err)
-	}
-	return nil
 }
