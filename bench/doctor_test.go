@@ -34,6 +34,11 @@ func BenchmarkDoctor(b *testing.B) {
 	if err := m.Kill(); err != nil {
 		b.Fatal(err)
 	}
+	if keep := os.Getenv("ETCDGUARD_BENCH_KEEP_DATADIR"); keep != "" {
+		if out, err := execCommand("cp", "-a", m.DataDir, keep); err != nil {
+			b.Fatalf("keep the data dir: %v %s", err, out)
+		}
+	}
 	guard := filepath.Join(dir, "etcdguard")
 	if out, err := execCommand("go", "build", "-o", guard, "../cmd/etcdguard"); err != nil {
 		b.Fatalf("build etcdguard: %v\n%s", err, out)

@@ -201,8 +201,15 @@ func Inspect(dir string) Report {
 	}
 	member := filepath.Join(dir, "member")
 	var dbNotes, snapProblems []string
+	// The database and the WAL are independent reads: do them at the same time.
+	var scan *walScan
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		scan = scanWAL(filepath.Join(member, "wal"))
+	}()
 	r.DB, dbNotes = inspectDB(filepath.Join(member, "snap", "db"))
-	scan := scanWAL(filepath.Join(member, "wal"))
+	<-done
 	if r.DB.InUse {
 		// A running etcd writes the WAL as it is read: only its ids are worth reporting.
 		r.WAL = WALState{Dir: scan.state.Dir, Segments: scan.state.Segments, MemberID: scan.state.MemberID, ClusterID: scan.state.ClusterID}

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -113,7 +114,10 @@ const (
 )
 
 type dbWalker struct {
-	f        *os.File
+	f *os.File
+	// data maps the file read-only when that works: reading a page is then a slice, not a
+	// system call and an allocation (bbolt's check maps the file too, right after).
+	data     []byte
 	path     string
 	size     int64
 	ps       int64
@@ -140,6 +144,9 @@ func (w *dbWalker) readAt(page uint64, off, n int64) ([]byte, bool) {
 	if off < 0 || n < 0 || off+n > w.size {
 		w.problem(page, "lies beyond the end of the file (%d bytes)", w.size)
 		return nil, false
+	}
+	if w.data != nil {
+		return w.data[off : off+n : off+n], true
 	}
 	buf := make([]byte, n)
 	if _, err := w.f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
@@ -375,6 +382,13 @@ func (w *dbWalker) freelist(id uint64) {
 // walkDB walks the whole database file; it returns the walker with its findings.
 func walkDB(f *os.File, path string, size int64) (w *dbWalker) {
 	w = &dbWalker{f: f, path: path, size: size, reached: map[uint64]bool{}, bad: map[uint64]bool{}, metaVals: map[string][]byte{}}
+	if size > 0 && size < 1<<40 {
+		if data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+			w.data = data
+			// Every value kept past the walk (lastKey, metaVals) is a copy.
+			defer func() { _ = syscall.Munmap(data); w.data = nil }()
+		}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			w.problems = append(w.problems, fmt.Sprintf("walking the pages panicked: %v", p))
@@ -464,6 +478,9 @@ func validPageType(flags uint16) bool {
 func (w *dbWalker) readAtQuiet(off, n int64) ([]byte, bool) {
 	if off+n > w.size {
 		return nil, false
+	}
+	if w.data != nil {
+		return w.data[off : off+n : off+n], true
 	}
 	buf := make([]byte, n)
 	if _, err := w.f.ReadAt(buf, off); err != nil {

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"syscall"
 	"sort"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
@@ -153,11 +154,13 @@ func (s *walScan) read() {
 	for i, f := range s.files {
 		last := i == len(s.files)-1
 		path := filepath.Join(s.state.Dir, f.name)
-		data, err := os.ReadFile(path)
+		data, release, err := readSegment(path)
 		if err != nil {
 			s.fail(f.name, 0, fmt.Sprintf("cannot read: %v", err))
 			return
 		}
+		// Everything kept past this segment (metadata) is copied out of data.
+		defer release()
 		var off int64
 		for {
 			fr := readFrame(data, off, last, crc)
@@ -198,6 +201,29 @@ func (s *walScan) read() {
 			off = fr.end
 		}
 	}
+}
+
+// readSegment maps a WAL segment read-only (segments are 64 MiB, mostly preallocated zeroes:
+// reading them into memory would allocate and clear that much for every segment), falling
+// back to reading it. release unmaps it.
+func readSegment(path string) (data []byte, release func(), err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if st.Size() == 0 {
+		return nil, func() {}, nil
+	}
+	if m, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+		return m, func() { _ = syscall.Munmap(m) }, nil
+	}
+	data, err = os.ReadFile(path)
+	return data, func() {}, err
 }
 
 // record applies one record, as ReadAll and ValidSnapshotEntries do; it returns why etcd would
