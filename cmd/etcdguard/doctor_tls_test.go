@@ -162,3 +162,13 @@ func TestDoctorClockSkew(t *testing.T) {
 	require.Contains(t, []string{"ok", "warning"}, sev)
 	require.Contains(t, summary, "p99")
 }
+
+// TestDoctorDNS: an endpoint whose host name does not resolve (.invalid never does) is named as
+// a DNS problem, not as a member that is down.
+func TestDoctorDNS(t *testing.T) {
+	out := doctorAt(t, time.Now, 11, "--endpoints", "https://no-such-host.invalid:2379")
+	sev, summary, next, _ := out.find(t, "endpoint", "does not resolve")
+	require.Equal(t, "critical", sev)
+	require.Contains(t, summary, "no-such-host.invalid")
+	require.Contains(t, next, "DNS")
+}
