@@ -7,8 +7,8 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
-	"syscall"
 	"sort"
+	"syscall"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
