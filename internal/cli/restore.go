@@ -163,22 +163,15 @@ Restore every member of the cluster from the same backup with the same --initial
 				var chosen *snapshot.Entry
 				var failures []error
 				for i := range candidates {
-					e := &candidates[i]
-					for _, c := range snapshot.PreferredOrder(e.Copies) {
-						cr, err := snapshot.Fetch(ctx, c, ids, plain)
-						if err != nil {
-							s.logger.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
-							rep.Skipped = append(rep.Skipped, err.Error())
-							failures = append(failures, err)
-							continue
-						}
-						rep.Copy = &cr
-						chosen = e
+					cr, skipped, err := snapshot.FetchBest(ctx, s.logger, candidates[i], ids, plain)
+					for _, sk := range skipped {
+						rep.Skipped = append(rep.Skipped, sk.Error())
+					}
+					if err == nil {
+						rep.Copy, chosen = &cr, &candidates[i]
 						break
 					}
-					if chosen != nil {
-						break
-					}
+					failures = append(failures, err)
 				}
 				if chosen == nil {
 					return fmt.Errorf("no copy of %s passed its checks: %w", args[0], errors.Join(failures...))

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,24 +58,18 @@ tried first, then S3, then offline media; a bad copy is reported and the next on
 			if err != nil {
 				return err
 			}
-			var failures []error
-			for _, c := range snapshot.PreferredOrder(e.Copies) {
-				rep, err := snapshot.Fetch(ctx, c, ids, o.output)
-				if err != nil {
-					s.logger.Warn("copy failed its checks; trying the next one", "id", rep.ID, "target", rep.Target, "error", err)
-					failures = append(failures, err)
-					continue
-				}
-				abs, _ := filepath.Abs(o.output)
-				if s.output == "json" {
-					return writeJSON(env.Stdout, map[string]any{"file": abs, "copy": rep, "manifest": e.Manifest})
-				}
-				m := e.Manifest
-				fmt.Fprintf(env.Stdout, "wrote %s from target %s: backup %s, revision %d, %d keys, %s, sha256 %s, verified (%s)\n",
-					abs, rep.Target, m.ID, m.Revision, m.Status.TotalKey, humanBytes(m.RawSize), m.SHA256, strings.Join(rep.Checks, ", "))
-				return nil
+			rep, _, err := snapshot.FetchBest(ctx, s.logger, e, ids, o.output)
+			if err != nil {
+				return err
 			}
-			return fmt.Errorf("every copy of %s failed its checks: %w", e.Manifest.ID, errors.Join(failures...))
+			abs, _ := filepath.Abs(o.output)
+			if s.output == "json" {
+				return writeJSON(env.Stdout, map[string]any{"file": abs, "copy": rep, "manifest": e.Manifest})
+			}
+			m := e.Manifest
+			fmt.Fprintf(env.Stdout, "wrote %s from target %s: backup %s, revision %d, %d keys, %s, sha256 %s, verified (%s)\n",
+				abs, rep.Target, m.ID, m.Revision, m.Status.TotalKey, humanBytes(m.RawSize), m.SHA256, strings.Join(rep.Checks, ", "))
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&o.output, "output", "", "file to write the plain snapshot to (must not exist)")

@@ -730,16 +730,11 @@ func (r *Recoverer) fetchBackup(ctx context.Context, p Plan, dst string) (string
 	if e.Manifest.SHA256 != p.Source.SHA256 {
 		return "", fmt.Errorf("%w: backup %s has SHA-256 %s, the plan says %s", ErrPlanMismatch, e.Manifest.ID, e.Manifest.SHA256, p.Source.SHA256)
 	}
-	var errs []error
-	for _, c := range snapshot.PreferredOrder(e.Copies) {
-		cr, err := snapshot.Fetch(ctx, c, r.Identities, dst)
-		if err == nil {
-			return fmt.Sprintf("backup %s from target %s, verified", e.Manifest.ID, cr.Target), nil
-		}
-		r.log().Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
-		errs = append(errs, err)
+	cr, _, err := snapshot.FetchBest(ctx, r.log(), e, r.Identities, dst)
+	if err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("no copy of backup %s passed its checks: %w", e.Manifest.ID, errors.Join(errs...))
+	return fmt.Sprintf("backup %s from target %s, verified", e.Manifest.ID, cr.Target), nil
 }
 
 func (r *Recoverer) parallel(ms []Member, fn func(Member) error) error {

@@ -272,6 +272,21 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	return rep, nil
 }
 
+// FetchBest fetches a backup from the first of its copies, in PreferredOrder, that passes every
+// check of Fetch. Each copy that fails is logged and returned in skipped; the error says that no
+// copy passed.
+func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.Identity, dst string) (rep CopyReport, skipped []error, err error) {
+	for _, c := range PreferredOrder(e.Copies) {
+		rep, err := Fetch(ctx, c, identities, dst)
+		if err == nil {
+			return rep, skipped, nil
+		}
+		lg.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+		skipped = append(skipped, err)
+	}
+	return CopyReport{}, skipped, fmt.Errorf("no copy of backup %s passed its checks: %w", e.Manifest.ID, errors.Join(skipped...))
+}
+
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
 func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
