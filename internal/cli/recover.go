@@ -104,24 +104,14 @@ until the recovery is verified. For members on several hosts, make the plan on o
 			}
 			rep, err := r.Apply(ctx, plan, nil)
 			rep.Resumed = resumed
-			if s.output == "json" {
-				if jerr := writeJSON(env.Stdout, rep); jerr != nil {
-					return jerr
-				}
-			} else {
-				printReport(env.Stdout, rep)
-				if err != nil {
-					printUnfinished(env.Stdout, plan, rep, "etcdguard recover (with the same settings)")
-				}
-			}
-			return err
+			return writeReport(env, s, rep, err, "etcdguard recover (with the same settings)")
 		},
 	}
 	o.flags(cmd)
 	cmd.Flags().BoolVar(&o.yes, "yes", false, "carry out the plan without asking")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "show the plan and stop")
 	cmd.Flags().BoolVar(&o.fresh, "new-plan", false, "assess and plan again even if an earlier recovery was not finished")
-	cmd.AddCommand(newRecoverPlanCommand(env, g), newRecoverApplyCommand(env, g))
+	cmd.AddCommand(newRecoverPlanCommand(env, g, o), newRecoverApplyCommand(env, g, o))
 	return cmd
 }
 
@@ -263,6 +253,22 @@ func printReport(w io.Writer, rep restore.Report) {
 	}
 }
 
+// writeReport prints a recovery's report and, when it stopped half-way, how to carry on with
+// the command again; it returns the recovery's error.
+func writeReport(env Env, s settings, rep restore.Report, err error, again string) error {
+	if s.output == "json" {
+		if jerr := writeJSON(env.Stdout, rep); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	printReport(env.Stdout, rep)
+	if err != nil {
+		printUnfinished(env.Stdout, rep.Plan, rep, again)
+	}
+	return err
+}
+
 // printUnfinished tells the operator, after a failed step, where things stand and how to go on.
 func printUnfinished(w io.Writer, p restore.Plan, rep restore.Report, again string) {
 	fmt.Fprintf(w, "\nrecovery %s did not finish. Fix the cause above, then run: %s\n", p.ID, again)
@@ -279,7 +285,7 @@ type planOptions struct {
 	out string
 }
 
-func newRecoverPlanCommand(env Env, g *globalOptions) *cobra.Command {
+func newRecoverPlanCommand(env Env, g *globalOptions, ro *recoverOptions) *cobra.Command {
 	o := &planOptions{}
 	cmd := &cobra.Command{
 		Use:   "plan --out plan.json",
@@ -290,8 +296,6 @@ source (backup id or member database) and its SHA-256, the revision bump and the
 		Example: `  etcdguard recover plan --config /etc/etcdguard.yaml --out /root/plan.json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			parent := cmd.Parent()
-			ro := recoverOptionsOf(parent)
 			s, r, err := ro.recoverer(env, g, nil)
 			if err != nil {
 				return err
@@ -323,7 +327,7 @@ type applyOptions struct {
 	plan string
 }
 
-func newRecoverApplyCommand(env Env, g *globalOptions) *cobra.Command {
+func newRecoverApplyCommand(env Env, g *globalOptions, ro *recoverOptions) *cobra.Command {
 	o := &applyOptions{}
 	cmd := &cobra.Command{
 		Use:   "apply --plan plan.json [--member NAME]...",
@@ -343,7 +347,6 @@ apply runs for every member, it also verifies the cluster.`,
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrUsage, err)
 			}
-			ro := recoverOptionsOf(cmd.Parent())
 			for _, n := range ro.members {
 				if strings.Contains(n, "=") {
 					return fmt.Errorf("%w: recover apply takes member names (--member cp1); the plan describes them", ErrUsage)
@@ -354,31 +357,9 @@ apply runs for every member, it also verifies the cluster.`,
 				return err
 			}
 			rep, err := r.Apply(commandContext(cmd), p, ro.members)
-			if s.output == "json" {
-				if jerr := writeJSON(env.Stdout, rep); jerr != nil {
-					return jerr
-				}
-			} else {
-				printReport(env.Stdout, rep)
-				if err != nil {
-					printUnfinished(env.Stdout, p, rep, "etcdguard recover apply --plan "+o.plan+" (with the same --member flags)")
-				}
-			}
-			return err
+			return writeReport(env, s, rep, err, "etcdguard recover apply --plan "+o.plan+" (with the same --member flags)")
 		},
 	}
 	cmd.Flags().StringVar(&o.plan, "plan", "", "the plan file written by 'recover plan'")
 	return cmd
-}
-
-// recoverOptionsOf finds the options of the recover command from a subcommand's parent.
-func recoverOptionsOf(cmd *cobra.Command) *recoverOptions {
-	o := &recoverOptions{}
-	f := cmd.PersistentFlags()
-	o.members, _ = f.GetStringArray("member")
-	o.noBump, _ = f.GetBool("no-bump")
-	o.stateDir, _ = f.GetString("state-dir")
-	o.stopControlPlane, _ = f.GetBool("stop-control-plane")
-	o.lost, _ = f.GetStringArray("lost")
-	return o
 }
