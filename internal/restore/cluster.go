@@ -116,63 +116,47 @@ func (c Cluster) InitialCluster() string {
 // Quorum is the number of members a cluster of this size needs to elect a leader.
 func (c Cluster) Quorum() int { return len(c.Members)/2 + 1 }
 
-// memberKeys are the keys of a --member flag value.
-var memberKeys = []string{"name", "peer-url", "client-url", "data-dir", "host", "systemd-unit", "static-pod-manifest", "start-command", "stop-command"}
+// memberFields maps the keys of a --member flag value (Member's YAML names) to the fields they set.
+func memberFields(m *Member) map[string]*string {
+	return map[string]*string{
+		"name": &m.Name, "peer-url": &m.PeerURL, "client-url": &m.ClientURL, "data-dir": &m.DataDir,
+		"host": &m.Host, "systemd-unit": &m.SystemdUnit, "static-pod-manifest": &m.StaticPodManifest,
+		"start-command": &m.StartCommand, "stop-command": &m.StopCommand,
+	}
+}
 
 // ParseMemberFlag reads a --member value: comma-separated key=value pairs with the keys of
 // Member's YAML names. A value may itself hold commas (a shell command): a comma starts a new
 // pair only when a known key and "=" follow it.
 func ParseMemberFlag(v string) (Member, error) {
 	var m Member
+	fields := memberFields(&m)
 	rest := v
 	for rest != "" {
 		key, after, ok := strings.Cut(rest, "=")
-		if !ok || !isMemberKey(key) {
-			return m, fmt.Errorf("--member %q: expected key=value with a key among %s", v, strings.Join(memberKeys, ", "))
+		field, known := fields[key]
+		if !ok || !known {
+			keys := make([]string, 0, len(fields))
+			for k := range fields {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			return m, fmt.Errorf("--member %q: expected key=value with a key among %s", v, strings.Join(keys, ", "))
 		}
 		end := len(after)
 		for i := 0; i < len(after); i++ {
 			if after[i] == ',' {
-				if k, _, ok := strings.Cut(after[i+1:], "="); ok && isMemberKey(k) {
+				if k, _, ok := strings.Cut(after[i+1:], "="); ok && fields[k] != nil {
 					end = i
 					break
 				}
 			}
 		}
-		val := after[:end]
-		switch key {
-		case "name":
-			m.Name = val
-		case "peer-url":
-			m.PeerURL = val
-		case "client-url":
-			m.ClientURL = val
-		case "data-dir":
-			m.DataDir = val
-		case "host":
-			m.Host = val
-		case "systemd-unit":
-			m.SystemdUnit = val
-		case "static-pod-manifest":
-			m.StaticPodManifest = val
-		case "start-command":
-			m.StartCommand = val
-		case "stop-command":
-			m.StopCommand = val
-		}
+		*field = after[:end]
 		if end == len(after) {
 			break
 		}
 		rest = after[end+1:]
 	}
 	return m, nil
-}
-
-func isMemberKey(k string) bool {
-	for _, mk := range memberKeys {
-		if k == mk {
-			return true
-		}
-	}
-	return false
 }
