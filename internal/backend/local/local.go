@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/backend"
 )
 
@@ -121,7 +122,7 @@ func (l *Local) Save(ctx context.Context, name string, rd io.Reader) (n int64, e
 	if err := os.Rename(tmp, dst); err != nil {
 		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		// The object is in place but its directory entry may not be durable: report it, as
 		// Save promises durability, and leave the object for the caller to decide about.
 		return 0, l.mapErr(fmt.Sprintf("save %s to %s: sync directory", name, l.root), err)
@@ -385,7 +386,7 @@ func (l *Local) mkdirs(dir string) error {
 		err := os.Mkdir(p, 0o700)
 		switch {
 		case err == nil:
-			if err := syncDir(parent); err != nil {
+			if err := atomicfile.SyncDir(parent); err != nil {
 				return err
 			}
 		case errors.Is(err, fs.ErrExist):
@@ -398,15 +399,3 @@ func (l *Local) mkdirs(dir string) error {
 	return nil
 }
 
-// syncDir fsyncs a directory so that a rename into it survives a crash.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		_ = d.Close()
-		return err
-	}
-	return d.Close()
-}
