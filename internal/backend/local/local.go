@@ -398,4 +398,3 @@ func (l *Local) mkdirs(dir string) error {
 	}
 	return nil
 }
-
