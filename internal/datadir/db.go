@@ -13,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -122,7 +121,7 @@ type dbWalker struct {
 	size     int64
 	ps       int64
 	hwm      uint64
-	reached  map[uint64]bool
+	reached  pageSet // pages in use, found on the walk
 	bad      map[uint64]bool
 	problems []string
 	notes    []string // findings that are not damage
@@ -156,13 +155,19 @@ func (w *dbWalker) readAt(page uint64, off, n int64) ([]byte, bool) {
 	return buf, true
 }
 
+// pageSet is a set of page ids below the high water mark, one bit a page.
+type pageSet []uint64
+
+func (s pageSet) has(id uint64) bool { return s[id/64]&(1<<(id%64)) != 0 }
+func (s pageSet) add(id uint64)      { s[id/64] |= 1 << (id % 64) }
+
 // page reads page id, referenced from page parent, checking its header and marking it reached.
 func (w *dbWalker) page(id, parent uint64) ([]byte, bool) {
 	if id < 2 || id >= w.hwm {
 		w.problem(parent, "refers to page %d, outside the pages in use [2, %d)", id, w.hwm)
 		return nil, false
 	}
-	if w.reached[id] {
+	if w.reached.has(id) {
 		w.problem(id, "referenced more than once (again from page %d)", parent)
 		return nil, false
 	}
@@ -170,7 +175,7 @@ func (w *dbWalker) page(id, parent uint64) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	w.reached[id] = true
+	w.reached.add(id)
 	if got := binary.LittleEndian.Uint64(buf); got != id {
 		w.problem(id, "its header names page %d: the page was zeroed or overwritten (referenced from page %d)", got, parent)
 		return nil, false
@@ -184,11 +189,11 @@ func (w *dbWalker) page(id, parent uint64) ([]byte, bool) {
 		return nil, false
 	}
 	for i := uint64(1); i <= overflow; i++ {
-		if w.reached[id+i] {
+		if w.reached.has(id + i) {
 			w.problem(id+i, "referenced more than once (as an overflow page of page %d)", id)
 			return nil, false
 		}
-		w.reached[id+i] = true
+		w.reached.add(id + i)
 	}
 	full, ok := w.readAt(id, int64(id)*w.ps, int64(overflow+1)*w.ps)
 	return full, ok
@@ -367,13 +372,13 @@ func (w *dbWalker) freelist(id uint64) {
 			w.problem(id, "lists free page %d, outside the pages in use [2, %d)", p, w.hwm)
 		case freed[p]:
 			w.problem(p, "freed twice")
-		case w.reached[p]:
+		case w.reached.has(p):
 			w.problem(p, "in use and free at once")
 		}
 		freed[p] = true
 	}
 	for p := uint64(2); p < w.hwm; p++ {
-		if !w.reached[p] && !freed[p] {
+		if !w.reached.has(p) && !freed[p] {
 			w.problem(p, "neither in use nor free")
 		}
 	}
@@ -381,12 +386,12 @@ func (w *dbWalker) freelist(id uint64) {
 
 // walkDB walks the whole database file; it returns the walker with its findings.
 func walkDB(f *os.File, path string, size int64) (w *dbWalker) {
-	w = &dbWalker{f: f, path: path, size: size, reached: map[uint64]bool{}, bad: map[uint64]bool{}, metaVals: map[string][]byte{}}
+	w = &dbWalker{f: f, path: path, size: size, bad: map[uint64]bool{}, metaVals: map[string][]byte{}}
 	if size > 0 && size < 1<<40 {
-		if data, err := syscall.Mmap(int(f.Fd()), 0, int(size), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
+		if data, release, err := mapFile(f, size, true); err == nil {
 			w.data = data
 			// Every value kept past the walk (lastKey, metaVals) is a copy.
-			defer func() { _ = syscall.Munmap(data); w.data = nil }()
+			defer func() { release(); w.data = nil }()
 		}
 	}
 	defer func() {
@@ -457,7 +462,9 @@ func walkDB(f *os.File, path string, size int64) (w *dbWalker) {
 		w.problem(uint64(use), "the file (%d bytes) is shorter than the %d pages in use: it was truncated", size, m.hwm)
 		return w
 	}
-	w.reached[0], w.reached[1] = true, true
+	w.reached = make(pageSet, (max(m.hwm, 2)+63)/64)
+	w.reached.add(0)
+	w.reached.add(1)
 	w.tree(m.root, uint64(use), nil, nil, ctxRoot)
 	if m.freelist != boltNoFreelist {
 		w.freelist(m.freelist)

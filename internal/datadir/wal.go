@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"syscall"
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
@@ -90,12 +89,12 @@ type walScan struct {
 
 // frame is the outcome of reading one frame.
 type frame struct {
-	rec     walpb.Record
-	haveRec bool  // rec was decoded (even if its CRC is wrong)
-	end     int64 // offset just after the frame
-	eof     bool  // clean end of the file
-	zero    bool  // zero length: end of the segment's records
-	torn    bool  // io.ErrUnexpectedEOF in etcd's terms
+	rec     walRecord // its Data is a slice of the segment
+	haveRec bool      // rec was decoded (even if its CRC is wrong)
+	end     int64     // offset just after the frame
+	eof     bool      // clean end of the file
+	zero    bool      // zero length: end of the segment's records
+	torn    bool      // io.ErrUnexpectedEOF in etcd's terms
 	why     string
 	fatal   bool // any other error
 }
@@ -219,8 +218,8 @@ func readSegment(path string) (data []byte, release func(), err error) {
 	if st.Size() == 0 {
 		return nil, func() {}, nil
 	}
-	if m, err := syscall.Mmap(int(f.Fd()), 0, int(st.Size()), syscall.PROT_READ, syscall.MAP_SHARED); err == nil {
-		return m, func() { _ = syscall.Munmap(m) }, nil
+	if m, release, err := mapFile(f, st.Size(), false); err == nil {
+		return m, release, nil
 	}
 	data, err = os.ReadFile(path)
 	return data, func() {}, err
@@ -228,25 +227,33 @@ func readSegment(path string) (data []byte, release func(), err error) {
 
 // record applies one record, as ReadAll and ValidSnapshotEntries do; it returns why etcd would
 // fail on it, or "".
-func (s *walScan) record(rec *walpb.Record, seg int, off int64, crc *uint32) string {
+func (s *walScan) record(rec *walRecord, seg int, off int64, crc *uint32) string {
 	switch rec.Type {
 	case walEntryType:
-		var e raftpb.Entry
-		if err := e.Unmarshal(rec.Data); err != nil {
-			return fmt.Sprintf("entry record does not decode (etcd panics on it): %v", err)
+		term, index, ok := decodeEntryIndexFast(rec.Data)
+		if !ok {
+			var e raftpb.Entry
+			if err := e.Unmarshal(rec.Data); err != nil {
+				return fmt.Sprintf("entry record does not decode (etcd panics on it): %v", err)
+			}
+			term, index = e.Term, e.Index
 		}
-		if n := len(s.runs); n > 0 && s.runs[n-1].last+1 == e.Index {
-			s.runs[n-1].last = e.Index
+		if n := len(s.runs); n > 0 && s.runs[n-1].last+1 == index {
+			s.runs[n-1].last = index
 		} else {
-			s.runs = append(s.runs, entryRun{first: e.Index, last: e.Index, seg: seg, off: off})
+			s.runs = append(s.runs, entryRun{first: index, last: index, seg: seg, off: off})
 		}
-		s.state.LastIndex, s.state.LastTerm = e.Index, e.Term
+		s.state.LastIndex, s.state.LastTerm = index, term
 	case walStateType:
-		var st raftpb.HardState
-		if err := st.Unmarshal(rec.Data); err != nil {
-			return fmt.Sprintf("HardState record does not decode (etcd panics on it): %v", err)
+		commit, ok := decodeHardStateCommitFast(rec.Data)
+		if !ok {
+			var st raftpb.HardState
+			if err := st.Unmarshal(rec.Data); err != nil {
+				return fmt.Sprintf("HardState record does not decode (etcd panics on it): %v", err)
+			}
+			commit = st.Commit
 		}
-		s.state.Commit = st.Commit
+		s.state.Commit = commit
 	case walMetadataType:
 		if s.metadata != nil && !bytes.Equal(s.metadata, rec.Data) {
 			return "metadata record differs from the first one (etcd fails with \"wal: conflicting metadata found\")"
@@ -317,8 +324,8 @@ func decodeFrame(data []byte, off int64, last bool) (fr frame) {
 	}
 	payload := data[off+walFrameSize : off+walFrameSize+recBytes+padBytes]
 	fr.end = off + walFrameSize + recBytes + padBytes
-	if err := fr.rec.Unmarshal(payload[:recBytes]); err != nil {
-		fr.rec.Reset()
+	rec, err := decodeRecord(payload[:recBytes])
+	if err != nil {
 		if last && isTornEntry(off, payload) {
 			fr.torn, fr.why = true, "a record that does not decode, with a zeroed 512-byte sector"
 			return fr
@@ -326,8 +333,21 @@ func decodeFrame(data []byte, off int64, last bool) (fr frame) {
 		fr.fatal, fr.why = true, fmt.Sprintf("record does not decode: %v", err)
 		return fr
 	}
-	fr.haveRec = true
+	fr.rec, fr.haveRec = rec, true
 	return fr
+}
+
+// decodeRecord decodes a walpb.Record as etcd's decoder does; the record's data is a slice of
+// b when it can be.
+func decodeRecord(b []byte) (walRecord, error) {
+	if rec, ok := decodeRecordFast(b); ok {
+		return rec, nil
+	}
+	var rec walpb.Record
+	if err := rec.Unmarshal(b); err != nil {
+		return walRecord{}, err
+	}
+	return walRecord{Type: rec.Type, Crc: rec.Crc, Data: rec.Data}, nil
 }
 
 // decodeFrameSize splits a frame's length field into the record's size and its padding.
