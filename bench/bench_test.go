@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,7 +192,12 @@ func rssAnon(pid int) int64 {
 	return 0
 }
 
-func dropCaches() { _ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200) }
+// dropCaches writes dirty pages back, then empties the page cache, so that the next command
+// reads from the disk.
+func dropCaches() {
+	syscall.Sync()
+	_ = os.WriteFile("/proc/sys/vm/drop_caches", []byte("1"), 0o200)
+}
 
 // BenchmarkSnapshotSave compares, on one database of at least 1 GiB:
 //   - etcdctl snapshot save alone;

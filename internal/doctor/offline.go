@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/datadir"
@@ -19,11 +20,15 @@ func checkDataDirs(dirs []string) []Finding {
 		dir string
 		rep datadir.Report
 	}
-	var states []dirState
-	for _, d := range dirs {
-		rep := datadir.Inspect(d)
-		states = append(states, dirState{d, rep})
-		fs = append(fs, dataDirFindings(d, rep)...)
+	// The data dirs are read at the same time: each scan waits on its disk most of the time.
+	states := make([]dirState, len(dirs))
+	var wg sync.WaitGroup
+	for i, d := range dirs {
+		wg.Go(func() { states[i] = dirState{d, datadir.Inspect(d)} })
+	}
+	wg.Wait()
+	for _, s := range states {
+		fs = append(fs, dataDirFindings(s.dir, s.rep)...)
 	}
 	if len(states) < 2 {
 		return fs
