@@ -105,7 +105,7 @@ func TestDoctorTLSAndClocks(t *testing.T) {
 		{"server certificate signed by another CA", []string{"--cacert", other.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile}, nil,
 			"does not trust", "--cacert"},
 		{"key does not match the certificate", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", filepath.Join(filepath.Dir(c.CAFile), m1.Name+"-key.pem")}, nil,
-			"does not belong to the client certificate", "etcdctl"},
+			"does not belong to the client certificate", "the key issued with the client certificate"},
 		{"SAN does not cover the address dialled", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
 			func(t *testing.T) { reissueServer(t, c, m1, []string{"etcd.example"}) },
 			"does not cover the address dialled (127.0.0.1; it covers etcd.example)", "re-issue"},

@@ -178,32 +178,41 @@ func parseVersion(v string) (maj, min, patch int, ok bool) {
 
 // endpointFinding explains an endpoint that could not be used. The reason comes from the probe
 // (TCP, TLS, certificates), which already names the thing and the fix; the next action is
-// chosen from it.
+// chosen from the fault the probe found.
 func endpointFinding(st etcdx.MemberStatus) Finding {
 	f := Finding{Severity: Critical, Check: "endpoint", Subject: st.Endpoint, Summary: st.Err}
-	e := st.Err
-	switch {
-	case strings.Contains(e, "connection refused"):
+	switch st.Fault {
+	case etcdx.FaultRefused:
 		f.Summary = st.Endpoint + ": connection refused: etcd is not running on that host (kube-apiserver reports 'dial tcp ...: connect: connection refused')"
 		f.Next = "on that host: systemctl status etcd / crictl ps -a | grep etcd, and its logs; if etcd fails to start, run: etcdguard doctor --data-dir /var/lib/etcd"
-	case strings.Contains(e, "client certificate") && strings.Contains(e, "expired"):
+	case etcdx.FaultClientCertExpired:
 		f.Next = "renew the client certificate: kubeadm certs renew etcd-healthcheck-client apiserver-etcd-client; if the date is wrong, fix the clock first"
-	case strings.Contains(e, "server certificate") && strings.Contains(e, "expired"):
+	case etcdx.FaultServerCertExpired:
 		f.Next = "renew the server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd; if the date is wrong, fix the clock first"
-	case strings.Contains(e, "not valid until"):
+	case etcdx.FaultClientCertNotYetValid, etcdx.FaultServerCertNotYetValid:
 		f.Next = "fix the clock (timedatectl, chronyc tracking), then try again"
-	case strings.Contains(e, "does not trust"):
+	case etcdx.FaultUnknownAuthority:
 		f.Next = "pass etcd's CA: --cacert /etc/kubernetes/pki/etcd/ca.crt"
-	case strings.Contains(e, "not for server authentication"):
+	case etcdx.FaultCAFile:
+		f.Next = "pass a readable PEM file holding etcd's CA certificate: --cacert /etc/kubernetes/pki/etcd/ca.crt"
+	case etcdx.FaultServerCertUsage:
 		f.Next = "re-issue the member's server certificate with the serverAuth usage (kubeadm certs renew etcd-server), then restart etcd"
-	case strings.Contains(e, "does not cover the address"):
+	case etcdx.FaultSANMismatch:
 		f.Next = "use an endpoint address listed in the certificate, or re-issue the certificate with that address"
-	case strings.Contains(e, "rejected the client certificate"), strings.Contains(e, "requires a client certificate"):
+	case etcdx.FaultClientCertRejected, etcdx.FaultClientCertRequired:
 		f.Next = "use a client certificate signed by etcd's CA: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}"
-	case strings.Contains(e, "no answer within"):
+	case etcdx.FaultKeyMismatch:
+		f.Next = "pass the key issued with the client certificate: --key /etc/kubernetes/pki/etcd/healthcheck-client.key for --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt"
+	case etcdx.FaultClientCertFile:
+		f.Next = "pass a readable PEM client certificate and key: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}"
+	case etcdx.FaultTimeout:
 		f.Next = "check that the host is up and that port 2379 is open from here (firewall, routing)"
-	case strings.Contains(e, "does not resolve"):
+	case etcdx.FaultDNS:
 		f.Next = "fix the endpoint's host name or DNS"
+	case etcdx.FaultNotTLS:
+		f.Next = "use an http:// endpoint, or enable TLS on the member"
+	case etcdx.FaultBadEndpoint:
+		f.Next = "give endpoints as URLs: --endpoints https://10.0.0.1:2379,https://10.0.0.2:2379"
 	default:
 		f.Next = "etcdctl --endpoints " + st.Endpoint + " endpoint health, and the member's logs"
 	}

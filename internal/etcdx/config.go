@@ -81,11 +81,11 @@ func (c Config) TLS() (*tls.Config, error) {
 	if c.CACert != "" {
 		pem, err := os.ReadFile(c.CACert)
 		if err != nil {
-			return nil, fmt.Errorf("%w: read CA certificate --cacert %s: %w", ErrUnavailable, c.CACert, err)
+			return nil, withFault(FaultCAFile, fmt.Errorf("%w: read CA certificate --cacert %s: %w", ErrUnavailable, c.CACert, err))
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: --cacert %s holds no PEM certificate: pass etcd's CA certificate (for kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", ErrUnavailable, c.CACert)
+			return nil, withFault(FaultCAFile, fmt.Errorf("%w: --cacert %s holds no PEM certificate: pass etcd's CA certificate (for kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", ErrUnavailable, c.CACert))
 		}
 		cfg.RootCAs = pool
 	}
@@ -95,17 +95,21 @@ func (c Config) TLS() (*tls.Config, error) {
 	if c.Cert != "" {
 		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
 		if err != nil && strings.Contains(err.Error(), "does not match") {
-			return nil, fmt.Errorf("%w: the key --key %s does not belong to the client certificate --cert %s: give the key file issued with that certificate", ErrUnavailable, c.Key, c.Cert)
+			return nil, withFault(FaultKeyMismatch, fmt.Errorf("%w: the key --key %s does not belong to the client certificate --cert %s: give the key file issued with that certificate", ErrUnavailable, c.Key, c.Cert))
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: load client certificate --cert %s with --key %s: %w", ErrUnavailable, c.Cert, c.Key, err)
+			return nil, withFault(FaultClientCertFile, fmt.Errorf("%w: load client certificate --cert %s with --key %s: %w", ErrUnavailable, c.Cert, c.Key, err))
 		}
 		leaf, err := x509.ParseCertificate(pair.Certificate[0])
 		if err != nil {
-			return nil, fmt.Errorf("%w: parse client certificate %s: %w", ErrUnavailable, c.Cert, err)
+			return nil, withFault(FaultClientCertFile, fmt.Errorf("%w: parse client certificate %s: %w", ErrUnavailable, c.Cert, err))
 		}
 		if err := checkValidity("client certificate", c.Cert, leaf, c.now()); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			f := FaultClientCertExpired
+			if c.now().Before(leaf.NotBefore) {
+				f = FaultClientCertNotYetValid
+			}
+			return nil, withFault(f, fmt.Errorf("%w: %w", ErrUnavailable, err))
 		}
 		// Always send the certificate, as etcdctl does: with Certificates, Go sends none when the
 		// server's accepted CAs do not include its issuer, and the member then reports a missing

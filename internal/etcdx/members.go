@@ -64,6 +64,8 @@ type MemberStatus struct {
 	IsLearner bool     `json:"is_learner,omitempty"`
 	// Err explains why the endpoint could not be used; empty when it answered.
 	Err string `json:"error,omitempty"`
+	// Fault says which of the known causes Err is, when it is one.
+	Fault Fault `json:"fault,omitempty"`
 }
 
 // IsLeader reports whether the member said it is the leader.
@@ -153,7 +155,7 @@ func (c Config) statusOf(ctx context.Context, endpoints []string) []MemberStatus
 func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
 	st := MemberStatus{Endpoint: endpoint}
 	if err := c.Probe(ctx, endpoint); err != nil {
-		st.Err = err.Error()
+		st.Err, st.Fault = err.Error(), FaultOf(err)
 		return st
 	}
 	cli, err := c.Client(ctx, endpoint)

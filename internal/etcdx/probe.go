@@ -21,7 +21,7 @@ import (
 func (c Config) Probe(ctx context.Context, endpoint string) error {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("endpoint %q is not a URL such as https://10.0.0.1:2379", endpoint)
+		return withFault(FaultBadEndpoint, fmt.Errorf("endpoint %q is not a URL such as https://10.0.0.1:2379", endpoint))
 	}
 	host := u.Host
 	if u.Port() == "" {
@@ -95,11 +95,11 @@ func (c Config) Probe(ctx context.Context, endpoint string) error {
 func explainDial(endpoint string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("%s: connection refused: etcd is not running there or listens on another port; check the member (systemctl status etcd, crictl ps -a | grep etcd) and its logs", endpoint)
+		return withFault(FaultRefused, fmt.Errorf("%s: connection refused: etcd is not running there or listens on another port; check the member (systemctl status etcd, crictl ps -a | grep etcd) and its logs", endpoint))
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		return fmt.Errorf("%s: no answer within the dial timeout: the host is down, unreachable or filtered; check it and the network (or raise --dial-timeout)", endpoint)
+		return withFault(FaultTimeout, fmt.Errorf("%s: no answer within the dial timeout: the host is down, unreachable or filtered; check it and the network (or raise --dial-timeout)", endpoint))
 	case strings.Contains(err.Error(), "no such host"):
-		return fmt.Errorf("%s: the host name does not resolve: fix --endpoints or DNS", endpoint)
+		return withFault(FaultDNS, fmt.Errorf("%s: the host name does not resolve: fix --endpoints or DNS", endpoint))
 	}
 	return fmt.Errorf("%s: connect: %w", endpoint, err)
 }
@@ -117,13 +117,13 @@ func (c Config) explainServerCert(endpoint string, leaf *x509.Certificate, err e
 	now := c.now()
 	switch {
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired && leaf != nil && now.After(leaf.NotAfter):
-		return fmt.Errorf("%s: the member's server certificate (subject %q) expired on %s, %d days ago: renew the etcd server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd, or fix the clock if the date is wrong (now %s)",
-			endpoint, leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(leaf.NotAfter)/day), now.UTC().Format(time.RFC3339))
+		return withFault(FaultServerCertExpired, fmt.Errorf("%s: the member's server certificate (subject %q) expired on %s, %d days ago: renew the etcd server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd, or fix the clock if the date is wrong (now %s)",
+			endpoint, leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(leaf.NotAfter)/day), now.UTC().Format(time.RFC3339)))
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired && leaf != nil:
-		return fmt.Errorf("%s: the member's server certificate (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
-			endpoint, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return withFault(FaultServerCertNotYetValid, fmt.Errorf("%s: the member's server certificate (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
+			endpoint, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
 	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage && leaf != nil:
-		return fmt.Errorf("%s: the member's certificate (subject %q) is not for server authentication (its extended key usage lacks serverAuth): re-issue it with serverAuth (kubeadm: kubeadm certs renew etcd-server)", endpoint, leaf.Subject.CommonName)
+		return withFault(FaultServerCertUsage, fmt.Errorf("%s: the member's certificate (subject %q) is not for server authentication (its extended key usage lacks serverAuth): re-issue it with serverAuth (kubeadm: kubeadm certs renew etcd-server)", endpoint, leaf.Subject.CommonName))
 	case errors.As(err, &unknown):
 		issuer := ""
 		if leaf != nil {
@@ -133,10 +133,10 @@ func (c Config) explainServerCert(endpoint string, leaf *x509.Certificate, err e
 		if ca == "" {
 			ca = "the system trust store (no --cacert given)"
 		}
-		return fmt.Errorf("%s: the member's certificate is signed by %q, which %s does not trust: pass etcd's CA with --cacert (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", endpoint, issuer, ca)
+		return withFault(FaultUnknownAuthority, fmt.Errorf("%s: the member's certificate is signed by %q, which %s does not trust: pass etcd's CA with --cacert (kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", endpoint, issuer, ca))
 	case errors.As(err, &host):
-		return fmt.Errorf("%s: the member's certificate does not cover the address dialled (%s; it covers %s): use an endpoint address listed in the certificate or re-issue it with that SAN",
-			endpoint, host.Host, strings.Join(certNames(host.Certificate), ", "))
+		return withFault(FaultSANMismatch, fmt.Errorf("%s: the member's certificate does not cover the address dialled (%s; it covers %s): use an endpoint address listed in the certificate or re-issue it with that SAN",
+			endpoint, host.Host, strings.Join(certNames(host.Certificate), ", ")))
 	}
 	return fmt.Errorf("%s: verify the member's certificate: %w", endpoint, err)
 }
@@ -156,13 +156,13 @@ func (c Config) explainHandshake(endpoint string, err error) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "certificate required"), c.Cert == "" && strings.Contains(msg, "bad certificate"):
-		return fmt.Errorf("%s: the member requires a client certificate: pass --cert and --key (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt and .key)", endpoint)
+		return withFault(FaultClientCertRequired, fmt.Errorf("%s: the member requires a client certificate: pass --cert and --key (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt and .key)", endpoint))
 	case strings.Contains(msg, "expired certificate"):
-		return fmt.Errorf("%s: the member rejected the client certificate %s as expired (or not yet valid by its clock): renew it, or check the member's clock", endpoint, c.Cert)
+		return withFault(FaultClientCertExpired, fmt.Errorf("%s: the member rejected the client certificate %s as expired (or not yet valid by its clock): renew it, or check the member's clock", endpoint, c.Cert))
 	case strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "bad certificate"):
-		return fmt.Errorf("%s: the member rejected the client certificate %s: it is not signed by the CA the member trusts (--trusted-ca-file); use a client certificate issued by etcd's CA", endpoint, c.Cert)
+		return withFault(FaultClientCertRejected, fmt.Errorf("%s: the member rejected the client certificate %s: it is not signed by the CA the member trusts (--trusted-ca-file); use a client certificate issued by etcd's CA", endpoint, c.Cert))
 	case strings.Contains(msg, "first record does not look like a TLS handshake"):
-		return fmt.Errorf("%s: the member does not speak TLS on this port: use an http:// endpoint", endpoint)
+		return withFault(FaultNotTLS, fmt.Errorf("%s: the member does not speak TLS on this port: use an http:// endpoint", endpoint))
 	}
 	return fmt.Errorf("%s: TLS handshake: %w", endpoint, err)
 }

@@ -1,0 +1,48 @@
+package etcdx
+
+import "errors"
+
+// Fault names what stopped etcdguard from using an endpoint, for callers that act on the cause
+// rather than on the words of the message: doctor picks its next step from it.
+type Fault string
+
+// The faults Probe and TLS tell apart. An error with none of them is some other failure.
+const (
+	FaultBadEndpoint           Fault = "bad-endpoint"
+	FaultRefused               Fault = "connection-refused"
+	FaultTimeout               Fault = "timeout"
+	FaultDNS                   Fault = "dns"
+	FaultCAFile                Fault = "ca-file"
+	FaultClientCertFile        Fault = "client-cert-file"
+	FaultKeyMismatch           Fault = "key-mismatch"
+	FaultClientCertExpired     Fault = "client-cert-expired"
+	FaultClientCertNotYetValid Fault = "client-cert-not-yet-valid"
+	FaultClientCertRequired    Fault = "client-cert-required"
+	FaultClientCertRejected    Fault = "client-cert-rejected"
+	FaultServerCertExpired     Fault = "server-cert-expired"
+	FaultServerCertNotYetValid Fault = "server-cert-not-yet-valid"
+	FaultServerCertUsage       Fault = "server-cert-usage"
+	FaultUnknownAuthority      Fault = "unknown-authority"
+	FaultSANMismatch           Fault = "san-mismatch"
+	FaultNotTLS                Fault = "not-tls"
+)
+
+// FaultError is an error that says which Fault it is; its message is the wrapped error's.
+type FaultError struct {
+	Fault Fault
+	Err   error
+}
+
+func (e *FaultError) Error() string { return e.Err.Error() }
+func (e *FaultError) Unwrap() error { return e.Err }
+
+func withFault(f Fault, err error) error { return &FaultError{Fault: f, Err: err} }
+
+// FaultOf returns the Fault that err carries, or "" when it carries none.
+func FaultOf(err error) Fault {
+	var fe *FaultError
+	if errors.As(err, &fe) {
+		return fe.Fault
+	}
+	return ""
+}

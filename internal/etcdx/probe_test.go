@@ -1,0 +1,156 @@
+package etcdx_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/testcluster"
+)
+
+// TestProbeFaults checks that Probe tells each transport failure apart, by its Fault, on real
+// TLS servers (the transport etcd's clients dial), and that the fault survives the wrapping
+// that callers test with errors.Is.
+func TestProbeFaults(t *testing.T) {
+	dir := t.TempDir()
+	pki, err := testcluster.NewPKI(filepath.Join(dir, "pki"))
+	require.NoError(t, err)
+	other, err := testcluster.NewPKI(filepath.Join(dir, "other"))
+	require.NoError(t, err)
+	now := time.Now()
+	valid := func(p *testcluster.PKI, name string, server bool) (string, string) {
+		issue := p.IssueClient
+		if server {
+			issue = p.IssueServer
+		}
+		c, k, err := issue(name, now.Add(-time.Hour), now.Add(24*time.Hour))
+		require.NoError(t, err)
+		return c, k
+	}
+	serverCert, serverKey := valid(pki, "server", true)
+	clientCert, clientKey := valid(pki, "client", false)
+	strangerCert, strangerKey := valid(other, "stranger", false)
+	expiredServer, expiredServerKey, err := pki.IssueServer("expired-server", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	require.NoError(t, err)
+	futureServer, futureServerKey, err := pki.IssueServer("future-server", now.Add(24*time.Hour), now.Add(48*time.Hour))
+	require.NoError(t, err)
+	expiredClient, expiredClientKey, err := pki.IssueClient("expired-client", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	require.NoError(t, err)
+
+	caPool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(pki.CAFile)
+	require.NoError(t, err)
+	caPool.AppendCertsFromPEM(caPEM)
+	serve := func(t *testing.T, host, cert, key string, requireClient bool) string {
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		require.NoError(t, err)
+		cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
+		if requireClient {
+			cfg.ClientAuth, cfg.ClientCAs = tls.RequireAndVerifyClientCert, caPool
+		}
+		l, err := tls.Listen("tcp", host+":0", cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go acceptAndHandshake(l)
+		return "https://" + l.Addr().String()
+	}
+	plain := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+				c.Close()
+			}
+		}()
+		return "https://" + l.Addr().String()
+	}
+	refused := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := l.Addr().String()
+		l.Close()
+		return "https://" + addr
+	}
+	good := etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: clientKey}
+
+	cases := []struct {
+		name     string
+		endpoint func(t *testing.T) string
+		cfg      etcdx.Config
+		fault    etcdx.Fault
+	}{
+		{"not a URL", func(*testing.T) string { return "10.0.0.1" }, good, etcdx.FaultBadEndpoint},
+		{"connection refused", refused, good, etcdx.FaultRefused},
+		{"not TLS", plain, good, etcdx.FaultNotTLS},
+		{"server signed by another CA", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
+			etcdx.Config{CACert: other.CAFile, Cert: clientCert, Key: clientKey}, etcdx.FaultUnknownAuthority},
+		{"address not in the SANs", func(t *testing.T) string { return serve(t, "127.0.0.2", serverCert, serverKey, false) },
+			good, etcdx.FaultSANMismatch},
+		{"server certificate expired", func(t *testing.T) string { return serve(t, "127.0.0.1", expiredServer, expiredServerKey, false) },
+			good, etcdx.FaultServerCertExpired},
+		{"server certificate not yet valid", func(t *testing.T) string { return serve(t, "127.0.0.1", futureServer, futureServerKey, false) },
+			good, etcdx.FaultServerCertNotYetValid},
+		{"client certificate required", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile}, etcdx.FaultClientCertRequired},
+		{"client certificate from another CA", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: strangerCert, Key: strangerKey}, etcdx.FaultClientCertRejected},
+		{"client certificate expired", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: expiredClient, Key: expiredClientKey}, etcdx.FaultClientCertExpired},
+		{"client certificate not yet valid by our clock", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: clientKey, Now: func() time.Time { return now.Add(-48 * time.Hour) }},
+			etcdx.FaultClientCertNotYetValid},
+		{"key of another certificate", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: serverKey}, etcdx.FaultKeyMismatch},
+		{"CA file missing", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
+			etcdx.Config{CACert: filepath.Join(dir, "missing.pem")}, etcdx.FaultCAFile},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Probe(t.Context(), tc.endpoint(t))
+			require.Error(t, err)
+			require.Equal(t, tc.fault, etcdx.FaultOf(err), "error: %v", err)
+			wrapped := errors.Join(errors.New("doctor"), err)
+			require.Equal(t, tc.fault, etcdx.FaultOf(wrapped))
+		})
+	}
+
+	t.Run("a working endpoint has no fault", func(t *testing.T) {
+		require.NoError(t, good.Probe(t.Context(), serve(t, "127.0.0.1", serverCert, serverKey, true)))
+	})
+	t.Run("local certificate problems still say the endpoint is unavailable", func(t *testing.T) {
+		err := etcdx.Config{CACert: filepath.Join(dir, "missing.pem")}.Probe(t.Context(), serve(t, "127.0.0.1", serverCert, serverKey, false))
+		require.ErrorIs(t, err, etcdx.ErrUnavailable)
+	})
+}
+
+// acceptAndHandshake serves TLS handshakes, then holds each connection open a moment so that a
+// client's first read sees the server's verdict on its certificate.
+func acceptAndHandshake(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+			if tc, ok := c.(*tls.Conn); ok && tc.Handshake() == nil {
+				_, _ = tc.Read(make([]byte, 1))
+			}
+		}()
+	}
+}
