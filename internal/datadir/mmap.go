@@ -2,6 +2,8 @@ package datadir
 
 import (
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -27,8 +29,14 @@ func mapFile(f *os.File, size int64, readAhead bool) (data []byte, release func(
 	if !readAhead {
 		return data, unmap, nil
 	}
-	// The read-ahead has a descriptor of its own: the caller may close f once it is mapped.
-	fd, err := unix.Dup(int(f.Fd()))
+	if !fitsInMemory(size) {
+		// Read far ahead of the walk, the first pages would leave the page cache before the walk
+		// reaches them, and be read twice; the cache of a busy host would be flushed for nothing.
+		return data, unmap, nil
+	}
+	// The read-ahead has a descriptor of its own (closed on exec, as Go's are): the caller may
+	// close f once it is mapped.
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return data, unmap, nil
 	}
@@ -49,4 +57,20 @@ func mapFile(f *os.File, size int64, readAhead bool) (data []byte, release func(
 		<-done
 		unmap()
 	}, nil
+}
+
+// fitsInMemory reports whether size bytes take at most half of the memory the kernel says is
+// available (MemAvailable), so that reading them ahead evicts nothing needed.
+func fitsInMemory(size int64) bool {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return err == nil && size <= kb<<10/2
+		}
+	}
+	return false
 }

@@ -11,6 +11,9 @@ import (
 	"github.com/etcdguard/etcdguard/internal/restore"
 )
 
+// maxConcurrentScans bounds how many data dirs are inspected at the same time.
+const maxConcurrentScans = 3
+
 // checkDataDirs inspects data dirs offline (strictly read-only) and says, for each, whether
 // etcd starts on it as it is, repairs itself, or the member must be replaced or restored; across
 // several, which is freshest and whether an intact quorum exists.
@@ -20,11 +23,17 @@ func checkDataDirs(dirs []string) []Finding {
 		dir string
 		rep datadir.Report
 	}
-	// The data dirs are read at the same time: each scan waits on its disk most of the time.
+	// The data dirs are read at the same time (each scan waits on its disk most of the time),
+	// a few at once: each maps its files and reads its database ahead.
 	states := make([]dirState, len(dirs))
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, maxConcurrentScans)
 	for i, d := range dirs {
-		wg.Go(func() { states[i] = dirState{d, datadir.Inspect(d)} })
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			states[i] = dirState{d, datadir.Inspect(d)}
+		})
 	}
 	wg.Wait()
 	for _, s := range states {

@@ -193,6 +193,10 @@ func endpointFinding(st etcdx.MemberStatus) Finding {
 		f.Next = "fix the clock (timedatectl, chronyc tracking), then try again"
 	case etcdx.FaultUnknownAuthority:
 		f.Next = "pass etcd's CA: --cacert /etc/kubernetes/pki/etcd/ca.crt"
+	case etcdx.FaultCANotYetValid:
+		f.Next = "fix the clock (timedatectl, chronyc tracking): etcd's CA is not valid yet by this host's clock"
+	case etcdx.FaultCAExpired:
+		f.Next = "if the date is wrong, fix the clock; otherwise issue a new etcd CA and re-issue every etcd certificate from it (kubeadm init phase certs etcd-ca, kubeadm certs renew etcd-server etcd-peer etcd-healthcheck-client apiserver-etcd-client)"
 	case etcdx.FaultCAFile:
 		f.Next = "pass a readable PEM file holding etcd's CA certificate: --cacert /etc/kubernetes/pki/etcd/ca.crt"
 	case etcdx.FaultServerCertUsage:

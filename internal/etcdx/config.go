@@ -5,6 +5,7 @@ package etcdx
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -87,6 +88,9 @@ func (c Config) TLS() (*tls.Config, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, withFault(FaultCAFile, fmt.Errorf("%w: --cacert %s holds no PEM certificate: pass etcd's CA certificate (for kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", ErrUnavailable, c.CACert))
 		}
+		if err := c.checkCAValidity(pem); err != nil {
+			return nil, err
+		}
 		cfg.RootCAs = pool
 	}
 	if (c.Cert == "") != (c.Key == "") {
@@ -117,6 +121,44 @@ func (c Config) TLS() (*tls.Config, error) {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return cfg, nil
+}
+
+// checkCAValidity fails when no CA certificate of the --cacert file (pemData) is valid now:
+// every chain through them would then fail, and Go's verifier says only that the authority is
+// unknown. A clock reset after a power cut makes a CA "not yet valid" as easily as a member's
+// certificate.
+func (c Config) checkCAValidity(pemData []byte) error {
+	var first *x509.Certificate
+	for rest := pemData; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			continue
+		}
+		if checkValidity("CA certificate", c.CACert, cert, c.now()) == nil {
+			return nil
+		}
+		if first == nil {
+			first = cert
+		}
+	}
+	if first == nil {
+		return nil // nothing parsed: AppendCertsFromPEM has had its say
+	}
+	now := c.now()
+	if now.Before(first.NotBefore) {
+		return withFault(FaultCANotYetValid, fmt.Errorf("%w: %w", ErrUnavailable, checkValidity("CA certificate", c.CACert, first, now)))
+	}
+	return withFault(FaultCAExpired, fmt.Errorf("%w: the CA certificate --cacert %s (subject %q) expired on %s, %d days ago, and every certificate it signed with it: "+
+		"if the date is wrong, fix the clock (now %s); if it is right, the cluster needs a new CA and new certificates (kubeadm: kubeadm init phase certs etcd-ca, then kubeadm certs renew for each etcd certificate)",
+		ErrUnavailable, c.CACert, first.Subject.CommonName, first.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(first.NotAfter)/(24*time.Hour)), now.UTC().Format(time.RFC3339)))
 }
 
 // checkValidity returns an error naming the certificate and its dates when now lies outside its

@@ -13,6 +13,8 @@ const (
 	FaultTimeout               Fault = "timeout"
 	FaultDNS                   Fault = "dns"
 	FaultCAFile                Fault = "ca-file"
+	FaultCAExpired             Fault = "ca-expired"
+	FaultCANotYetValid         Fault = "ca-not-yet-valid"
 	FaultClientCertFile        Fault = "client-cert-file"
 	FaultKeyMismatch           Fault = "key-mismatch"
 	FaultClientCertExpired     Fault = "client-cert-expired"

@@ -160,7 +160,8 @@ func (c Config) statusOne(ctx context.Context, endpoint string) MemberStatus {
 	}
 	cli, err := c.Client(ctx, endpoint)
 	if err != nil {
-		st.Err = fmt.Sprintf("%s: %v", endpoint, err)
+		// An http:// endpoint is probed without TLS, but the client still loads the files.
+		st.Err, st.Fault = fmt.Sprintf("%s: %v", endpoint, err), FaultOf(err)
 		return st
 	}
 	defer cli.Close()

@@ -44,6 +44,16 @@ func TestProbeFaults(t *testing.T) {
 	require.NoError(t, err)
 	expiredClient, expiredClientKey, err := pki.IssueClient("expired-client", now.Add(-48*time.Hour), now.Add(-24*time.Hour))
 	require.NoError(t, err)
+	// A client whose clock is 45 minutes slow (the CA is valid from an hour ago): it takes a
+	// certificate that expired half an hour ago for valid, and one valid from in half an hour
+	// for not valid yet; the member, with the right time, sees the first one expired.
+	slowClock := func() time.Time { return now.Add(-45 * time.Minute) }
+	justExpired, justExpiredKey, err := pki.IssueClient("just-expired", now.Add(-3*time.Hour), now.Add(-30*time.Minute))
+	require.NoError(t, err)
+	soonValid, soonValidKey, err := pki.IssueClient("soon-valid", now.Add(-30*time.Minute), now.Add(24*time.Hour))
+	require.NoError(t, err)
+	oldServer, oldServerKey, err := pki.IssueServer("old-server", now.Add(-3*time.Hour), now.Add(24*time.Hour))
+	require.NoError(t, err)
 
 	caPool := x509.NewCertPool()
 	caPEM, err := os.ReadFile(pki.CAFile)
@@ -111,8 +121,13 @@ func TestProbeFaults(t *testing.T) {
 		{"client certificate expired", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
 			etcdx.Config{CACert: pki.CAFile, Cert: expiredClient, Key: expiredClientKey}, etcdx.FaultClientCertExpired},
 		{"client certificate not yet valid by our clock", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
-			etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: clientKey, Now: func() time.Time { return now.Add(-48 * time.Hour) }},
-			etcdx.FaultClientCertNotYetValid},
+			etcdx.Config{CACert: pki.CAFile, Cert: soonValid, Key: soonValidKey, Now: slowClock}, etcdx.FaultClientCertNotYetValid},
+		{"client certificate expired by the member's clock", func(t *testing.T) string { return serve(t, "127.0.0.1", oldServer, oldServerKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: justExpired, Key: justExpiredKey, Now: slowClock}, etcdx.FaultClientCertExpired},
+		{"CA not yet valid by our clock", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
+			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.Add(-2 * time.Hour) }}, etcdx.FaultCANotYetValid},
+		{"CA expired", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
+			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.AddDate(11, 0, 0) }}, etcdx.FaultCAExpired},
 		{"key of another certificate", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
 			etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: serverKey}, etcdx.FaultKeyMismatch},
 		{"CA file missing", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
