@@ -180,47 +180,38 @@ func parseVersion(v string) (maj, min, patch int, ok bool) {
 // (TCP, TLS, certificates), which already names the thing and the fix; the next action is
 // chosen from the fault the probe found.
 func endpointFinding(st etcdx.MemberStatus) Finding {
-	f := Finding{Severity: Critical, Check: "endpoint", Subject: st.Endpoint, Summary: st.Err}
-	switch st.Fault {
-	case etcdx.FaultRefused:
+	f := Finding{Severity: Critical, Check: "endpoint", Subject: st.Endpoint, Summary: st.Err, Next: nextForFault[st.Fault]}
+	switch {
+	case st.Fault == etcdx.FaultRefused:
 		f.Summary = st.Endpoint + ": connection refused: etcd is not running on that host (kube-apiserver reports 'dial tcp ...: connect: connection refused')"
-		f.Next = "on that host: systemctl status etcd / crictl ps -a | grep etcd, and its logs; if etcd fails to start, run: etcdguard doctor --data-dir /var/lib/etcd"
-	case etcdx.FaultClientCertExpired:
-		f.Next = "renew the client certificate: kubeadm certs renew etcd-healthcheck-client apiserver-etcd-client; if the date is wrong, fix the clock first"
-	case etcdx.FaultServerCertExpired:
-		f.Next = "renew the server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd; if the date is wrong, fix the clock first"
-	case etcdx.FaultClientCertNotYetValid, etcdx.FaultServerCertNotYetValid:
-		f.Next = "fix the clock (timedatectl, chronyc tracking), then try again"
-	case etcdx.FaultUnknownAuthority:
-		f.Next = "pass etcd's CA: --cacert /etc/kubernetes/pki/etcd/ca.crt"
-	case etcdx.FaultCANotYetValid:
-		f.Next = "fix the clock (timedatectl, chronyc tracking): etcd's CA is not valid yet by this host's clock"
-	case etcdx.FaultCAExpired:
-		f.Next = "if the date is wrong, fix the clock; otherwise issue a new etcd CA and re-issue every etcd certificate from it (kubeadm init phase certs etcd-ca, kubeadm certs renew etcd-server etcd-peer etcd-healthcheck-client apiserver-etcd-client)"
-	case etcdx.FaultCAFile:
-		f.Next = "pass a readable PEM file holding etcd's CA certificate: --cacert /etc/kubernetes/pki/etcd/ca.crt"
-	case etcdx.FaultServerCertUsage:
-		f.Next = "re-issue the member's server certificate with the serverAuth usage (kubeadm certs renew etcd-server), then restart etcd"
-	case etcdx.FaultSANMismatch:
-		f.Next = "use an endpoint address listed in the certificate, or re-issue the certificate with that address"
-	case etcdx.FaultClientCertRejected, etcdx.FaultClientCertRequired:
-		f.Next = "use a client certificate signed by etcd's CA: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}"
-	case etcdx.FaultKeyMismatch:
-		f.Next = "pass the key issued with the client certificate: --key /etc/kubernetes/pki/etcd/healthcheck-client.key for --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt"
-	case etcdx.FaultClientCertFile:
-		f.Next = "pass a readable PEM client certificate and key: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}"
-	case etcdx.FaultTimeout:
-		f.Next = "check that the host is up and that port 2379 is open from here (firewall, routing)"
-	case etcdx.FaultDNS:
-		f.Next = "fix the endpoint's host name or DNS"
-	case etcdx.FaultNotTLS:
-		f.Next = "use an http:// endpoint, or enable TLS on the member"
-	case etcdx.FaultBadEndpoint:
-		f.Next = "give endpoints as URLs: --endpoints https://10.0.0.1:2379,https://10.0.0.2:2379"
-	default:
+	case f.Next == "":
 		f.Next = "etcdctl --endpoints " + st.Endpoint + " endpoint health, and the member's logs"
 	}
 	return f
+}
+
+// nextForFault is the next action for each fault an endpoint probe tells apart (read only).
+var nextForFault = map[etcdx.Fault]string{
+	etcdx.FaultRefused:               "on that host: systemctl status etcd / crictl ps -a | grep etcd, and its logs; if etcd fails to start, run: etcdguard doctor --data-dir /var/lib/etcd",
+	etcdx.FaultClientCertExpired:     "renew the client certificate: kubeadm certs renew etcd-healthcheck-client apiserver-etcd-client; if the date is wrong, fix the clock first",
+	etcdx.FaultServerCertExpired:     "renew the server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd; if the date is wrong, fix the clock first",
+	etcdx.FaultClientCertNotYetValid: "fix the clock (timedatectl, chronyc tracking), then try again",
+	etcdx.FaultServerCertNotYetValid: "fix the clock (timedatectl, chronyc tracking), then try again",
+	etcdx.FaultUnknownAuthority:      "pass etcd's CA: --cacert /etc/kubernetes/pki/etcd/ca.crt",
+	etcdx.FaultCANotYetValid:         "fix the clock (timedatectl, chronyc tracking): etcd's CA is not valid yet by this host's clock",
+	etcdx.FaultCAExpired: "if the date is wrong, fix the clock; otherwise issue a new etcd CA and re-issue every etcd certificate from it " +
+		"(kubeadm init phase certs etcd-ca, kubeadm certs renew etcd-server etcd-peer etcd-healthcheck-client apiserver-etcd-client)",
+	etcdx.FaultCAFile:             "pass a readable PEM file holding etcd's CA certificate: --cacert /etc/kubernetes/pki/etcd/ca.crt",
+	etcdx.FaultServerCertUsage:    "re-issue the member's server certificate with the serverAuth usage (kubeadm certs renew etcd-server), then restart etcd",
+	etcdx.FaultSANMismatch:        "use an endpoint address listed in the certificate, or re-issue the certificate with that address",
+	etcdx.FaultClientCertRejected: "use a client certificate signed by etcd's CA: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}",
+	etcdx.FaultClientCertRequired: "use a client certificate signed by etcd's CA: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}",
+	etcdx.FaultKeyMismatch:        "pass the key issued with the client certificate: --key /etc/kubernetes/pki/etcd/healthcheck-client.key for --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt",
+	etcdx.FaultClientCertFile:     "pass a readable PEM client certificate and key: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}",
+	etcdx.FaultTimeout:            "check that the host is up and that port 2379 is open from here (firewall, routing)",
+	etcdx.FaultDNS:                "fix the endpoint's host name or DNS",
+	etcdx.FaultNotTLS:             "use an http:// endpoint, or enable TLS on the member",
+	etcdx.FaultBadEndpoint:        "give endpoints as URLs: --endpoints https://10.0.0.1:2379,https://10.0.0.2:2379",
 }
 
 // memberCount is the size of the cluster from the member list of a member that answers.

@@ -42,3 +42,15 @@ func TestMemberFindings(t *testing.T) {
 	}
 	require.Empty(t, memberFindings(base, 5000), "a healthy member has nothing to report")
 }
+
+func TestEveryFaultHasANextStep(t *testing.T) {
+	for _, fault := range etcdx.KnownFaults() {
+		f := endpointFinding(etcdx.MemberStatus{Endpoint: "https://10.0.0.1:2379", Err: "x", Fault: fault})
+		require.NotEmpty(t, nextForFault[fault], "fault %s has no next step of its own", fault)
+		require.Equal(t, nextForFault[fault], f.Next)
+		require.Equal(t, Critical, f.Severity)
+	}
+	f := endpointFinding(etcdx.MemberStatus{Endpoint: "https://10.0.0.1:2379", Err: "status: etcdserver: request timed out"})
+	require.Contains(t, f.Next, "endpoint health")
+	require.Equal(t, "status: etcdserver: request timed out", f.Summary)
+}

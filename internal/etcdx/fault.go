@@ -29,6 +29,16 @@ const (
 	FaultNotTLS                Fault = "not-tls"
 )
 
+// KnownFaults returns every Fault that Probe and TLS can report.
+func KnownFaults() []Fault {
+	return []Fault{
+		FaultBadEndpoint, FaultRefused, FaultTimeout, FaultDNS, FaultCAFile, FaultCAExpired, FaultCANotYetValid,
+		FaultClientCertFile, FaultKeyMismatch, FaultClientCertExpired, FaultClientCertNotYetValid,
+		FaultClientCertRequired, FaultClientCertRejected, FaultServerCertExpired, FaultServerCertNotYetValid,
+		FaultServerCertUsage, FaultUnknownAuthority, FaultSANMismatch, FaultNotTLS,
+	}
+}
+
 // FaultError is an error that says which Fault it is; its message is the wrapped error's.
 type FaultError struct {
 	Fault Fault
