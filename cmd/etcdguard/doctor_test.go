@@ -127,65 +127,73 @@ func TestDoctor(t *testing.T) {
 // TestDoctorOffline: torn WAL tails, a corrupt WAL and a damaged database, found by reading the
 // data dirs only, and no file changed.
 func TestDoctorOffline(t *testing.T) {
-	c := startCluster(t, "3.6")
-	loadData(t, c, 300, 100)
-	powerCut(t, c)
-	ms := c.Members()
-	require.NoError(t, testcluster.TearWALTail(ms[0].DataDir))
-	require.NoError(t, testcluster.ZeroDBPages(ms[1].DataDir, 2, 4))
-	before := map[string]map[string]string{}
-	var args []string
-	for _, m := range ms {
-		before[m.Name] = treeHashes(t, m.DataDir)
-		args = append(args, "--data-dir", m.DataDir)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadData(t, c, 300, 100)
+			powerCut(t, c)
+			ms := c.Members()
+			require.NoError(t, testcluster.TearWALTail(ms[0].DataDir))
+			require.NoError(t, testcluster.ZeroDBPages(ms[1].DataDir, 2, 4))
+			before := map[string]map[string]string{}
+			var args []string
+			for _, m := range ms {
+				before[m.Name] = treeHashes(t, m.DataDir)
+				args = append(args, "--data-dir", m.DataDir)
+			}
+			out := doctorJSON(t, 11, append([]string{"--offline"}, args...)...)
+			sev, summary, next, evidence := out.find(t, "wal", "torn")
+			require.Equal(t, "warning", sev)
+			require.Contains(t, summary, "repairs this itself")
+			require.Contains(t, strings.Join(evidence, " "), "offset")
+			require.Contains(t, next, "start etcd")
+			sev, _, _, evidence = out.find(t, "db", "database damaged")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, strings.Join(evidence, " "), "its header names page 0: the page was zeroed or overwritten")
+			require.Contains(t, strings.Join(evidence, " "), "damaged pages: [")
+			sev, summary, next, _ = out.find(t, "cluster-data", "2 of 3 data dirs are intact")
+			require.Equal(t, "warning", sev)
+			require.Contains(t, summary, "recover path: start")
+			require.Contains(t, next, "etcdguard recover")
+			for _, m := range ms {
+				require.Equal(t, before[m.Name], treeHashes(t, m.DataDir), "doctor changed a file in %s", m.DataDir)
+			}
+			// etcd does start on the torn tail, as doctor says: with the intact third member, a quorum.
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, m := range []*testcluster.Member{ms[0], ms[2]} {
+				wg.Go(func() { errs[i] = m.Restart(t.Context()) })
+			}
+			wg.Wait()
+			require.NoError(t, errors.Join(errs...))
+		})
 	}
-	out := doctorJSON(t, 11, append([]string{"--offline"}, args...)...)
-	sev, summary, next, evidence := out.find(t, "wal", "torn")
-	require.Equal(t, "warning", sev)
-	require.Contains(t, summary, "repairs this itself")
-	require.Contains(t, strings.Join(evidence, " "), "offset")
-	require.Contains(t, next, "start etcd")
-	sev, _, _, evidence = out.find(t, "db", "database damaged")
-	require.Equal(t, "critical", sev)
-	require.Contains(t, strings.Join(evidence, " "), "its header names page 0: the page was zeroed or overwritten")
-	require.Contains(t, strings.Join(evidence, " "), "damaged pages: [")
-	sev, summary, next, _ = out.find(t, "cluster-data", "2 of 3 data dirs are intact")
-	require.Equal(t, "warning", sev)
-	require.Contains(t, summary, "recover path: start")
-	require.Contains(t, next, "etcdguard recover")
-	for _, m := range ms {
-		require.Equal(t, before[m.Name], treeHashes(t, m.DataDir), "doctor changed a file in %s", m.DataDir)
-	}
-	// etcd does start on the torn tail, as doctor says: with the intact third member, a quorum.
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, m := range []*testcluster.Member{ms[0], ms[2]} {
-		wg.Go(func() { errs[i] = m.Restart(t.Context()) })
-	}
-	wg.Wait()
-	require.NoError(t, errors.Join(errs...))
 }
 
-// TestDoctorNoSpace: a member with a small quota raises NOSPACE; doctor names it and gives the
+// TestDoctorNoSpace: members with a small quota raise NOSPACE; doctor names it and gives the
 // commands.
 func TestDoctorNoSpace(t *testing.T) {
-	c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 1, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")},
-		Dir: t.TempDir(), QuotaBackendBytes: 1 << 20})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	cli, err := c.Client(t.Context())
-	require.NoError(t, err)
-	defer cli.Close()
-	val := strings.Repeat("x", 64<<10)
-	for i := range 100 {
-		if _, err := cli.Put(t.Context(), "/registry/configmaps/big/"+itoa(i), val); err != nil {
-			require.Contains(t, err.Error(), "database space exceeded")
-			break
-		}
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 3, TLS: true, Command: []string{testenv.Etcd(t, version, "etcd")},
+				Dir: t.TempDir(), QuotaBackendBytes: 1 << 20})
+			require.NoError(t, err)
+			t.Cleanup(func() { c.Close() })
+			cli, err := c.Client(t.Context())
+			require.NoError(t, err)
+			defer cli.Close()
+			val := strings.Repeat("x", 64<<10)
+			for i := range 100 {
+				if _, err := cli.Put(t.Context(), "/registry/configmaps/big/"+itoa(i), val); err != nil {
+					require.Contains(t, err.Error(), "database space exceeded")
+					break
+				}
+			}
+			out := doctorJSON(t, 11, tlsFlags(c)...)
+			sev, _, next, _ := out.find(t, "alarm", "NOSPACE")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, next, "defrag")
+			require.Contains(t, next, "alarm disarm")
+		})
 	}
-	out := doctorJSON(t, 11, tlsFlags(c)...)
-	sev, _, next, _ := out.find(t, "alarm", "NOSPACE")
-	require.Equal(t, "critical", sev)
-	require.Contains(t, next, "defrag")
-	require.Contains(t, next, "alarm disarm")
 }

@@ -82,49 +82,51 @@ func reissueServer(t *testing.T, c *testcluster.Cluster, m *testcluster.Member, 
 // TestDoctorTLSAndClocks names each certificate problem separately, and finds clock skew and a
 // clock reset through an injected clock (libfaketime does not reach Go programs).
 func TestDoctorTLSAndClocks(t *testing.T) {
-	c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 1, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")}, Dir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	ep := c.Endpoints()[0]
-	now := time.Now()
-	other, err := testcluster.NewPKI(filepath.Join(t.TempDir(), "other"))
-	require.NoError(t, err)
-	future, futureKey, err := c.PKI.IssueClient("future-client", now.Add(48*time.Hour), now.Add(400*24*time.Hour))
-	require.NoError(t, err)
-	m1 := c.Members()[0]
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			ep := c.Endpoints()[0]
+			now := time.Now()
+			other, err := testcluster.NewPKI(filepath.Join(t.TempDir(), "other"))
+			require.NoError(t, err)
+			future, futureKey, err := c.PKI.IssueClient("future-client", now.Add(48*time.Hour), now.Add(400*24*time.Hour))
+			require.NoError(t, err)
+			m1 := c.Members()[0]
 
-	cases := []struct {
-		name    string
-		args    []string
-		setup   func(t *testing.T)
-		summary string
-		next    string
-	}{
-		{"client certificate not yet valid", []string{"--cacert", c.CAFile, "--cert", future, "--key", futureKey}, nil,
-			"is not valid until " + now.Add(48*time.Hour).UTC().Format("2006-01-02"), "fix the clock"},
-		{"server certificate signed by another CA", []string{"--cacert", other.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile}, nil,
-			"does not trust", "--cacert"},
-		{"key does not match the certificate", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", filepath.Join(filepath.Dir(c.CAFile), m1.Name+"-key.pem")}, nil,
-			"does not belong to the client certificate", "the key issued with the client certificate"},
-		{"SAN does not cover the address dialled", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
-			func(t *testing.T) { reissueServer(t, c, m1, []string{"etcd.example"}) },
-			"does not cover the address dialled (127.0.0.1; it covers etcd.example)", "re-issue"},
-		{"certificate not for server authentication", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
-			func(t *testing.T) {
-				reissueServer(t, c, m1, []string{"localhost", "127.0.0.1"}, x509.ExtKeyUsageClientAuth)
-			},
-			"is not for server authentication", "serverAuth"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if tc.setup != nil {
-				tc.setup(t)
+			cases := []struct {
+				name    string
+				args    []string
+				setup   func(t *testing.T)
+				summary string
+				next    string
+			}{
+				{"client certificate not yet valid", []string{"--cacert", c.CAFile, "--cert", future, "--key", futureKey}, nil,
+					"is not valid until " + now.Add(48*time.Hour).UTC().Format("2006-01-02"), "fix the clock"},
+				{"server certificate signed by another CA", []string{"--cacert", other.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile}, nil,
+					"does not trust", "--cacert"},
+				{"key does not match the certificate", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", filepath.Join(filepath.Dir(c.CAFile), m1.Name+"-key.pem")}, nil,
+					"does not belong to the client certificate", "the key issued with the client certificate"},
+				{"SAN does not cover the address dialled", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
+					func(t *testing.T) { reissueServer(t, c, m1, []string{"etcd.example"}) },
+					"does not cover the address dialled (127.0.0.1; it covers etcd.example)", "re-issue"},
+				{"certificate not for server authentication", []string{"--cacert", c.CAFile, "--cert", c.ClientCertFile, "--key", c.ClientKeyFile},
+					func(t *testing.T) {
+						reissueServer(t, c, m1, []string{"localhost", "127.0.0.1"}, x509.ExtKeyUsageClientAuth)
+					},
+					"is not for server authentication", "serverAuth"},
 			}
-			out := doctorAt(t, time.Now, 11, append([]string{"--endpoints", ep}, tc.args...)...)
-			sev, summary, next, _ := out.find(t, "endpoint", "")
-			require.Equal(t, "critical", sev)
-			require.Contains(t, summary, tc.summary)
-			require.Contains(t, next, tc.next)
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					if tc.setup != nil {
+						tc.setup(t)
+					}
+					out := doctorAt(t, time.Now, 11, append([]string{"--endpoints", ep}, tc.args...)...)
+					sev, summary, next, _ := out.find(t, "endpoint", "")
+					require.Equal(t, "critical", sev)
+					require.Contains(t, summary, tc.summary)
+					require.Contains(t, next, tc.next)
+				})
+			}
 		})
 	}
 }
@@ -132,35 +134,37 @@ func TestDoctorTLSAndClocks(t *testing.T) {
 // TestDoctorClockSkew: this host's clock 10 minutes ahead of the member's, then reset years back
 // (as after a power cut without an RTC battery): both are named, with the dates.
 func TestDoctorClockSkew(t *testing.T) {
-	c, err := testcluster.Start(t.Context(), testcluster.Options{Size: 1, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")}, Dir: t.TempDir()})
-	require.NoError(t, err)
-	t.Cleanup(func() { c.Close() })
-	ahead := func() time.Time { return time.Now().Add(10 * time.Minute) }
-	out := doctorAt(t, ahead, 11, tlsFlags(c)...)
-	sev, summary, next, evidence := out.find(t, "clock", "behind this host's")
-	require.Equal(t, "critical", sev)
-	require.Regexp(t, `^clock (9m59s|10m[0-2]s) behind`, summary, "the Date header has a one-second resolution")
-	require.Contains(t, next, "timedatectl")
-	require.NotEmpty(t, evidence)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			ahead := func() time.Time { return time.Now().Add(10 * time.Minute) }
+			out := doctorAt(t, ahead, 11, tlsFlags(c)...)
+			sev, summary, next, evidence := out.find(t, "clock", "behind this host's")
+			require.Equal(t, "critical", sev)
+			require.Regexp(t, `^clock (9m59s|10m[0-2]s) behind`, summary, "the Date header has a one-second resolution")
+			require.Contains(t, next, "timedatectl")
+			require.NotEmpty(t, evidence)
 
-	reset := func() time.Time { return time.Now().AddDate(-3, 0, 0) }
-	out = doctorAt(t, reset, 11, tlsFlags(c)...)
-	sev, summary, next, _ = out.find(t, "endpoint", "the clock is probably wrong")
-	require.Equal(t, "critical", sev)
-	require.Contains(t, summary, "is not valid until")
-	require.Contains(t, next, "fix the clock")
-	// Every certificate of the PKI folder, checked against the clock.
-	out = doctorAt(t, reset, 11, append(tlsFlags(c), "--pki-dir", filepath.Dir(c.CAFile))...)
-	sev, _, next, _ = out.find(t, "certificate", "not valid yet")
-	require.Equal(t, "critical", sev)
-	require.Contains(t, next, "fix the clock")
+			reset := func() time.Time { return time.Now().AddDate(-3, 0, 0) }
+			out = doctorAt(t, reset, 11, tlsFlags(c)...)
+			sev, summary, next, _ = out.find(t, "endpoint", "the clock is probably wrong")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, summary, "is not valid until")
+			require.Contains(t, next, "fix the clock")
+			// Every certificate of the PKI folder, checked against the clock.
+			out = doctorAt(t, reset, 11, append(tlsFlags(c), "--pki-dir", filepath.Dir(c.CAFile))...)
+			sev, _, next, _ = out.find(t, "certificate", "not valid yet")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, next, "fix the clock")
 
-	out = doctorAt(t, time.Now, 10, tlsFlags(c)...)
-	sev, _, _, _ = out.find(t, "clock", "")
-	require.Equal(t, "ok", sev)
-	sev, summary, _, _ = out.find(t, "disk", "WAL fsync")
-	require.Contains(t, []string{"ok", "warning"}, sev)
-	require.Contains(t, summary, "p99")
+			out = doctorAt(t, time.Now, 10, tlsFlags(c)...)
+			sev, _, _, _ = out.find(t, "clock", "")
+			require.Equal(t, "ok", sev)
+			sev, summary, _, _ = out.find(t, "disk", "WAL fsync")
+			require.Contains(t, []string{"ok", "warning"}, sev)
+			require.Contains(t, summary, "p99")
+		})
+	}
 }
 
 // TestDoctorDNS: an endpoint whose host name does not resolve (.invalid never does) is named as
