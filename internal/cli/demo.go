@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
@@ -175,6 +177,21 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "   %s: database pages 2-5 zeroed\n", ms[1].Name)
+
+	say("etcdguard doctor: what is wrong, and what to run (kube-apiserver saw only 'connection refused')")
+	doctorArgs := []string{"doctor", "--endpoints", strings.Join(cluster.Endpoints(), ","),
+		"--cacert", cluster.CAFile, "--cert", cluster.ClientCertFile, "--key", cluster.ClientKeyFile,
+		"--target", "file://" + repo, "--target", "file://" + tape + "?offline=true&media=tape&name=tape"}
+	for _, m := range ms {
+		doctorArgs = append(doctorArgs, "--data-dir", m.DataDir)
+	}
+	fmt.Fprintf(env.Stdout, "$ etcdguard %s\n", strings.Join(doctorArgs, " "))
+	root := NewRootCommand(env)
+	root.SetArgs(doctorArgs)
+	// Critical findings are the point here: doctor's exit code says so, the demo goes on.
+	if err := root.ExecuteContext(ctx); err != nil && !errors.Is(err, doctor.ErrCritical) && !errors.Is(err, doctor.ErrWarning) {
+		return err
+	}
 
 	say("etcdguard recover: assess every member, decide, carry out, verify")
 	r := &restore.Recoverer{
