@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +36,18 @@ func doctorJSON(t *testing.T, wantCode int, args ...string) doctorOut {
 	var out doctorOut
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
 	return out
+}
+
+// findFor returns the finding of a check about subject.
+func (d doctorOut) findFor(t *testing.T, check, subject string) (sev, summary, next string, evidence []string) {
+	t.Helper()
+	for _, f := range d.Findings {
+		if f.Check == check && f.Subject == subject {
+			return f.Severity, f.Summary, f.Next, f.Evidence
+		}
+	}
+	t.Fatalf("no %s finding about %s in %+v", check, subject, d.Findings)
+	return
 }
 
 // find returns the first finding of a check whose summary contains text.
@@ -124,17 +137,20 @@ func TestDoctor(t *testing.T) {
 	}
 }
 
-// TestDoctorOffline: torn WAL tails, a corrupt WAL and a damaged database, found by reading the
-// data dirs only, and no file changed.
+// TestDoctorOffline: after a power cut, one member's WAL cut inside its last record, one
+// member's database pages zeroed, one member's last 512 WAL bytes zeroed; found by reading the
+// data dirs only, no file changed, and etcd then does what doctor said.
 func TestDoctorOffline(t *testing.T) {
 	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			c := startCluster(t, version)
 			loadData(t, c, 300, 100)
+			putBig(t, c)
 			powerCut(t, c)
 			ms := c.Members()
 			require.NoError(t, testcluster.TearWALTail(ms[0].DataDir))
 			require.NoError(t, testcluster.ZeroDBPages(ms[1].DataDir, 2, 4))
+			require.NoError(t, testcluster.ZeroWALTail(ms[2].DataDir))
 			before := map[string]map[string]string{}
 			var args []string
 			for _, m := range ms {
@@ -142,23 +158,37 @@ func TestDoctorOffline(t *testing.T) {
 				args = append(args, "--data-dir", m.DataDir)
 			}
 			out := doctorJSON(t, 11, append([]string{"--offline"}, args...)...)
-			sev, summary, next, evidence := out.find(t, "wal", "torn")
-			require.Equal(t, "warning", sev)
-			require.Contains(t, summary, "repairs this itself")
-			require.Contains(t, strings.Join(evidence, " "), "offset")
-			require.Contains(t, next, "start etcd")
-			sev, _, _, evidence = out.find(t, "db", "database damaged")
+			for _, m := range []*testcluster.Member{ms[0], ms[2]} {
+				sev, summary, next, evidence := out.findFor(t, "wal", m.DataDir)
+				require.Equal(t, "warning", sev, summary)
+				require.Regexp(t, `repairs this itself on start, dropping [1-9]\d* bytes`, summary)
+				require.Contains(t, strings.Join(evidence, " "), "cut at offset")
+				require.Contains(t, next, "start etcd")
+				sev, summary, _, _ = out.findFor(t, "verdict", m.DataDir)
+				require.Equal(t, "warning", sev)
+				require.Contains(t, summary, "starts and repairs itself")
+			}
+			sev, _, _, evidence := out.findFor(t, "db", ms[1].DataDir)
 			require.Equal(t, "critical", sev)
 			require.Contains(t, strings.Join(evidence, " "), "its header names page 0: the page was zeroed or overwritten")
-			require.Contains(t, strings.Join(evidence, " "), "damaged pages: [")
-			sev, summary, next, _ = out.find(t, "cluster-data", "2 of 3 data dirs are intact")
+			// Of the zeroed pages 2-5, those in use (a zeroed free page is no damage).
+			require.Regexp(t, `damaged pages: \[[2-5]( [2-5])*\]`, strings.Join(evidence, " "))
+			sev, summary, _, _ := out.findFor(t, "verdict", ms[1].DataDir)
+			require.Equal(t, "critical", sev)
+			require.Contains(t, summary, "must be replaced", "the other two are intact: a quorum")
+			sev, summary, next, evidence := out.find(t, "cluster-data", "2 of 3 data dirs are intact")
 			require.Equal(t, "warning", sev)
 			require.Contains(t, summary, "recover path: start")
 			require.Contains(t, next, "etcdguard recover")
+			require.Contains(t, strings.Join(evidence, "\n"), "freshest intact database: ")
 			for _, m := range ms {
 				require.Equal(t, before[m.Name], treeHashes(t, m.DataDir), "doctor changed a file in %s", m.DataDir)
 			}
-			// etcd does start on the torn tail, as doctor says: with the intact third member, a quorum.
+			// etcd does start on both self-repairing members, as doctor says: a quorum.
+			logFrom := map[string]int64{}
+			for _, m := range []*testcluster.Member{ms[0], ms[2]} {
+				logFrom[m.Name] = logLen(t, m)
+			}
 			var wg sync.WaitGroup
 			errs := make([]error, 2)
 			for i, m := range []*testcluster.Member{ms[0], ms[2]} {
@@ -166,8 +196,78 @@ func TestDoctorOffline(t *testing.T) {
 			}
 			wg.Wait()
 			require.NoError(t, errors.Join(errs...))
+			for _, m := range []*testcluster.Member{ms[0], ms[2]} {
+				require.Contains(t, logSinceOf(t, m, logFrom[m.Name]), "repaired", "%s repaired its WAL", m.Name)
+			}
 		})
 	}
+}
+
+// TestDoctorWALCorruptOlderSegment: a byte flipped in a record of a WAL segment that is not the
+// last is named (file and offset) as damage etcd cannot repair, and etcd does refuse to start.
+func TestDoctorWALCorruptOlderSegment(t *testing.T) {
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			// More than one 64 MiB segment of WAL.
+			cli, err := c.Client(t.Context())
+			require.NoError(t, err)
+			val := strings.Repeat("w", 1<<20)
+			for i := range 72 {
+				_, err := cli.Put(t.Context(), fmt.Sprintf("/registry/configmaps/big/cm-%02d", i), val)
+				require.NoError(t, err)
+			}
+			require.NoError(t, cli.Close())
+			powerCut(t, c)
+			m := c.Members()[0]
+			segs, err := filepath.Glob(filepath.Join(m.DataDir, "member", "wal", "*.wal"))
+			require.NoError(t, err)
+			require.GreaterOrEqual(t, len(segs), 2, "a WAL of more than one segment")
+			seg, off, err := testcluster.FlipWALRecord(m.DataDir, 0)
+			require.NoError(t, err)
+			before := treeHashes(t, m.DataDir)
+
+			out := doctorJSON(t, 11, "--offline", "--data-dir", m.DataDir)
+			sev, summary, next, evidence := out.findFor(t, "wal", m.DataDir)
+			require.Equal(t, "critical", sev)
+			require.Contains(t, summary, "etcd cannot repair this")
+			require.Contains(t, evidence, fmt.Sprintf("file %s, offset %d", filepath.Base(seg), off))
+			require.Contains(t, strings.Join(evidence, " "), "crc mismatch")
+			require.Contains(t, next, "recover")
+			sev, _, _, _ = out.findFor(t, "verdict", m.DataDir)
+			require.Equal(t, "critical", sev)
+			require.Equal(t, before, treeHashes(t, m.DataDir), "doctor changed a file")
+
+			from := logLen(t, m)
+			require.Error(t, m.Restart(t.Context()), "etcd started on a WAL damaged before its last segment")
+			require.Contains(t, logSinceOf(t, m, from), "crc mismatch")
+		})
+	}
+}
+
+// putBig writes one value of a few KiB last, so that the WAL ends inside a large record.
+func putBig(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	cli, err := c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	_, err = cli.Put(t.Context(), "/registry/configmaps/ns-0/big", strings.Repeat("b", 8<<10))
+	require.NoError(t, err)
+}
+
+// logLen is the size of a member's log file now; logSinceOf reads it from there.
+func logLen(t *testing.T, m *testcluster.Member) int64 {
+	t.Helper()
+	n, err := m.LogSize()
+	require.NoError(t, err)
+	return n
+}
+
+func logSinceOf(t *testing.T, m *testcluster.Member, from int64) string {
+	t.Helper()
+	log, err := m.LogSince(from)
+	require.NoError(t, err)
+	return log
 }
 
 // TestDoctorNoSpace: members with a small quota raise NOSPACE; doctor names it and gives the

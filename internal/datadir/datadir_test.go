@@ -170,9 +170,9 @@ func inspect(t *testing.T, dir string) Report {
 // logSince returns what the member logged after offset off of its log file.
 func logSince(t *testing.T, m *testcluster.Member, off int64) string {
 	t.Helper()
-	b := readFile(t, m.LogFile)
-	require.GreaterOrEqual(t, int64(len(b)), off)
-	return string(b[off:])
+	log, err := m.LogSince(off)
+	require.NoError(t, err)
+	return log
 }
 
 // logLines returns the lines of log that contain any of words.
@@ -193,9 +193,9 @@ func logLines(log string, words ...string) []string {
 
 func logSize(t *testing.T, m *testcluster.Member) int64 {
 	t.Helper()
-	fi, err := os.Stat(m.LogFile)
+	n, err := m.LogSize()
 	require.NoError(t, err)
-	return fi.Size()
+	return n
 }
 
 // damage is what a test case does to a killed member's data folder; it returns what the checks

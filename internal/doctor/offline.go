@@ -73,6 +73,18 @@ func checkDataDirs(dirs []string) []Finding {
 	if err == nil {
 		path = plan.Path
 	}
+	// With the whole cluster in view, a member that cannot start is one of the two: replaced
+	// (the intact others have a quorum) or restored with every other member.
+	for i := range fs {
+		if fs[i].Check != "verdict" || fs[i].Severity != Critical {
+			continue
+		}
+		if intact >= q {
+			fs[i].Summary = fmt.Sprintf("must be replaced: removed and added back empty, it catches up from the %d intact members", intact)
+		} else {
+			fs[i].Summary = fmt.Sprintf("must be restored, with every member: only %d of %d data dirs are intact, short of a quorum (%d)", intact, len(states), q)
+		}
+	}
 	f := Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", len(states)), Evidence: ev}
 	switch {
 	case intact == len(states):

@@ -1,6 +1,7 @@
 package testcluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -11,11 +12,10 @@ import (
 // TearWALTail cuts the last WAL segment of a data dir inside its last record, as a power cut in
 // the middle of a write does. etcd repairs this itself on start, dropping the torn record.
 func TearWALTail(dataDir string) error {
-	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
-	if err != nil || len(segs) == 0 {
-		return fmt.Errorf("tear WAL of %s: no WAL segment found", dataDir)
+	segs, err := walSegments(dataDir)
+	if err != nil {
+		return fmt.Errorf("tear WAL: %w", err)
 	}
-	sort.Strings(segs)
 	last := segs[len(segs)-1]
 	data, err := os.ReadFile(last)
 	if err != nil {
@@ -44,6 +44,93 @@ func ZeroDBPages(dataDir string, first, n int) error {
 	defer f.Close()
 	if _, err := f.WriteAt(make([]byte, n*4096), int64(first)*4096); err != nil {
 		return fmt.Errorf("damage database: %w", err)
+	}
+	return f.Sync()
+}
+
+// ZeroWALTail overwrites the last 512 bytes written to the last WAL segment of a data dir with
+// zeroes, as a sector lost by a power cut leaves them. When those bytes fall inside a record
+// (write a value of a few KiB last to make sure), etcd takes it for a torn write and repairs
+// it on start.
+func ZeroWALTail(dataDir string) error {
+	segs, err := walSegments(dataDir)
+	if err != nil {
+		return fmt.Errorf("zero WAL tail: %w", err)
+	}
+	last := segs[len(segs)-1]
+	data, err := os.ReadFile(last)
+	if err != nil {
+		return fmt.Errorf("zero WAL tail: %w", err)
+	}
+	end := len(data)
+	for end > 0 && data[end-1] == 0 {
+		end--
+	}
+	if end < 1024 {
+		return errors.New("zero WAL tail: the last segment holds too little")
+	}
+	return writeAt(last, int64(end-512), make([]byte, 512))
+}
+
+// FlipWALRecord flips the last byte of a record's data in WAL segment seg (0 is the oldest) of
+// a data dir, a record from the middle of the segment: damage etcd cannot repair when the
+// segment is not the last. It returns the segment's path and the offset of the record's frame.
+func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err error) {
+	segs, err := walSegments(dataDir)
+	if err != nil {
+		return "", 0, fmt.Errorf("flip WAL record: %w", err)
+	}
+	if seg >= len(segs) {
+		return "", 0, fmt.Errorf("flip WAL record: %s has %d segments, not %d", dataDir, len(segs), seg+1)
+	}
+	path = segs[seg]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, fmt.Errorf("flip WAL record: %w", err)
+	}
+	// Frames: an 8-byte little-endian length (lower 56 bits: the record's size; bits 56-58 of
+	// a negative length: the padding), then the record.
+	type frame struct{ off, recBytes int64 }
+	var frames []frame
+	for off := int64(0); off+8 <= int64(len(data)); {
+		l := int64(binary.LittleEndian.Uint64(data[off:]))
+		if l == 0 {
+			break
+		}
+		rec := int64(uint64(l) & ^(uint64(0xff) << 56))
+		pad := int64(0)
+		if l < 0 {
+			pad = int64((uint64(l) >> 56) & 0x7)
+		}
+		frames = append(frames, frame{off, rec})
+		off += 8 + rec + pad
+	}
+	for _, f := range frames[len(frames)/2:] {
+		if f.recBytes > 64 {
+			at := f.off + 8 + f.recBytes - 1
+			return path, f.off, writeAt(path, at, []byte{data[at] ^ 0xff})
+		}
+	}
+	return "", 0, fmt.Errorf("flip WAL record: no record to damage in %s", path)
+}
+
+func walSegments(dataDir string) ([]string, error) {
+	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
+	if err != nil || len(segs) == 0 {
+		return nil, fmt.Errorf("%s: no WAL segment found", dataDir)
+	}
+	sort.Strings(segs)
+	return segs, nil
+}
+
+func writeAt(path string, off int64, b []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		return err
 	}
 	return f.Sync()
 }

@@ -321,6 +321,24 @@ func childEnv() []string {
 	})
 }
 
+// LogSize is the size of the member's log file now: what LogSince reads from.
+func (m *Member) LogSize() (int64, error) {
+	fi, err := os.Stat(m.LogFile)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+// LogSince returns what the member logged after its log file had size from (see LogSize).
+func (m *Member) LogSince(from int64) (string, error) {
+	b, err := os.ReadFile(m.LogFile)
+	if err != nil {
+		return "", err
+	}
+	return string(b[min(max(from, 0), int64(len(b))):]), nil
+}
+
 // logTail returns the last lines the member logged after offset from in its log file, formatted
 // to end an error message.
 func (m *Member) logTail(from int64) string {
