@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
@@ -49,13 +50,14 @@ func checkDisks(ctx context.Context, cfg etcdx.Config, statuses []etcdx.MemberSt
 			if !ok || h.count == 0 {
 				continue
 			}
-			p99 := h.quantile(0.99)
+			p99, lower, upper := h.quantile(0.99)
 			f := Finding{Check: "disk", Subject: nameOr(st) + " " + st.Endpoint,
-				Summary:  fmt.Sprintf("%s p99 at most %s over %.0f operations", dc.what, fmtSeconds(p99), h.count),
-				Evidence: []string{fmt.Sprintf("%s histogram, p99 bucket upper bound %s; alert above %s", dc.metric, fmtSeconds(p99), fmtSeconds(dc.warn))}}
+				Summary: fmt.Sprintf("%s p99 about %s over %.0f operations", dc.what, fmtSeconds(p99), h.count),
+				Evidence: []string{fmt.Sprintf("%s histogram: the 99th percentile falls between %s and %s, %s by linear interpolation (as histogram_quantile); alert above %s",
+					dc.metric, fmtSeconds(lower), fmtSeconds(upper), fmtSeconds(p99), fmtSeconds(dc.warn))}}
 			if p99 > dc.warn {
 				f.Severity = Warning
-				f.Summary = fmt.Sprintf("%s is slow: p99 up to %s (above %s): etcd misses heartbeats and elections start", dc.what, fmtSeconds(p99), fmtSeconds(dc.warn))
+				f.Summary = fmt.Sprintf("%s is slow: p99 about %s (above %s): etcd misses heartbeats and elections start", dc.what, fmtSeconds(p99), fmtSeconds(dc.warn))
 				f.Next = "move etcd's data dir to a dedicated SSD, check for noisy neighbours (iostat -x 1), or raise the member's disk priority (ionice)"
 			}
 			fs = append(fs, f)
@@ -74,16 +76,27 @@ type bucket struct {
 	count float64
 }
 
-// quantile returns the upper bound of the bucket where the q-quantile falls.
-func (h histogram) quantile(q float64) float64 {
+// quantile estimates the q-quantile as Prometheus's histogram_quantile does: it finds the
+// bucket the quantile falls in and interpolates linearly between the bucket's bounds (from 0
+// for the first bucket; a quantile in the +Inf bucket is the highest finite bound). It also
+// returns the bucket's bounds, for the evidence.
+func (h histogram) quantile(q float64) (v, lower, upper float64) {
 	sort.Slice(h.buckets, func(i, j int) bool { return h.buckets[i].le < h.buckets[j].le })
-	want := q * h.count
+	rank := q * h.count
+	prevLE, prevCount := 0.0, 0.0
 	for _, b := range h.buckets {
-		if b.count >= want {
-			return b.le
+		if b.count >= rank {
+			if math.IsInf(b.le, +1) {
+				return prevLE, prevLE, b.le
+			}
+			if b.count == prevCount {
+				return b.le, prevLE, b.le
+			}
+			return prevLE + (b.le-prevLE)*(rank-prevCount)/(b.count-prevCount), prevLE, b.le
 		}
+		prevLE, prevCount = b.le, b.count
 	}
-	return h.buckets[len(h.buckets)-1].le
+	return prevLE, prevLE, prevLE
 }
 
 // parseHistograms reads the _bucket and _count lines of Prometheus text format histograms.
@@ -134,8 +147,12 @@ func fmtSeconds(s float64) string {
 	switch {
 	case s >= 1:
 		return fmt.Sprintf("%.2fs", s)
-	case s >= 0.001:
+	case math.IsInf(s, +1):
+		return "+Inf"
+	case s >= 0.01:
 		return fmt.Sprintf("%.0fms", s*1000)
+	case s >= 0.001:
+		return fmt.Sprintf("%.1fms", s*1000)
 	}
 	return fmt.Sprintf("%.0fµs", s*1e6)
 }
