@@ -209,6 +209,8 @@ var nextForFault = map[etcdx.Fault]string{
 	etcdx.FaultKeyMismatch:        "pass the key issued with the client certificate: --key /etc/kubernetes/pki/etcd/healthcheck-client.key for --cert /etc/kubernetes/pki/etcd/healthcheck-client.crt",
 	etcdx.FaultClientCertFile:     "pass a readable PEM client certificate and key: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}",
 	etcdx.FaultTimeout:            "check that the host is up and that port 2379 is open from here (firewall, routing)",
+	etcdx.FaultHung:               "on that host: is etcd hung (ps, its logs, iostat -x 1 for a stalled disk)? restart it; if it does not start, run: etcdguard doctor --data-dir /var/lib/etcd",
+	etcdx.FaultClientCertUsage:    "use a client certificate, whose extended key usage includes clientAuth: --cert/--key /etc/kubernetes/pki/etcd/healthcheck-client.{crt,key}",
 	etcdx.FaultDNS:                "fix the endpoint's host name or DNS",
 	etcdx.FaultNotTLS:             "use an http:// endpoint, or enable TLS on the member",
 	etcdx.FaultBadEndpoint:        "give endpoints as URLs: --endpoints https://10.0.0.1:2379,https://10.0.0.2:2379",

@@ -108,6 +108,11 @@ func (c Config) TLS() (*tls.Config, error) {
 		if err != nil {
 			return nil, withFault(FaultClientCertFile, fmt.Errorf("%w: parse client certificate %s: %w", ErrUnavailable, c.Cert, err))
 		}
+		if !usableForClientAuth(leaf) {
+			return nil, withFault(FaultClientCertUsage, fmt.Errorf("%w: the client certificate --cert %s (subject %q) is not for client authentication "+
+				"(its extended key usage lacks clientAuth), so the member rejects it: use a client certificate (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt)",
+				ErrUnavailable, c.Cert, leaf.Subject.CommonName))
+		}
 		if err := checkValidity("client certificate", c.Cert, leaf, c.now()); err != nil {
 			f := FaultClientCertExpired
 			if c.now().Before(leaf.NotBefore) {
@@ -121,6 +126,20 @@ func (c Config) TLS() (*tls.Config, error) {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return cfg, nil
+}
+
+// usableForClientAuth reports whether cert may authenticate a client: no extended key usage at
+// all, or one that includes clientAuth (or any).
+func usableForClientAuth(cert *x509.Certificate) bool {
+	if len(cert.ExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range cert.ExtKeyUsage {
+		if u == x509.ExtKeyUsageClientAuth || u == x509.ExtKeyUsageAny {
+			return true
+		}
+	}
+	return false
 }
 
 // checkCAValidity fails when no CA certificate of the --cacert file (pemData) is valid now:

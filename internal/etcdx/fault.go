@@ -11,6 +11,7 @@ const (
 	FaultBadEndpoint           Fault = "bad-endpoint"
 	FaultRefused               Fault = "connection-refused"
 	FaultTimeout               Fault = "timeout"
+	FaultHung                  Fault = "hung"
 	FaultDNS                   Fault = "dns"
 	FaultCAFile                Fault = "ca-file"
 	FaultCAExpired             Fault = "ca-expired"
@@ -19,6 +20,7 @@ const (
 	FaultKeyMismatch           Fault = "key-mismatch"
 	FaultClientCertExpired     Fault = "client-cert-expired"
 	FaultClientCertNotYetValid Fault = "client-cert-not-yet-valid"
+	FaultClientCertUsage       Fault = "client-cert-usage"
 	FaultClientCertRequired    Fault = "client-cert-required"
 	FaultClientCertRejected    Fault = "client-cert-rejected"
 	FaultServerCertExpired     Fault = "server-cert-expired"
@@ -32,8 +34,8 @@ const (
 // KnownFaults returns every Fault that Probe and TLS can report.
 func KnownFaults() []Fault {
 	return []Fault{
-		FaultBadEndpoint, FaultRefused, FaultTimeout, FaultDNS, FaultCAFile, FaultCAExpired, FaultCANotYetValid,
-		FaultClientCertFile, FaultKeyMismatch, FaultClientCertExpired, FaultClientCertNotYetValid,
+		FaultBadEndpoint, FaultRefused, FaultTimeout, FaultHung, FaultDNS, FaultCAFile, FaultCAExpired, FaultCANotYetValid,
+		FaultClientCertFile, FaultKeyMismatch, FaultClientCertExpired, FaultClientCertNotYetValid, FaultClientCertUsage,
 		FaultClientCertRequired, FaultClientCertRejected, FaultServerCertExpired, FaultServerCertNotYetValid,
 		FaultServerCertUsage, FaultUnknownAuthority, FaultSANMismatch, FaultNotTLS,
 	}

@@ -155,6 +155,10 @@ func certNames(cert *x509.Certificate) []string {
 func (c Config) explainHandshake(endpoint string, err error) error {
 	msg := err.Error()
 	switch {
+	case isTimeout(err), errors.Is(err, context.DeadlineExceeded):
+		return withFault(FaultHung, fmt.Errorf("%s: accepted the connection but did not answer the TLS handshake within the dial timeout (%s): "+
+			"the member is hung or overloaded (a stalled disk after a power event?), or another program holds the port; check the process and its logs there (or raise --dial-timeout)",
+			endpoint, c.dialTimeout()))
 	case strings.Contains(msg, "certificate required"), c.Cert == "" && strings.Contains(msg, "bad certificate"):
 		return withFault(FaultClientCertRequired, fmt.Errorf("%s: the member requires a client certificate: pass --cert and --key (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt and .key)", endpoint))
 	case strings.Contains(msg, "expired certificate"):

@@ -48,6 +48,25 @@ func TestProbeFaults(t *testing.T) {
 	// certificate that expired half an hour ago for valid, and one valid from in half an hour
 	// for not valid yet; the member, with the right time, sees the first one expired.
 	slowClock := func() time.Time { return now.Add(-45 * time.Minute) }
+	serverOnly, serverOnlyKey, err := pki.IssueWithUsage("server-only", now.Add(-time.Hour), now.Add(24*time.Hour), x509.ExtKeyUsageServerAuth)
+	require.NoError(t, err)
+	clientOnly, clientOnlyKey, err := pki.IssueWithUsage("client-only", now.Add(-time.Hour), now.Add(24*time.Hour), x509.ExtKeyUsageClientAuth)
+	require.NoError(t, err)
+	hung := func(t *testing.T) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				t.Cleanup(func() { c.Close() })
+			}
+		}()
+		return "https://" + l.Addr().String()
+	}
 	justExpired, justExpiredKey, err := pki.IssueClient("just-expired", now.Add(-3*time.Hour), now.Add(-30*time.Minute))
 	require.NoError(t, err)
 	soonValid, soonValidKey, err := pki.IssueClient("soon-valid", now.Add(-30*time.Minute), now.Add(24*time.Hour))
@@ -128,6 +147,12 @@ func TestProbeFaults(t *testing.T) {
 			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.Add(-2 * time.Hour) }}, etcdx.FaultCANotYetValid},
 		{"CA expired", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
 			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.AddDate(11, 0, 0) }}, etcdx.FaultCAExpired},
+		{"accepts and never answers", hung,
+			etcdx.Config{CACert: pki.CAFile, DialTimeout: 300 * time.Millisecond}, etcdx.FaultHung},
+		{"server certificate only for clients", func(t *testing.T) string { return serve(t, "127.0.0.1", clientOnly, clientOnlyKey, false) },
+			good, etcdx.FaultServerCertUsage},
+		{"client certificate only for servers", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
+			etcdx.Config{CACert: pki.CAFile, Cert: serverOnly, Key: serverOnlyKey}, etcdx.FaultClientCertUsage},
 		{"key of another certificate", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, true) },
 			etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: serverKey}, etcdx.FaultKeyMismatch},
 		{"CA file missing", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },

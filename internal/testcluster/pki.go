@@ -80,17 +80,23 @@ func NewPKI(dir string) (*PKI, error) {
 // presents its server certificate as a client too: to its peers and to its own gRPC gateway).
 // It returns the certificate and key files, <name>.pem and <name>-key.pem in Dir.
 func (p *PKI) IssueServer(name string, notBefore, notAfter time.Time) (certFile, keyFile string, err error) {
-	return p.issue(name, notBefore, notAfter, true)
+	return p.issue(name, notBefore, notAfter, true, x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth)
+}
+
+// IssueWithUsage issues a certificate valid for IP 127.0.0.1 and DNS localhost with only the
+// extended key usages given, for tests of certificates used for what they are not for.
+func (p *PKI) IssueWithUsage(name string, notBefore, notAfter time.Time, usages ...x509.ExtKeyUsage) (certFile, keyFile string, err error) {
+	return p.issue(name, notBefore, notAfter, true, usages...)
 }
 
 // IssueClient issues a client certificate with common name name (etcd maps it to a user when
 // auth is on), valid from notBefore to notAfter: pass a window in the past for an expired
 // certificate. It returns the certificate and key files, <name>.pem and <name>-key.pem in Dir.
 func (p *PKI) IssueClient(name string, notBefore, notAfter time.Time) (certFile, keyFile string, err error) {
-	return p.issue(name, notBefore, notAfter, false)
+	return p.issue(name, notBefore, notAfter, false, x509.ExtKeyUsageClientAuth)
 }
 
-func (p *PKI) issue(name string, notBefore, notAfter time.Time, server bool) (certFile, keyFile string, err error) {
+func (p *PKI) issue(name string, notBefore, notAfter time.Time, sans bool, usages ...x509.ExtKeyUsage) (certFile, keyFile string, err error) {
 	if name == "" || name == "ca" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
 		return "", "", fmt.Errorf("issue certificate %q: name must be a plain file name other than \"ca\"", name)
 	}
@@ -108,10 +114,9 @@ func (p *PKI) issue(name string, notBefore, notAfter time.Time, server bool) (ce
 		NotBefore:    notBefore,
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usages,
 	}
-	if server {
-		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	if sans {
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 		tmpl.DNSNames = []string{"localhost"}
 	}
