@@ -83,6 +83,19 @@ func TestDoctor(t *testing.T) {
 				require.Contains(t, next, "snapshot copy")
 			})
 
+			t.Run("the newest backup older than the RPO", func(t *testing.T) {
+				args := append([]string{"--target", "file://" + repo}, tlsFlags(c)...)
+				// This host's clock moved ahead: the members' clocks are now behind (critical).
+				out := doctorAt(t, func() time.Time { return time.Now().Add(45 * time.Minute) }, 11, args...)
+				sev, summary, next, _ := out.find(t, "backup-age", "more than the RPO of 30m0s")
+				require.Equal(t, "warning", sev)
+				require.Regexp(t, `is 4[5-6]m0s old`, summary)
+				require.Contains(t, next, "snapshot save")
+				out = doctorAt(t, func() time.Time { return time.Now().Add(2 * time.Hour) }, 11, args...)
+				sev, _, _, _ = out.find(t, "backup-age", "more than twice the RPO")
+				require.Equal(t, "critical", sev)
+			})
+
 			t.Run("the incident: a member down (connection refused)", func(t *testing.T) {
 				m3 := c.Members()[2]
 				require.NoError(t, m3.Kill())

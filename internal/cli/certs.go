@@ -17,6 +17,9 @@ type certsOptions struct {
 	days    int
 }
 
+// defaultPKIDir is where kubeadm keeps the cluster's certificates (etcd's in etcd/).
+const defaultPKIDir = "/etc/kubernetes/pki"
+
 func newCertsCommand(env Env, g *globalOptions) *cobra.Command {
 	o := &certsOptions{}
 	cmd := &cobra.Command{
@@ -124,8 +127,8 @@ func (o *certsOptions) dirs() ([]string, error) {
 	if len(o.pkiDirs) > 0 {
 		return o.pkiDirs, nil
 	}
-	if st, err := os.Stat("/etc/kubernetes/pki"); err == nil && st.IsDir() {
-		return []string{"/etc/kubernetes/pki"}, nil
+	if st, err := os.Stat(defaultPKIDir); err == nil && st.IsDir() {
+		return []string{defaultPKIDir}, nil
 	}
 	return nil, fmt.Errorf("%w: no /etc/kubernetes/pki here: give --pki-dir", ErrUsage)
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -48,7 +49,14 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 			if err != nil {
 				return err
 			}
-			opts := doctor.Options{DataDirs: o.dataDirs, PKIDirs: o.pkiDirs, RPO: o.rpo, Timeout: o.timeout, Now: env.Now}
+			pkiDirs := o.pkiDirs
+			if len(pkiDirs) == 0 {
+				// As certs check: the kubeadm PKI when this host has one.
+				if st, err := os.Stat(defaultPKIDir); err == nil && st.IsDir() {
+					pkiDirs = []string{defaultPKIDir}
+				}
+			}
+			opts := doctor.Options{DataDirs: o.dataDirs, PKIDirs: pkiDirs, RPO: o.rpo, Timeout: o.timeout, Now: env.Now}
 			endpointsGiven := g.flags.Changed("endpoints") || env.Getenv("ETCDCTL_ENDPOINTS") != "" || (s.cfg.Targets != nil || len(s.cfg.Cluster.Members) > 0)
 			online := !o.offline && (len(o.dataDirs) == 0 || endpointsGiven)
 			if online {
@@ -70,7 +78,7 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 		},
 	}
 	cmd.Flags().StringArrayVar(&o.dataDirs, "data-dir", nil, "a member's data dir to check offline, read-only (repeatable)")
-	cmd.Flags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "a PKI folder whose certificates are checked against the clock (repeatable), such as /etc/kubernetes/pki")
+	cmd.Flags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "a PKI folder whose certificates are checked against the clock (repeatable; default /etc/kubernetes/pki when present)")
 	cmd.Flags().DurationVar(&o.rpo, "rpo", doctor.DefaultRPO, "how old the newest backup may be")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "bound on the whole run")
 	cmd.Flags().BoolVar(&o.offline, "offline", false, "skip the online checks")
