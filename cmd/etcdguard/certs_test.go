@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
@@ -90,4 +92,54 @@ func TestCertsRenewRefusesExpiredCA(t *testing.T) {
 	require.Equal(t, 9, r.code)
 	require.Contains(t, r.stderr, "the CA certificate is not valid")
 	require.Contains(t, r.stderr, "ca.crt")
+}
+
+// TestCertsCheck: every certificate with its dates and days left, a warning (exit 10) for one
+// that expires within 30 days, and the same in JSON.
+func TestCertsCheck(t *testing.T) {
+	pki, err := testcluster.NewPKI(filepath.Join(t.TempDir(), "pki"))
+	require.NoError(t, err)
+	now := time.Now()
+	soon, _, err := pki.IssueClient("expires-soon", now.Add(-300*24*time.Hour), now.Add(10*24*time.Hour+time.Hour))
+	require.NoError(t, err)
+	_, _, err = pki.IssueServer("member", now.Add(-time.Hour), now.Add(365*24*time.Hour))
+	require.NoError(t, err)
+
+	r := etcdguard(t, "certs", "check", "--pki-dir", pki.Dir)
+	require.Equal(t, 10, r.code, r.stderr)
+	header := strings.Fields(strings.SplitN(r.stdout, "\n", 2)[0])
+	require.Equal(t, []string{"CERTIFICATE", "SUBJECT", "SANS", "ISSUER", "NOT", "BEFORE", "NOT", "AFTER", "DAYS", "LEFT", "STATE"}, header)
+	require.Regexp(t, `expires-soon\.pem\s+CN=expires-soon.*\s10\s+expiring`, r.stdout)
+	require.Contains(t, r.stdout, "certs renew")
+
+	r = etcdguard(t, "certs", "check", "--pki-dir", pki.Dir, "-o", "json")
+	require.Equal(t, 10, r.code, r.stderr)
+	var out struct {
+		Certificates []struct {
+			Path     string    `json:"path"`
+			Subject  string    `json:"subject"`
+			SANs     []string  `json:"sans"`
+			Issuer   string    `json:"issuer"`
+			NotAfter time.Time `json:"not_after"`
+			DaysLeft int       `json:"days_left"`
+			IsCA     bool      `json:"is_ca"`
+			State    string    `json:"state"`
+		} `json:"certificates"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out), r.stdout)
+	require.Len(t, out.Certificates, 3)
+	states := map[string]string{}
+	for _, c := range out.Certificates {
+		states[filepath.Base(c.Path)] = c.State
+		switch filepath.Base(c.Path) {
+		case filepath.Base(soon):
+			require.Equal(t, 10, c.DaysLeft)
+		case "member.pem":
+			require.ElementsMatch(t, []string{"localhost", "127.0.0.1"}, c.SANs)
+			require.Contains(t, c.Issuer, "etcdguard-test-ca-")
+		case "ca.pem":
+			require.True(t, c.IsCA)
+		}
+	}
+	require.Equal(t, map[string]string{"ca.pem": "ok", "member.pem": "ok", "expires-soon.pem": "expiring"}, states)
 }
