@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -137,17 +138,26 @@ func TestDoctorClockSkew(t *testing.T) {
 	for _, version := range testenv.EtcdVersions() {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			c := startCluster(t, version)
+			_, s3URL := startS3(t)
 			ahead := func() time.Time { return time.Now().Add(10 * time.Minute) }
-			out := doctorAt(t, ahead, 11, tlsFlags(c)...)
-			sev, summary, next, evidence := out.find(t, "clock", "behind this host's")
-			require.Equal(t, "critical", sev)
-			require.Regexp(t, `^clock (9m59s|10m[0-2]s) behind`, summary, "the Date header has a one-second resolution")
-			require.Contains(t, next, "timedatectl")
-			require.NotEmpty(t, evidence)
+			out := doctorAt(t, ahead, 11, append(tlsFlags(c), "--target", s3URL)...)
+			var subjects []string
+			for _, f := range out.Findings {
+				if f.Check != "clock" {
+					continue
+				}
+				subjects = append(subjects, f.Subject)
+				require.Equal(t, "critical", f.Severity, f.Subject)
+				require.Regexp(t, `^clock (9m59s|10m[0-2]s) behind`, f.Summary, "the Date header has a one-second resolution")
+				require.Contains(t, f.Next, "timedatectl")
+				require.NotEmpty(t, f.Evidence)
+			}
+			require.Len(t, subjects, 4, "the three members and the S3 target: %v", subjects)
+			require.Contains(t, strings.Join(subjects, " "), "S3 target")
 
 			reset := func() time.Time { return time.Now().AddDate(-3, 0, 0) }
 			out = doctorAt(t, reset, 11, tlsFlags(c)...)
-			sev, summary, next, _ = out.find(t, "endpoint", "the clock is probably wrong")
+			sev, summary, next, _ := out.find(t, "endpoint", "the clock is probably wrong")
 			require.Equal(t, "critical", sev)
 			require.Contains(t, summary, "is not valid until")
 			require.Contains(t, next, "fix the clock")
