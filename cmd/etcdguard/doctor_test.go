@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -118,6 +119,29 @@ func TestDoctor(t *testing.T) {
 				require.Equal(t, "critical", sev)
 				require.Contains(t, summary, cert)
 				require.Contains(t, next, "kubeadm certs renew")
+			})
+
+			t.Run("a learner", func(t *testing.T) {
+				l, err := c.AddLearner(t.Context())
+				require.NoError(t, err)
+				// From one voter's endpoint: the learner is found in the member list.
+				out := doctorJSON(t, 10, append([]string{"--endpoints", c.Endpoints()[0]}, tlsFlags(c)[2:]...)...)
+				sev, _, next, _ := out.find(t, "learner", "does not vote")
+				require.Equal(t, "ok", sev)
+				require.Contains(t, next, "etcdctl member promote")
+				sev, _, _, evidence := out.find(t, "quorum", "3 of 3 members answer, one leader")
+				require.Equal(t, "ok", sev, "a learner counts for neither the size nor the quorum")
+				require.Contains(t, strings.Join(evidence, "\n"), l.ClientURL+", learner")
+
+				// Down, the learner is a warning, not a loss of quorum.
+				require.NoError(t, l.Kill())
+				out = doctorJSON(t, 10, append([]string{"--endpoints", c.Endpoints()[0]}, tlsFlags(c)[2:]...)...)
+				sev, summary, _, _ := out.find(t, "endpoint", "a learner does not answer")
+				require.Equal(t, "warning", sev)
+				require.Contains(t, summary, l.ClientURL)
+				sev, _, _, _ = out.find(t, "quorum", "3 of 3 members answer, one leader")
+				require.Equal(t, "ok", sev)
+				removeMember(t, c, l.PeerURL)
 			})
 
 			t.Run("two of three killed: no quorum, who answers, the freshest data dir", func(t *testing.T) {
@@ -256,6 +280,24 @@ func TestDoctorWALCorruptOlderSegment(t *testing.T) {
 			require.Contains(t, logSinceOf(t, m, from), "crc mismatch")
 		})
 	}
+}
+
+// removeMember removes the member with peer URL peerURL from the cluster.
+func removeMember(t *testing.T, c *testcluster.Cluster, peerURL string) {
+	t.Helper()
+	cli, err := c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	list, err := cli.MemberList(t.Context())
+	require.NoError(t, err)
+	for _, m := range list.Members {
+		if slices.Contains(m.PeerURLs, peerURL) {
+			_, err := cli.MemberRemove(t.Context(), m.ID)
+			require.NoError(t, err)
+			return
+		}
+	}
+	t.Fatalf("no member with peer URL %s", peerURL)
 }
 
 // putBig writes one value of a few KiB last, so that the WAL ends inside a large record.

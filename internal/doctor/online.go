@@ -3,6 +3,7 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,7 +32,12 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 	var up []etcdx.MemberStatus
 	for _, st := range statuses {
 		if st.Err != "" {
-			fs = append(fs, endpointFinding(st))
+			f := endpointFinding(st)
+			if st.IsLearner {
+				// It does not vote: the cluster does without it.
+				f.Severity, f.Summary = Warning, "a learner does not answer: "+f.Summary
+			}
+			fs = append(fs, f)
 			continue
 		}
 		up = append(up, st)
@@ -43,21 +49,29 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 			Next:     "find out why each member is down (findings above); if etcd does not start, run: etcdguard doctor --data-dir DIR (one per member) on each host"})
 		return fs, statuses
 	}
-	total := clusterSize(ctx, cfg, up, statuses)
+	// Learners answer but do not vote: they count for neither the cluster's size nor its quorum.
+	answering := up
+	voters := slices.DeleteFunc(slices.Clone(up), func(st etcdx.MemberStatus) bool { return st.IsLearner })
+	total := clusterSize(ctx, cfg, voters, statuses)
 	q := total/2 + 1
 	leaders := map[uint64]bool{}
 	var maxApplied uint64
 	for _, st := range up {
-		if st.Leader != 0 {
+		if st.Leader != 0 && !st.IsLearner {
 			leaders[st.Leader] = true
 		}
 		maxApplied = max(maxApplied, applied(st))
 	}
 	var ev []string
 	for _, st := range up {
-		ev = append(ev, fmt.Sprintf("%s (%s): term %d, raft index %d, applied %d, revision %d, leader %s, version %s",
-			nameOr(st), st.Endpoint, st.RaftTerm, st.RaftIndex, applied(st), st.Revision, hexID(st.Leader), st.Version))
+		role := ""
+		if st.IsLearner {
+			role = ", learner"
+		}
+		ev = append(ev, fmt.Sprintf("%s (%s%s): term %d, raft index %d, applied %d, revision %d, leader %s, version %s",
+			nameOr(st), st.Endpoint, role, st.RaftTerm, st.RaftIndex, applied(st), st.Revision, hexID(st.Leader), st.Version))
 	}
+	up = voters
 	switch {
 	case len(up) < q:
 		fs = append(fs, Finding{Severity: Critical, Check: "quorum", Subject: "cluster",
@@ -77,7 +91,7 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 		fs = append(fs, Finding{Severity: sev, Check: "quorum", Subject: "cluster", Summary: summary, Evidence: ev,
 			Next: nextIf(sev != OK, "bring back the members that are down (findings above)")})
 	}
-	for _, st := range up {
+	for _, st := range answering {
 		fs = append(fs, memberFindings(st, maxApplied)...)
 		if len(st.Errors) > 0 {
 			fs = append(fs, Finding{Severity: Critical, Check: "member", Subject: nameOr(st) + " " + st.Endpoint,
@@ -98,7 +112,10 @@ func memberFindings(st etcdx.MemberStatus, maxApplied uint64) []Finding {
 			Next:     "check the member's disk (WAL fsync latency) and network; etcdguard doctor shows both"})
 	}
 	if st.IsLearner {
-		fs = append(fs, Finding{Severity: OK, Check: "learner", Subject: subj, Summary: "a learner: it receives data but does not vote"})
+		f := Finding{Severity: OK, Check: "learner", Subject: subj, Summary: "a learner: it receives data but does not vote",
+			Evidence: []string{fmt.Sprintf("applied %d, most advanced member %d", applied(st), maxApplied)},
+			Next:     fmt.Sprintf("once it has caught up, make it a voting member: etcdctl member promote %x", st.ID)}
+		fs = append(fs, f)
 	}
 	for _, a := range st.Alarms {
 		switch {
@@ -243,7 +260,13 @@ func memberCount(ctx context.Context, cfg etcdx.Config, up []etcdx.MemberStatus)
 // clusterSize is the number of voting members: from the member list when a member gives it,
 // otherwise the number of distinct endpoints asked.
 func clusterSize(ctx context.Context, cfg etcdx.Config, up, all []etcdx.MemberStatus) int {
-	return max(memberCount(ctx, cfg, up), len(all))
+	asked := 0
+	for _, st := range all {
+		if !st.IsLearner {
+			asked++
+		}
+	}
+	return max(memberCount(ctx, cfg, up), asked)
 }
 
 // checkHashKV compares every reachable member's HashKV at one revision.

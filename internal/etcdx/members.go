@@ -83,11 +83,12 @@ func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
 	statuses := c.statusOf(ctx, endpoints)
 	if discover {
 		var extra []string
+		learners := map[string]bool{}
 		for _, st := range statuses {
 			if st.Err != "" {
 				continue
 			}
-			extra = c.memberURLs(ctx, st.Endpoint)
+			extra, learners = c.memberURLs(ctx, st.Endpoint)
 			break
 		}
 		var added []string
@@ -97,7 +98,12 @@ func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
 				endpoints = append(endpoints, ep)
 			}
 		}
-		statuses = append(statuses, c.statusOf(ctx, added)...)
+		more := c.statusOf(ctx, added)
+		for i := range more {
+			// A learner that does not answer is still known to be one, from the member list.
+			more[i].IsLearner = more[i].IsLearner || learners[more[i].Endpoint]
+		}
+		statuses = append(statuses, more...)
 	}
 	return dedupe(statuses)
 }
@@ -119,27 +125,30 @@ func dedupe(statuses []MemberStatus) []MemberStatus {
 	return out
 }
 
-func (c Config) memberURLs(ctx context.Context, endpoint string) []string {
+// memberURLs returns the client URLs of every member in the member list of endpoint, and which
+// of them are learners.
+func (c Config) memberURLs(ctx context.Context, endpoint string) (urls []string, learners map[string]bool) {
+	learners = map[string]bool{}
 	cli, err := c.Client(ctx, endpoint)
 	if err != nil {
-		return nil
+		return nil, learners
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.commandTimeout())
 	defer cancel()
 	resp, err := cli.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
-		return nil
+		return nil, learners
 	}
-	var urls []string
+	// Learners too: doctor reports them, and ChooseSource never takes one for a snapshot.
 	for _, m := range resp.Members {
-		if m.IsLearner {
-			continue
-		}
 		urls = append(urls, m.ClientURLs...)
+		for _, u := range m.ClientURLs {
+			learners[u] = m.IsLearner
+		}
 	}
 	sort.Strings(urls)
-	return urls
+	return urls, learners
 }
 
 func (c Config) statusOf(ctx context.Context, endpoints []string) []MemberStatus {

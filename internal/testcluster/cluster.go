@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
@@ -99,6 +100,7 @@ type Cluster struct {
 	logger    *slog.Logger
 	token     string
 	members   []*Member
+	learners  []*Member   // added by AddLearner; not in members, Endpoints or InitialCluster
 	clientTLS *tls.Config // nil without TLS
 }
 
@@ -294,7 +296,7 @@ func (c *Cluster) WaitHealthy(ctx context.Context) error {
 // Close may be called more than once.
 func (c *Cluster) Close() error {
 	var errs []error
-	for _, m := range c.members {
+	for _, m := range append(slices.Clone(c.members), c.learners...) {
 		errs = append(errs, m.Kill())
 	}
 	return errors.Join(errs...)
@@ -310,4 +312,78 @@ func clientConfig(endpoints []string, tlsConfig *tls.Config) clientv3.Config {
 		cfg.TLS = tlsConfig.Clone()
 	}
 	return cfg
+}
+
+// AddLearner adds a member to the running cluster as a learner (etcdctl member add --learner)
+// and starts it: it receives the data but does not vote. It is not one of Members or
+// Endpoints (a client of the whole cluster must not send requests a learner refuses). It
+// returns once the learner answers a status request.
+func (c *Cluster) AddLearner(ctx context.Context) (*Member, error) {
+	m := &Member{Name: "m" + strconv.Itoa(len(c.members)+len(c.learners)+1), cluster: c, learner: true}
+	m.DataDir = filepath.Join(c.opts.Dir, m.Name)
+	m.LogFile = filepath.Join(c.opts.Dir, m.Name+".log")
+	ports, err := FreePorts(3)
+	if err != nil {
+		return nil, fmt.Errorf("add learner: %w", err)
+	}
+	scheme := "http"
+	if c.opts.TLS {
+		scheme = "https"
+		now := time.Now()
+		from, until := now.Add(-time.Hour), now.AddDate(1, 0, 0)
+		if m.certFile, m.keyFile, err = c.PKI.IssueServer(m.Name, from, until); err != nil {
+			return nil, fmt.Errorf("add learner: %w", err)
+		}
+		if m.peerCertFile, m.peerKeyFile, err = c.PKI.IssueServer(m.Name+"-peer", from, until); err != nil {
+			return nil, fmt.Errorf("add learner: %w", err)
+		}
+	}
+	m.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0])
+	m.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[1])
+	m.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
+	cli, err := c.Client(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("add learner: %w", err)
+	}
+	defer cli.Close()
+	// etcd refuses a new member until every member has been connected for five seconds.
+	deadline := time.Now().Add(c.opts.StartTimeout)
+	for {
+		_, err := cli.MemberAddAsLearner(ctx, []string{m.PeerURL})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("add learner %s: %w", m.Name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("add learner %s: %w", m.Name, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	c.learners = append(c.learners, m)
+	if err := m.start("existing"); err != nil {
+		return nil, err
+	}
+	mcli, err := m.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer mcli.Close()
+	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+	defer cancel()
+	for {
+		cctx, ccancel := context.WithTimeout(ctx, healthCallTimeout)
+		_, err := mcli.Status(cctx, m.ClientURL)
+		ccancel()
+		if err == nil {
+			return m, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("learner %s does not answer: %w%s", m.Name, err, m.logTail(0))
+		case <-time.After(healthPollInterval):
+		}
+	}
 }

@@ -38,6 +38,7 @@ type Member struct {
 	LogFile string
 
 	cluster                   *Cluster
+	learner                   bool // added to a running cluster by AddLearner
 	certFile, keyFile         string
 	peerCertFile, peerKeyFile string
 
@@ -288,7 +289,7 @@ func (m *Member) flags(state string) []string {
 		"--listen-peer-urls=" + m.PeerURL,
 		"--initial-advertise-peer-urls=" + m.PeerURL,
 		"--listen-metrics-urls=" + m.MetricsURL,
-		"--initial-cluster=" + c.InitialCluster(),
+		"--initial-cluster=" + m.initialCluster(),
 		"--initial-cluster-state=" + state,
 		"--initial-cluster-token=" + c.token,
 	}
@@ -311,6 +312,14 @@ func (m *Member) flags(state string) []string {
 		)
 	}
 	return append(f, c.opts.ExtraArgs...)
+}
+
+// initialCluster is the cluster's --initial-cluster, and a learner's own entry after it.
+func (m *Member) initialCluster() string {
+	if m.learner {
+		return m.cluster.InitialCluster() + "," + m.Name + "=" + m.PeerURL
+	}
+	return m.cluster.InitialCluster()
 }
 
 // childEnv is this process's environment without etcd's ETCD_* settings, which would otherwise
