@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -198,6 +199,32 @@ func layoutFindings(dir string) []Finding {
 	if st, err := os.Stat(dir); err == nil && st.Mode().Perm()&0o077 != 0 {
 		fs = append(fs, Finding{Severity: Warning, Check: "layout", Subject: dir,
 			Summary: fmt.Sprintf("data dir mode %#o: etcd wants 0700", st.Mode().Perm()), Next: "chmod 700 " + dir})
+	}
+	// etcd writes its database and WAL segments 0600; they hold the keyspace. (Its .snap files,
+	// written 0666 less the umask, hold only the cluster's membership in etcd 3.)
+	holdsData := func(name string) bool {
+		return name == "db" || strings.HasSuffix(name, ".snap.db") || strings.HasSuffix(name, ".wal")
+	}
+	var open []string
+	for _, sub := range []string{filepath.Join("member", "snap"), filepath.Join("member", "wal")} {
+		entries, err := os.ReadDir(filepath.Join(dir, sub))
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if !holdsData(e.Name()) {
+				continue
+			}
+			if info, err := e.Info(); err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o077 != 0 {
+				open = append(open, fmt.Sprintf("%s (mode %#o)", filepath.Join(dir, sub, e.Name()), info.Mode().Perm()))
+			}
+		}
+	}
+	if len(open) > 0 {
+		fs = append(fs, Finding{Severity: Warning, Check: "layout", Subject: dir,
+			Summary:  fmt.Sprintf("%d file(s) of the data dir are readable by other users: they hold every Kubernetes Secret", len(open)),
+			Evidence: open,
+			Next:     "chmod -R go-rwx " + dir})
 	}
 	return fs
 }
