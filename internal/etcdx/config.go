@@ -190,8 +190,16 @@ func checkValidity(what, file string, cert *x509.Certificate, now time.Time) err
 		return fmt.Errorf("%s %s (subject %q) expired on %s, %d days ago: renew it (kubeadm: kubeadm certs renew etcd-healthcheck-client / apiserver-etcd-client), or if the date is wrong, fix the clock (now %s)",
 			what, file, cert.Subject.CommonName, cert.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(cert.NotAfter)/day), now.UTC().Format(time.RFC3339))
 	case now.Before(cert.NotBefore):
-		return fmt.Errorf("%s %s (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
-			what, file, cert.Subject.CommonName, cert.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%s %s (subject %q) is not valid until %s, %s from now by the clock, which says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
+			what, file, cert.Subject.CommonName, cert.NotBefore.UTC().Format(time.RFC3339), howLong(cert.NotBefore.Sub(now)), now.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// howLong says d in days when it is two days or more, else in hours and minutes.
+func howLong(d time.Duration) string {
+	if d >= 48*time.Hour {
+		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	}
+	return d.Round(time.Minute).String()
 }

@@ -120,8 +120,8 @@ func (c Config) explainServerCert(endpoint string, leaf *x509.Certificate, err e
 		return withFault(FaultServerCertExpired, fmt.Errorf("%s: the member's server certificate (subject %q) expired on %s, %d days ago: renew the etcd server certificates (kubeadm certs renew etcd-server etcd-peer) and restart etcd, or fix the clock if the date is wrong (now %s)",
 			endpoint, leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339), int(now.Sub(leaf.NotAfter)/day), now.UTC().Format(time.RFC3339)))
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired && leaf != nil:
-		return withFault(FaultServerCertNotYetValid, fmt.Errorf("%s: the member's server certificate (subject %q) is not valid until %s, but the clock says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
-			endpoint, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)))
+		return withFault(FaultServerCertNotYetValid, fmt.Errorf("%s: the member's server certificate (subject %q) is not valid until %s, %s from now by the clock, which says %s: the clock is probably wrong (after a power cut, check timedatectl / chronyc tracking)",
+			endpoint, leaf.Subject.CommonName, leaf.NotBefore.UTC().Format(time.RFC3339), howLong(leaf.NotBefore.Sub(now)), now.UTC().Format(time.RFC3339)))
 	case errors.As(err, &invalid) && invalid.Reason == x509.IncompatibleUsage && leaf != nil:
 		return withFault(FaultServerCertUsage, fmt.Errorf("%s: the member's certificate (subject %q) is not for server authentication (its extended key usage lacks serverAuth): re-issue it with serverAuth (kubeadm: kubeadm certs renew etcd-server)", endpoint, leaf.Subject.CommonName))
 	case errors.As(err, &unknown):
