@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -114,6 +116,22 @@ func TestProbeFaults(t *testing.T) {
 		l.Close()
 		return "https://" + addr
 	}
+	// A host that is down or filtered: SYNs go unanswered. A listening socket whose accept queue
+	// is full (backlog 0, one connection waiting) drops them, as such a host does.
+	silent := func(t *testing.T) string {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+		require.NoError(t, err)
+		t.Cleanup(func() { syscall.Close(fd) })
+		require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+		require.NoError(t, syscall.Listen(fd, 0))
+		sa, err := syscall.Getsockname(fd)
+		require.NoError(t, err)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() })
+		return "https://" + addr
+	}
 	good := etcdx.Config{CACert: pki.CAFile, Cert: clientCert, Key: clientKey}
 
 	cases := []struct {
@@ -147,6 +165,8 @@ func TestProbeFaults(t *testing.T) {
 			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.Add(-2 * time.Hour) }}, etcdx.FaultCANotYetValid},
 		{"CA expired", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
 			etcdx.Config{CACert: pki.CAFile, Now: func() time.Time { return now.AddDate(11, 0, 0) }}, etcdx.FaultCAExpired},
+		{"no answer to the connection", silent,
+			etcdx.Config{CACert: pki.CAFile, DialTimeout: 300 * time.Millisecond}, etcdx.FaultTimeout},
 		{"accepts and never answers", hung,
 			etcdx.Config{CACert: pki.CAFile, DialTimeout: 300 * time.Millisecond}, etcdx.FaultHung},
 		{"server certificate only for clients", func(t *testing.T) string { return serve(t, "127.0.0.1", clientOnly, clientOnlyKey, false) },
