@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +216,8 @@ func TestInspectRealDataDir(t *testing.T) {
 		etcd etcdOutcome
 		// logs are words etcd's log must hold after the restart; absentLogs, words it must not.
 		logs, absentLogs []string
+		// started, if set, checks the folder after etcd started on it.
+		started func(t *testing.T, d damage)
 	}{
 		{
 			name: "killed",
@@ -369,6 +372,34 @@ func TestInspectRealDataDir(t *testing.T) {
 			absentLogs: []string{"repair"},
 		},
 		{
+			// The newest .snap file damaged: etcd renames it to .broken and starts from the one
+			// before, replaying more of the WAL.
+			name: "newest .snap file damaged",
+			damage: func(t *testing.T, dataDir string) damage {
+				snaps, err := filepath.Glob(filepath.Join(dataDir, "member", "snap", "*.snap"))
+				require.NoError(t, err)
+				require.GreaterOrEqual(t, len(snaps), 2, "snapshot count 100 and 250 writes leave two .snap files or more")
+				sort.Strings(snaps)
+				newest := snaps[len(snaps)-1]
+				data := readFile(t, newest)
+				writeAt(t, newest, int64(len(data)-1), []byte{data[len(data)-1] ^ 0xff})
+				return damage{file: newest}
+			},
+			check: func(t *testing.T, r Report, d damage) {
+				require.True(t, r.Intact())
+				require.Equal(t, []string{filepath.Base(d.file)}, r.Snap.Broken)
+				require.NotEmpty(t, r.Snap.Newest)
+				require.Less(t, r.Snap.Newest, filepath.Base(d.file), "an older snapshot")
+				require.Contains(t, strings.Join(r.Problems, "\n"), filepath.Base(d.file)+".broken")
+				require.Contains(t, strings.Join(r.Problems, "\n"), "CRC mismatch")
+			},
+			verdict: VerdictStarts,
+			etcd:    etcdStarts,
+			started: func(t *testing.T, d damage) {
+				require.FileExists(t, d.file+".broken", "etcd set the damaged snapshot aside, as doctor said")
+			},
+		},
+		{
 			name: "zeroed db page",
 			damage: func(t *testing.T, dataDir string) damage {
 				path := filepath.Join(dataDir, "member", "snap", "db")
@@ -468,6 +499,9 @@ func TestInspectRealDataDir(t *testing.T) {
 					resp, err = cli.Get(t.Context(), "after")
 					require.NoError(t, err)
 					require.Len(t, resp.Kvs, 1)
+					if tt.started != nil {
+						tt.started(t, d)
+					}
 				}
 			})
 		}
