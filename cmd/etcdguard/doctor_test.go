@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
@@ -142,6 +144,34 @@ func TestDoctor(t *testing.T) {
 				sev, _, _, _ = out.find(t, "quorum", "3 of 3 members answer, one leader")
 				require.Equal(t, "ok", sev)
 				removeMember(t, c, l.PeerURL)
+			})
+
+			t.Run("a CORRUPT alarm", func(t *testing.T) {
+				cli, err := c.Client(context.Background())
+				require.NoError(t, err)
+				t.Cleanup(func() { cli.Close() }) // after the disarm below
+				st, err := cli.Status(t.Context(), c.Endpoints()[1])
+				require.NoError(t, err)
+				id := st.Header.MemberId
+				// What etcd's corruption check raises when a member's hash differs.
+				_, err = etcdserverpb.NewMaintenanceClient(cli.ActiveConnection()).Alarm(t.Context(), &etcdserverpb.AlarmRequest{
+					Action: etcdserverpb.AlarmRequest_ACTIVATE, MemberID: id, Alarm: etcdserverpb.AlarmType_CORRUPT})
+				require.NoError(t, err)
+				t.Cleanup(func() {
+					_, err := cli.AlarmDisarm(context.Background(), &clientv3.AlarmMember{MemberID: id, Alarm: etcdserverpb.AlarmType_CORRUPT})
+					require.NoError(t, err)
+				})
+				out := doctorJSON(t, 11, append([]string{"--endpoints", strings.Join(c.Endpoints(), ",")}, tlsFlags(c)[2:]...)...)
+				var found bool
+				for _, f := range out.Findings {
+					if f.Check == "alarm" && strings.Contains(f.Summary, "CORRUPT") {
+						found = true
+						require.Equal(t, "critical", f.Severity)
+						require.Contains(t, f.Subject, c.Endpoints()[1])
+						require.Contains(t, f.Next, "recover")
+					}
+				}
+				require.True(t, found, "no CORRUPT finding in %+v", out.Findings)
 			})
 
 			t.Run("two of three killed: no quorum, who answers, the freshest data dir", func(t *testing.T) {
