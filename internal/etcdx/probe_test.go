@@ -54,7 +54,8 @@ func TestProbeFaults(t *testing.T) {
 	require.NoError(t, err)
 	clientOnly, clientOnlyKey, err := pki.IssueWithUsage("client-only", now.Add(-time.Hour), now.Add(24*time.Hour), x509.ExtKeyUsageClientAuth)
 	require.NoError(t, err)
-	hung := func(t *testing.T) string {
+	// A plain TCP server that hands each connection to handle.
+	tcpServer := func(t *testing.T, handle func(net.Conn)) string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
 		t.Cleanup(func() { l.Close() })
@@ -64,10 +65,13 @@ func TestProbeFaults(t *testing.T) {
 				if err != nil {
 					return
 				}
-				t.Cleanup(func() { c.Close() })
+				handle(c)
 			}
 		}()
 		return "https://" + l.Addr().String()
+	}
+	hung := func(t *testing.T) string {
+		return tcpServer(t, func(c net.Conn) { t.Cleanup(func() { c.Close() }) })
 	}
 	justExpired, justExpiredKey, err := pki.IssueClient("just-expired", now.Add(-3*time.Hour), now.Add(-30*time.Minute))
 	require.NoError(t, err)
@@ -94,20 +98,10 @@ func TestProbeFaults(t *testing.T) {
 		return "https://" + l.Addr().String()
 	}
 	plain := func(t *testing.T) string {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
-				c.Close()
-			}
-		}()
-		return "https://" + l.Addr().String()
+		return tcpServer(t, func(c net.Conn) {
+			_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			c.Close()
+		})
 	}
 	refused := func(t *testing.T) string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -12,18 +12,9 @@ import (
 // TearWALTail cuts the last WAL segment of a data dir inside its last record, as a power cut in
 // the middle of a write does. etcd repairs this itself on start, dropping the torn record.
 func TearWALTail(dataDir string) error {
-	segs, err := walSegments(dataDir)
+	last, end, err := lastSegmentEnd(dataDir)
 	if err != nil {
 		return fmt.Errorf("tear WAL: %w", err)
-	}
-	last := segs[len(segs)-1]
-	data, err := os.ReadFile(last)
-	if err != nil {
-		return fmt.Errorf("tear WAL: %w", err)
-	}
-	end := len(data)
-	for end > 0 && data[end-1] == 0 {
-		end--
 	}
 	if end < 64 {
 		return errors.New("tear WAL: the last segment holds no record")
@@ -53,18 +44,9 @@ func ZeroDBPages(dataDir string, first, n int) error {
 // (write a value of a few KiB last to make sure), etcd takes it for a torn write and repairs
 // it on start.
 func ZeroWALTail(dataDir string) error {
-	segs, err := walSegments(dataDir)
+	last, end, err := lastSegmentEnd(dataDir)
 	if err != nil {
 		return fmt.Errorf("zero WAL tail: %w", err)
-	}
-	last := segs[len(segs)-1]
-	data, err := os.ReadFile(last)
-	if err != nil {
-		return fmt.Errorf("zero WAL tail: %w", err)
-	}
-	end := len(data)
-	for end > 0 && data[end-1] == 0 {
-		end--
 	}
 	if end < 1024 {
 		return errors.New("zero WAL tail: the last segment holds too little")
@@ -112,6 +94,25 @@ func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err er
 		}
 	}
 	return "", 0, fmt.Errorf("flip WAL record: no record to damage in %s", path)
+}
+
+// lastSegmentEnd returns the last WAL segment of a data dir and where its written data ends
+// (segments are preallocated with zeroes).
+func lastSegmentEnd(dataDir string) (path string, end int, err error) {
+	segs, err := walSegments(dataDir)
+	if err != nil {
+		return "", 0, err
+	}
+	path = segs[len(segs)-1]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", 0, err
+	}
+	end = len(data)
+	for end > 0 && data[end-1] == 0 {
+		end--
+	}
+	return path, end, nil
 }
 
 func walSegments(dataDir string) ([]string, error) {
