@@ -126,6 +126,11 @@ func TestDoctor(t *testing.T) {
 			t.Run("a learner", func(t *testing.T) {
 				l, err := c.AddLearner(t.Context())
 				require.NoError(t, err)
+				// Whatever the outcome, the later subtests find the cluster as it was.
+				t.Cleanup(func() {
+					_ = l.Kill()
+					removeMember(t, c, l.PeerURL)
+				})
 				// From one voter's endpoint: the learner is found in the member list.
 				out := doctorJSON(t, 10, append([]string{"--endpoints", c.Endpoints()[0]}, tlsFlags(c)[2:]...)...)
 				sev, _, next, _ := out.find(t, "learner", "does not vote")
@@ -143,7 +148,6 @@ func TestDoctor(t *testing.T) {
 				require.Contains(t, summary, l.ClientURL)
 				sev, _, _, _ = out.find(t, "quorum", "3 of 3 members answer, one leader")
 				require.Equal(t, "ok", sev)
-				removeMember(t, c, l.PeerURL)
 			})
 
 			t.Run("a CORRUPT alarm", func(t *testing.T) {
@@ -179,9 +183,13 @@ func TestDoctor(t *testing.T) {
 				require.NoError(t, ms[0].Kill())
 				require.NoError(t, ms[1].Kill())
 				t.Cleanup(func() {
+					// Back to three members before the cluster closes, so that nothing writes into
+					// a folder being removed.
+					var wg sync.WaitGroup
 					for _, m := range ms[:2] {
-						go func() { _ = m.Restart(t.Context()) }()
+						wg.Go(func() { _ = m.Restart(context.Background()) })
 					}
+					wg.Wait()
 				})
 				before := map[string]map[string]string{}
 				for _, m := range ms[:2] {
@@ -194,7 +202,7 @@ func TestDoctor(t *testing.T) {
 				require.Contains(t, strings.Join(evidence, "\n"), ms[2].ClientURL, "the member that answers")
 				require.Contains(t, strings.Join(evidence, "\n"), "raft index")
 				_, summary, _, evidence := out.find(t, "cluster-data", "data dirs are intact")
-				require.Contains(t, summary, "all 2 data dirs are intact")
+				require.Contains(t, summary, "2 of 3 members' data dirs are intact: a quorum (2) can start", "the size from the databases' member records")
 				require.Contains(t, strings.Join(evidence, "\n"), "freshest intact database")
 				for _, m := range ms[:2] {
 					require.Equal(t, before[m.Name], treeHashes(t, m.DataDir), "the offline checks change no file")
@@ -248,6 +256,15 @@ func TestDoctorOffline(t *testing.T) {
 			require.Contains(t, summary, "recover path: start")
 			require.Contains(t, next, "etcdguard recover")
 			require.Contains(t, strings.Join(evidence, "\n"), "freshest intact database: ")
+			// Two of the three data dirs given, one of them damaged: the third member, not
+			// checked here, decides between a start and a restore.
+			out = doctorJSON(t, 11, "--offline", "--data-dir", ms[1].DataDir, "--data-dir", ms[2].DataDir)
+			sev, summary, next, _ = out.find(t, "cluster-data", "not checked here")
+			require.Equal(t, "critical", sev)
+			require.Contains(t, summary, "1 of the 2 data dirs given are intact; the cluster has 3 members, 1 not checked here")
+			require.Contains(t, next, "doctor --offline --data-dir")
+			_, summary, _, _ = out.findFor(t, "verdict", ms[1].DataDir)
+			require.Contains(t, summary, "must be replaced (if the others have quorum) or restored", "undecided without the third member")
 			for _, m := range ms {
 				require.Equal(t, before[m.Name], treeHashes(t, m.DataDir), "doctor changed a file in %s", m.DataDir)
 			}
@@ -315,14 +332,17 @@ func TestDoctorWALCorruptOlderSegment(t *testing.T) {
 // removeMember removes the member with peer URL peerURL from the cluster.
 func removeMember(t *testing.T, c *testcluster.Cluster, peerURL string) {
 	t.Helper()
-	cli, err := c.Client(t.Context())
+	// Called from cleanups too, where the test's context is already cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cli, err := c.Client(ctx)
 	require.NoError(t, err)
 	defer cli.Close()
-	list, err := cli.MemberList(t.Context())
+	list, err := cli.MemberList(ctx)
 	require.NoError(t, err)
 	for _, m := range list.Members {
 		if slices.Contains(m.PeerURLs, peerURL) {
-			_, err := cli.MemberRemove(t.Context(), m.ID)
+			_, err := cli.MemberRemove(ctx, m.ID)
 			require.NoError(t, err)
 			return
 		}

@@ -17,8 +17,22 @@ type certsOptions struct {
 	days    int
 }
 
-// defaultPKIDir is where kubeadm keeps the cluster's certificates (etcd's in etcd/).
+// defaultPKIDir is where kubeadm keeps the cluster's certificates (etcd's in etcd/): the PKI
+// folder doctor and certs check read when none is given and ETCDGUARD_PKI_DIR names no other.
 const defaultPKIDir = "/etc/kubernetes/pki"
+
+// pkiDirFrom is the default PKI folder: ETCDGUARD_PKI_DIR, else defaultPKIDir; "" when that
+// folder does not exist here.
+func pkiDirFrom(env Env) string {
+	dir := defaultPKIDir
+	if v := env.Getenv("ETCDGUARD_PKI_DIR"); v != "" {
+		dir = v
+	}
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return dir
+	}
+	return ""
+}
 
 func newCertsCommand(env Env, g *globalOptions) *cobra.Command {
 	o := &certsOptions{}
@@ -28,7 +42,7 @@ func newCertsCommand(env Env, g *globalOptions) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.PersistentFlags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "PKI folder (repeatable; default /etc/kubernetes/pki when present)")
+	cmd.PersistentFlags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "PKI folder (repeatable; default $ETCDGUARD_PKI_DIR, else /etc/kubernetes/pki, when present)")
 
 	check := &cobra.Command{
 		Use:   "check",
@@ -45,7 +59,7 @@ critical (a "not yet valid" certificate after a power cut usually means the cloc
 			if err != nil {
 				return err
 			}
-			dirs, err := o.dirs()
+			dirs, err := o.dirs(env)
 			if err != nil {
 				return err
 			}
@@ -123,12 +137,12 @@ yet valid. Restart etcd (and kube-apiserver) afterwards so they present the new 
 	return cmd
 }
 
-func (o *certsOptions) dirs() ([]string, error) {
+func (o *certsOptions) dirs(env Env) ([]string, error) {
 	if len(o.pkiDirs) > 0 {
 		return o.pkiDirs, nil
 	}
-	if st, err := os.Stat(defaultPKIDir); err == nil && st.IsDir() {
-		return []string{defaultPKIDir}, nil
+	if dir := pkiDirFrom(env); dir != "" {
+		return []string{dir}, nil
 	}
-	return nil, fmt.Errorf("%w: no /etc/kubernetes/pki here: give --pki-dir", ErrUsage)
+	return nil, fmt.Errorf("%w: no %s here: give --pki-dir (or set ETCDGUARD_PKI_DIR)", ErrUsage, defaultPKIDir)
 }

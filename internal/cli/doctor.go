@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -50,11 +49,9 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 				return err
 			}
 			pkiDirs := o.pkiDirs
-			if len(pkiDirs) == 0 {
+			if dir := pkiDirFrom(env); len(pkiDirs) == 0 && dir != "" {
 				// As certs check: the kubeadm PKI when this host has one.
-				if st, err := os.Stat(defaultPKIDir); err == nil && st.IsDir() {
-					pkiDirs = []string{defaultPKIDir}
-				}
+				pkiDirs = []string{dir}
 			}
 			opts := doctor.Options{DataDirs: o.dataDirs, PKIDirs: pkiDirs, RPO: o.rpo, Timeout: o.timeout, Now: env.Now}
 			endpointsGiven := g.flags.Changed("endpoints") || env.Getenv("ETCDCTL_ENDPOINTS") != "" || (s.cfg.Targets != nil || len(s.cfg.Cluster.Members) > 0)
@@ -78,7 +75,7 @@ across several data dirs, the freshest one, whether an intact quorum exists, and
 		},
 	}
 	cmd.Flags().StringArrayVar(&o.dataDirs, "data-dir", nil, "a member's data dir to check offline, read-only (repeatable)")
-	cmd.Flags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "a PKI folder whose certificates are checked against the clock (repeatable; default /etc/kubernetes/pki when present)")
+	cmd.Flags().StringArrayVar(&o.pkiDirs, "pki-dir", nil, "a PKI folder whose certificates are checked against the clock (repeatable; default $ETCDGUARD_PKI_DIR, else /etc/kubernetes/pki, when present)")
 	cmd.Flags().DurationVar(&o.rpo, "rpo", doctor.DefaultRPO, "how old the newest backup may be")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 20*time.Second, "bound on the whole run")
 	cmd.Flags().BoolVar(&o.offline, "offline", false, "skip the online checks")

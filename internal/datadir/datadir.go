@@ -88,6 +88,9 @@ type DBState struct {
 	// ConsistentIndex and Term are the raft index and term of the last entry applied to the
 	// database (its meta bucket).
 	ConsistentIndex, Term uint64
+	// Voters and Learners count the cluster's members as the database records them (etcd's
+	// members bucket): the size of the cluster this member belonged to; 0 when not recorded.
+	Voters, Learners int
 	// InUse reports that another process holds the database's lock (a running etcd).
 	InUse bool
 	// OK reports that the database opened read-only and passed both this package's page walk and

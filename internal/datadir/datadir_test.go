@@ -446,6 +446,8 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.NotEmpty(t, r.WAL.Segments)
 				require.NotZero(t, r.WAL.MemberID)
 				if r.DB.OK {
+					require.Equal(t, 1, r.DB.Voters, "a one-member cluster, as its database records it")
+					require.Zero(t, r.DB.Learners)
 					require.Equal(t, lastRev, r.DB.Revision)
 					require.Equal(t, k.compactRev, r.DB.CompactRevision)
 					require.Equal(t, k.compactRev, r.DB.ScheduledCompactRevision)

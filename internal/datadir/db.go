@@ -3,6 +3,7 @@ package datadir
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -64,6 +65,7 @@ const (
 var (
 	keyBucketName         = []byte("key")
 	metaBucketName        = []byte("meta")
+	membersBucketName     = []byte("members")
 	consistentIndexKey    = "consistent_index"
 	termKey               = "term"
 	finishedCompactKey    = "finishedCompactRev"
@@ -110,6 +112,7 @@ const (
 	ctxRoot
 	ctxKey
 	ctxMeta
+	ctxMembers
 )
 
 type dbWalker struct {
@@ -131,6 +134,8 @@ type dbWalker struct {
 
 	lastKey  []byte            // the greatest key of the key bucket
 	metaVals map[string][]byte // the meta bucket's values of interest
+	// voters and learners count the members of the members bucket.
+	voters, learners int
 }
 
 func (w *dbWalker) problem(page uint64, format string, args ...any) {
@@ -290,6 +295,18 @@ func (w *dbWalker) leaf(id uint64, buf []byte, count int, minKey, maxKey []byte,
 			if slices.Contains(metaKeysOfInterest, string(key)) {
 				w.metaVals[string(key)] = bytes.Clone(value)
 			}
+		case ctxMembers:
+			// etcd's membership: one JSON record a member (no keys or values of the keyspace).
+			var m struct {
+				IsLearner bool `json:"isLearner"`
+			}
+			if json.Unmarshal(value, &m) == nil {
+				if m.IsLearner {
+					w.learners++
+				} else {
+					w.voters++
+				}
+			}
 		}
 	}
 	if count > 0 {
@@ -307,6 +324,8 @@ func (w *dbWalker) bucket(id uint64, i int, key, value []byte, parent treeCtx) {
 			ctx = ctxKey
 		case bytes.Equal(key, metaBucketName):
 			ctx = ctxMeta
+		case bytes.Equal(key, membersBucketName):
+			ctx = ctxMembers
 		}
 	}
 	if len(value) < boltBucketHdrSize {
@@ -562,6 +581,7 @@ func inspectDB(path string) (st DBState, notes []string) {
 	st.CompactRevision = int64(beUint64(w.metaVals[finishedCompactKey]))
 	st.ScheduledCompactRevision = int64(beUint64(w.metaVals[scheduledCompactKey]))
 	st.Revision = max(int64(beUint64(w.lastKey)), st.CompactRevision)
+	st.Voters, st.Learners = w.voters, w.learners
 
 	problems := w.problems
 	if openErr != nil {

@@ -51,13 +51,19 @@ func checkDisks(ctx context.Context, cfg etcdx.Config, statuses []etcdx.MemberSt
 				continue
 			}
 			p99, lower, upper := h.quantile(0.99)
+			about := "about"
+			ev := fmt.Sprintf("%s histogram: the 99th percentile falls between %s and %s, %s by linear interpolation (as histogram_quantile); alert above %s",
+				dc.metric, fmtSeconds(lower), fmtSeconds(upper), fmtSeconds(p99), fmtSeconds(dc.warn))
+			if math.IsInf(upper, +1) {
+				about = "at least"
+				ev = fmt.Sprintf("%s histogram: the 99th percentile is beyond its largest bucket, %s; alert above %s", dc.metric, fmtSeconds(lower), fmtSeconds(dc.warn))
+			}
 			f := Finding{Check: "disk", Subject: nameOr(st) + " " + st.Endpoint,
-				Summary: fmt.Sprintf("%s p99 about %s over %.0f operations", dc.what, fmtSeconds(p99), h.count),
-				Evidence: []string{fmt.Sprintf("%s histogram: the 99th percentile falls between %s and %s, %s by linear interpolation (as histogram_quantile); alert above %s",
-					dc.metric, fmtSeconds(lower), fmtSeconds(upper), fmtSeconds(p99), fmtSeconds(dc.warn))}}
+				Summary:  fmt.Sprintf("%s p99 %s %s over %.0f operations", dc.what, about, fmtSeconds(p99), h.count),
+				Evidence: []string{ev}}
 			if p99 > dc.warn {
 				f.Severity = Warning
-				f.Summary = fmt.Sprintf("%s is slow: p99 about %s (above %s): etcd misses heartbeats and elections start", dc.what, fmtSeconds(p99), fmtSeconds(dc.warn))
+				f.Summary = fmt.Sprintf("%s is slow: p99 %s %s (above %s): etcd misses heartbeats and elections start", dc.what, about, fmtSeconds(p99), fmtSeconds(dc.warn))
 				f.Next = "move etcd's data dir to a dedicated SSD, check for noisy neighbours (iostat -x 1), or raise the member's disk priority (ionice)"
 			}
 			fs = append(fs, f)

@@ -43,10 +43,11 @@ func checkDataDirs(dirs []string) []Finding {
 	if len(states) < 2 {
 		return fs
 	}
-	// Across the data dirs: freshest, and an intact quorum or not.
+	// Across the data dirs: freshest, and an intact quorum or not. A data dir a running etcd
+	// holds counts as intact: its member is up.
 	var ev []string
 	fresh, freshRev := "", int64(-1)
-	intact := 0
+	intact, size := 0, 0
 	var as []restore.Assessment
 	var cluster restore.Cluster
 	for i, s := range states {
@@ -56,8 +57,11 @@ func checkDataDirs(dirs []string) []Finding {
 		if s.rep.DB.OK && s.rep.DB.Revision > freshRev {
 			fresh, freshRev = s.dir, s.rep.DB.Revision
 		}
-		if s.rep.Intact() {
+		if s.rep.Intact() || s.rep.Verdict() == datadir.VerdictInUse {
 			intact++
+		}
+		if s.rep.DB.OK {
+			size = max(size, s.rep.DB.Voters)
 		}
 		as = append(as, restore.Assessment{Name: name, OnlineErr: "offline", Disk: &restore.DiskState{
 			Verdict: string(s.rep.Verdict()), Intact: s.rep.Intact(), DBOK: s.rep.DB.OK, DBPath: s.rep.DB.Path,
@@ -68,36 +72,55 @@ func checkDataDirs(dirs []string) []Finding {
 	if fresh != "" {
 		ev = append(ev, fmt.Sprintf("freshest intact database: %s (revision %d)", fresh, freshRev))
 	}
-	q := len(states)/2 + 1
+	// The cluster's size as its databases record it; without one, the data dirs given are taken
+	// for the whole cluster.
+	given := len(states)
+	if size < given {
+		size = given
+	}
+	unchecked := size - given
+	if unchecked > 0 {
+		ev = append(ev, fmt.Sprintf("the databases record %d voting members: %d of them not checked here", size, unchecked))
+	}
+	q := size/2 + 1
 	plan, err := restore.Decide(restore.DecideInputs{Cluster: cluster, Assessments: as, Now: time.Now()})
 	path := ""
 	if err == nil {
 		path = plan.Path
 	}
-	// With the whole cluster in view, a member that cannot start is one of the two: replaced
+	// With enough of the cluster in view, a member that cannot start is one of the two: replaced
 	// (the intact others have a quorum) or restored with every other member.
 	for i := range fs {
 		if fs[i].Check != "verdict" || fs[i].Severity != Critical {
 			continue
 		}
-		if intact >= q {
+		switch {
+		case intact >= q:
 			fs[i].Summary = fmt.Sprintf("must be replaced: removed and added back empty, it catches up from the %d intact members", intact)
-		} else {
-			fs[i].Summary = fmt.Sprintf("must be restored, with every member: only %d of %d data dirs are intact, short of a quorum (%d)", intact, len(states), q)
+		case intact+unchecked < q:
+			fs[i].Summary = fmt.Sprintf("must be restored, with every member: only %d of the %d members' data is intact, short of a quorum (%d)", intact, size, q)
 		}
 	}
-	f := Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", len(states)), Evidence: ev}
+	f := Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", given), Evidence: ev}
 	switch {
-	case intact == len(states):
+	case intact == given && unchecked == 0:
 		f.Severity = OK
 		f.Summary = fmt.Sprintf("all %d data dirs are intact: the members start as they are", intact)
 	case intact >= q:
 		f.Severity = Warning
-		f.Summary = fmt.Sprintf("%d of %d data dirs are intact: a quorum (%d) can start; recover path: %s", intact, len(states), q, path)
+		f.Summary = fmt.Sprintf("%d of %d members' data dirs are intact: a quorum (%d) can start; recover path: start", intact, size, q)
 		f.Next = "etcdguard recover --dry-run --config CONFIG (starts the intact members, replaces the others; nothing lost)"
+		if unchecked == 0 && path != "" {
+			f.Summary = fmt.Sprintf("%d of %d data dirs are intact: a quorum (%d) can start; recover path: %s", intact, size, q, path)
+		}
+	case intact+unchecked >= q:
+		f.Severity = Critical
+		f.Summary = fmt.Sprintf("%d of the %d data dirs given are intact; the cluster has %d members, %d not checked here: "+
+			"if enough of those are intact, a quorum (%d) can start without a restore", intact, given, size, unchecked, q)
+		f.Next = "check the other members' data dirs (etcdguard doctor --offline --data-dir DIR on their hosts), then: etcdguard recover --dry-run --config CONFIG"
 	case fresh != "":
 		f.Severity = Critical
-		f.Summary = fmt.Sprintf("only %d of %d data dirs are intact: no quorum (%d) can form; recover path: %s, from the freshest intact source", intact, len(states), q, path)
+		f.Summary = fmt.Sprintf("only %d of %d members' data dirs are intact: no quorum (%d) can form; recover path: restore, from the freshest intact source", intact, size, q)
 		f.Next = "etcdguard recover --dry-run --config CONFIG (restores every member from " + fresh + " or a newer backup)"
 	default:
 		f.Severity = Critical
@@ -203,7 +226,9 @@ func layoutFindings(dir string) []Finding {
 	// etcd writes its database and WAL segments 0600; they hold the keyspace. (Its .snap files,
 	// written 0666 less the umask, hold only the cluster's membership in etcd 3.)
 	holdsData := func(name string) bool {
-		return name == "db" || strings.HasSuffix(name, ".snap.db") || strings.HasSuffix(name, ".wal")
+		// etcd 3.5's WAL repair keeps a copy of the segment as .wal.broken, made 0644.
+		return name == "db" || strings.HasSuffix(name, ".snap.db") || strings.HasSuffix(name, ".wal") ||
+			strings.HasSuffix(name, ".wal.broken")
 	}
 	var open []string
 	for _, sub := range []string{filepath.Join("member", "snap"), filepath.Join("member", "wal")} {

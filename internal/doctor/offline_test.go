@@ -27,6 +27,7 @@ func TestLayoutFindings(t *testing.T) {
 	require.Empty(t, layoutFindings(dir), "etcd's own modes")
 
 	write("member/snap/db", 0o644)
+	write("member/wal/0000000000000000-0000000000000000.wal.broken", 0o644) // etcd 3.5's repair copy
 	require.NoError(t, os.Chmod(dir, 0o755))
 	fs := layoutFindings(dir)
 	require.Len(t, fs, 2)
@@ -38,6 +39,8 @@ func TestLayoutFindings(t *testing.T) {
 	all := strings.Join(summaries, "\n")
 	require.Contains(t, all, "data dir mode 0755: etcd wants 0700")
 	require.Contains(t, all, filepath.Join(dir, "member/snap/db")+" (mode 0644)")
+	require.Contains(t, all, "2 file(s)")
+	require.Contains(t, all, ".wal.broken (mode 0644)")
 	require.Contains(t, all, "chmod -R go-rwx "+dir)
 
 	require.NoError(t, os.RemoveAll(filepath.Join(dir, "member", "wal")))

@@ -105,15 +105,16 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 func memberFindings(st etcdx.MemberStatus, maxApplied uint64) []Finding {
 	var fs []Finding
 	subj := nameOr(st) + " " + st.Endpoint
-	if lag := maxApplied - applied(st); lag > lagWarnEntries {
+	if lag := maxApplied - applied(st); lag > lagWarnEntries && !st.IsLearner {
 		fs = append(fs, Finding{Severity: Warning, Check: "lag", Subject: subj,
 			Summary:  fmt.Sprintf("%d entries behind the most advanced member", lag),
 			Evidence: []string{fmt.Sprintf("applied %d, most advanced %d", applied(st), maxApplied)},
 			Next:     "check the member's disk (WAL fsync latency) and network; etcdguard doctor shows both"})
 	}
 	if st.IsLearner {
+		// A learner behind is catching up, which is what learners do: no warning.
 		f := Finding{Severity: OK, Check: "learner", Subject: subj, Summary: "a learner: it receives data but does not vote",
-			Evidence: []string{fmt.Sprintf("applied %d, most advanced member %d", applied(st), maxApplied)},
+			Evidence: []string{fmt.Sprintf("applied %d, most advanced member %d (%d behind)", applied(st), maxApplied, maxApplied-applied(st))},
 			Next:     fmt.Sprintf("once it has caught up, make it a voting member: etcdctl member promote %x", st.ID)}
 		fs = append(fs, f)
 	}

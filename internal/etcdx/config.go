@@ -198,8 +198,11 @@ func checkValidity(what, file string, cert *x509.Certificate, now time.Time) err
 
 // howLong says d in days when it is two days or more, else in hours and minutes.
 func howLong(d time.Duration) string {
-	if d >= 48*time.Hour {
+	switch {
+	case d >= 48*time.Hour:
 		return fmt.Sprintf("%d days", int(d/(24*time.Hour)))
+	case d < time.Minute:
+		return "less than a minute"
 	}
 	return d.Round(time.Minute).String()
 }

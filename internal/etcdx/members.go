@@ -83,13 +83,15 @@ func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
 	statuses := c.statusOf(ctx, endpoints)
 	if discover {
 		var extra []string
-		learners := map[string]bool{}
+		var listed map[string]listedMember
 		for _, st := range statuses {
-			if st.Err != "" {
+			// A learner refuses the member list: ask a voter.
+			if st.Err != "" || st.IsLearner {
 				continue
 			}
-			extra, learners = c.memberURLs(ctx, st.Endpoint)
-			break
+			if extra, listed = c.memberURLs(ctx, st.Endpoint); len(extra) > 0 {
+				break
+			}
 		}
 		var added []string
 		for _, ep := range extra {
@@ -98,12 +100,17 @@ func (c Config) Status(ctx context.Context, discover bool) []MemberStatus {
 				endpoints = append(endpoints, ep)
 			}
 		}
-		more := c.statusOf(ctx, added)
-		for i := range more {
-			// A learner that does not answer is still known to be one, from the member list.
-			more[i].IsLearner = more[i].IsLearner || learners[more[i].Endpoint]
+		statuses = append(statuses, c.statusOf(ctx, added)...)
+		for i := range statuses {
+			// What a learner cannot say of itself (it refuses the member list), or a member that
+			// does not answer, the member list says.
+			if m, ok := listed[statuses[i].Endpoint]; ok {
+				statuses[i].IsLearner = statuses[i].IsLearner || m.learner
+				if statuses[i].Name == "" {
+					statuses[i].Name = m.name
+				}
+			}
 		}
-		statuses = append(statuses, more...)
 	}
 	return dedupe(statuses)
 }
@@ -125,30 +132,36 @@ func dedupe(statuses []MemberStatus) []MemberStatus {
 	return out
 }
 
-// memberURLs returns the client URLs of every member in the member list of endpoint, and which
-// of them are learners.
-func (c Config) memberURLs(ctx context.Context, endpoint string) (urls []string, learners map[string]bool) {
-	learners = map[string]bool{}
+// listedMember is what the member list says of a member.
+type listedMember struct {
+	name    string
+	learner bool
+}
+
+// memberURLs returns the client URLs of every member in the member list of endpoint, and what
+// the list says of the member behind each.
+func (c Config) memberURLs(ctx context.Context, endpoint string) (urls []string, listed map[string]listedMember) {
+	listed = map[string]listedMember{}
 	cli, err := c.Client(ctx, endpoint)
 	if err != nil {
-		return nil, learners
+		return nil, listed
 	}
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(ctx, c.commandTimeout())
 	defer cancel()
 	resp, err := cli.MemberList(ctx, clientv3.WithSerializable())
 	if err != nil {
-		return nil, learners
+		return nil, listed
 	}
 	// Learners too: doctor reports them, and ChooseSource never takes one for a snapshot.
 	for _, m := range resp.Members {
 		urls = append(urls, m.ClientURLs...)
 		for _, u := range m.ClientURLs {
-			learners[u] = m.IsLearner
+			listed[u] = listedMember{name: m.Name, learner: m.IsLearner}
 		}
 	}
 	sort.Strings(urls)
-	return urls, learners
+	return urls, listed
 }
 
 func (c Config) statusOf(ctx context.Context, endpoints []string) []MemberStatus {
@@ -222,6 +235,8 @@ func ChooseSource(statuses []MemberStatus) (ranked []MemberStatus, why string, e
 	var skipped []string
 	for _, st := range statuses {
 		switch {
+		case st.IsLearner && st.Err != "":
+			skipped = append(skipped, fmt.Sprintf("%s: learner, not answering", st.Endpoint))
 		case st.Err != "":
 			skipped = append(skipped, st.Err)
 		case len(st.Alarms) > 0:

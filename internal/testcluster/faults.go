@@ -39,19 +39,31 @@ func ZeroDBPages(dataDir string, first, n int) error {
 	return f.Sync()
 }
 
-// ZeroWALTail overwrites the last 512 bytes written to the last WAL segment of a data dir with
-// zeroes, as a sector lost by a power cut leaves them. When those bytes fall inside a record
-// (write a value of a few KiB last to make sure), etcd takes it for a torn write and repairs
-// it on start.
+// ZeroWALTail zeroes the end of the last WAL segment of a data dir as a power cut that loses
+// the last sector written leaves it: 512 bytes from the start of the sector that holds the end
+// of the last record of 1 KiB or more (write a value of a few KiB last), and whatever small
+// records follow. A piece of that record is then all zeroes, which etcd takes for a torn write
+// and repairs on start.
 func ZeroWALTail(dataDir string) error {
 	last, end, err := lastSegmentEnd(dataDir)
 	if err != nil {
 		return fmt.Errorf("zero WAL tail: %w", err)
 	}
-	if end < 1024 {
-		return errors.New("zero WAL tail: the last segment holds too little")
+	data, err := os.ReadFile(last)
+	if err != nil {
+		return fmt.Errorf("zero WAL tail: %w", err)
 	}
-	return writeAt(last, int64(end-512), make([]byte, 512))
+	bigEnd := int64(-1)
+	for _, f := range walFrames(data[:end]) {
+		if f.recBytes >= 1024 {
+			bigEnd = f.off + 8 + f.recBytes
+		}
+	}
+	if bigEnd < 0 {
+		return errors.New("zero WAL tail: the last segment holds no record of 1 KiB or more")
+	}
+	from := (bigEnd - 1) &^ 511
+	return writeAt(last, from, make([]byte, max(512, int64(end)-from)))
 }
 
 // FlipWALRecord flips the last byte of a record's data in WAL segment seg (0 is the oldest) of
@@ -70,10 +82,24 @@ func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err er
 	if err != nil {
 		return "", 0, fmt.Errorf("flip WAL record: %w", err)
 	}
-	// Frames: an 8-byte little-endian length (lower 56 bits: the record's size; bits 56-58 of
-	// a negative length: the padding), then the record.
-	type frame struct{ off, recBytes int64 }
-	var frames []frame
+	frames := walFrames(data)
+	for _, f := range frames[len(frames)/2:] {
+		if f.recBytes > 64 {
+			at := f.off + 8 + f.recBytes - 1
+			return path, f.off, writeAt(path, at, []byte{data[at] ^ 0xff})
+		}
+	}
+	return "", 0, fmt.Errorf("flip WAL record: no record to damage in %s", path)
+}
+
+// walFrame is one record's frame in a WAL segment.
+type walFrame struct{ off, recBytes int64 }
+
+// walFrames lists the frames of a WAL segment up to the first zero length: an 8-byte
+// little-endian length (lower 56 bits: the record's size; bits 56-58 of a negative length: the
+// padding), then the record.
+func walFrames(data []byte) []walFrame {
+	var frames []walFrame
 	for off := int64(0); off+8 <= int64(len(data)); {
 		l := int64(binary.LittleEndian.Uint64(data[off:]))
 		if l == 0 {
@@ -84,16 +110,13 @@ func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err er
 		if l < 0 {
 			pad = int64((uint64(l) >> 56) & 0x7)
 		}
-		frames = append(frames, frame{off, rec})
+		if off+8+rec+pad > int64(len(data)) {
+			break
+		}
+		frames = append(frames, walFrame{off, rec})
 		off += 8 + rec + pad
 	}
-	for _, f := range frames[len(frames)/2:] {
-		if f.recBytes > 64 {
-			at := f.off + 8 + f.recBytes - 1
-			return path, f.off, writeAt(path, at, []byte{data[at] ^ 0xff})
-		}
-	}
-	return "", 0, fmt.Errorf("flip WAL record: no record to damage in %s", path)
+	return frames
 }
 
 // lastSegmentEnd returns the last WAL segment of a data dir and where its written data ends
