@@ -309,12 +309,40 @@ func checkHashKV(ctx context.Context, cfg etcdx.Config, statuses []etcdx.MemberS
 		distinct[h] = true
 	}
 	if len(distinct) > 1 {
-		return []Finding{{Severity: Critical, Check: "hashkv", Subject: "cluster",
+		f := Finding{Severity: Critical, Check: "hashkv", Subject: "cluster",
 			Summary: fmt.Sprintf("members hold different data at revision %d", rev), Evidence: ev,
-			Next: "find the odd member out (evidence) and replace it: etcdguard recover --dry-run --config CONFIG"}}
+			Next: "find the odd member out (evidence) and replace it: etcdguard recover --dry-run --config CONFIG"}
+		if odd := oddOnesOut(hashes); len(odd) > 0 {
+			f.Summary = fmt.Sprintf("%s hold(s) different data from the other %d members at revision %d", strings.Join(odd, ", "), len(hashes)-len(odd), rev)
+			f.Next = fmt.Sprintf("replace %s (removed and added back empty, it copies the others' data): etcdguard recover --dry-run --config CONFIG", strings.Join(odd, ", "))
+		}
+		return []Finding{f}
 	}
 	return []Finding{{Severity: OK, Check: "hashkv", Subject: "cluster",
 		Summary: fmt.Sprintf("%d members agree at revision %d", len(hashes), rev), Evidence: ev}}
+}
+
+// oddOnesOut returns the members whose hash differs from the one a majority of them holds,
+// sorted; nil when no hash has a majority.
+func oddOnesOut(hashes map[string]uint32) []string {
+	count := map[uint32]int{}
+	for _, h := range hashes {
+		count[h]++
+	}
+	for h, n := range count {
+		if n*2 <= len(hashes) {
+			continue
+		}
+		var odd []string
+		for name, hh := range hashes {
+			if hh != h {
+				odd = append(odd, name)
+			}
+		}
+		sort.Strings(odd)
+		return odd
+	}
+	return nil
 }
 
 func applied(st etcdx.MemberStatus) uint64 {

@@ -54,3 +54,10 @@ func TestEveryFaultHasANextStep(t *testing.T) {
 	require.Contains(t, f.Next, "endpoint health")
 	require.Equal(t, "status: etcdserver: request timed out", f.Summary)
 }
+
+func TestOddOnesOut(t *testing.T) {
+	require.Equal(t, []string{"m3"}, oddOnesOut(map[string]uint32{"m1": 7, "m2": 7, "m3": 9}))
+	require.Equal(t, []string{"m2", "m4"}, oddOnesOut(map[string]uint32{"m1": 7, "m2": 8, "m3": 7, "m4": 9, "m5": 7}))
+	require.Nil(t, oddOnesOut(map[string]uint32{"m1": 7, "m2": 8}), "no majority: no odd one out")
+	require.Empty(t, oddOnesOut(map[string]uint32{"m1": 7, "m2": 7}))
+}
