@@ -15,15 +15,37 @@ import (
 // maxConcurrentScans bounds how many data dirs are inspected at the same time.
 const maxConcurrentScans = 3
 
+// undecidedVerdict is the verdict of a member that cannot start on its data, when the rest of
+// the cluster is not known.
+const undecidedVerdict = "must be replaced (if the others have quorum) or restored"
+
 // checkDataDirs inspects data dirs offline (strictly read-only) and says, for each, whether
 // etcd starts on it as it is, repairs itself, or the member must be replaced or restored; across
 // several, which is freshest and whether an intact quorum exists.
 func checkDataDirs(dirs []string) []Finding {
-	var fs []Finding
-	type dirState struct {
-		dir string
-		rep datadir.Report
+	states := inspectDataDirs(dirs)
+	damaged := undecidedVerdict
+	var cluster []Finding
+	if len(states) >= 2 {
+		var f Finding
+		f, damaged = clusterDataFinding(states)
+		cluster = append(cluster, f)
 	}
+	var fs []Finding
+	for _, s := range states {
+		fs = append(fs, dataDirFindings(s.dir, s.rep, damaged)...)
+	}
+	return append(fs, cluster...)
+}
+
+// dirState is one data dir and what its inspection found.
+type dirState struct {
+	dir string
+	rep datadir.Report
+}
+
+// inspectDataDirs inspects the data dirs, in the order given.
+func inspectDataDirs(dirs []string) []dirState {
 	// The data dirs are read at the same time (each scan waits on its disk most of the time),
 	// a few at once: each maps its files and reads its database ahead.
 	states := make([]dirState, len(dirs))
@@ -37,12 +59,14 @@ func checkDataDirs(dirs []string) []Finding {
 		})
 	}
 	wg.Wait()
-	for _, s := range states {
-		fs = append(fs, dataDirFindings(s.dir, s.rep)...)
-	}
-	if len(states) < 2 {
-		return fs
-	}
+	return states
+}
+
+// clusterDataFinding judges several data dirs together: the freshest, whether the intact ones
+// make a quorum of the cluster. It also returns the verdict of a member whose data is damaged,
+// which only the whole cluster decides: replaced, restored with every member, or undecided
+// while members are not checked.
+func clusterDataFinding(states []dirState) (f Finding, damaged string) {
 	// Across the data dirs: freshest, and an intact quorum or not. A data dir a running etcd
 	// holds counts as intact: its member is up.
 	var ev []string
@@ -90,18 +114,14 @@ func checkDataDirs(dirs []string) []Finding {
 	}
 	// With enough of the cluster in view, a member that cannot start is one of the two: replaced
 	// (the intact others have a quorum) or restored with every other member.
-	for i := range fs {
-		if fs[i].Check != "verdict" || fs[i].Severity != Critical {
-			continue
-		}
-		switch {
-		case intact >= q:
-			fs[i].Summary = fmt.Sprintf("must be replaced: removed and added back empty, it catches up from the %d intact members", intact)
-		case intact+unchecked < q:
-			fs[i].Summary = fmt.Sprintf("must be restored, with every member: only %d of the %d members' data is intact, short of a quorum (%d)", intact, size, q)
-		}
+	damaged = undecidedVerdict
+	switch {
+	case intact >= q:
+		damaged = fmt.Sprintf("must be replaced: removed and added back empty, it catches up from the %d intact members", intact)
+	case intact+unchecked < q:
+		damaged = fmt.Sprintf("must be restored, with every member: only %d of the %d members' data is intact, short of a quorum (%d)", intact, size, q)
 	}
-	f := Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", given), Evidence: ev}
+	f = Finding{Check: "cluster-data", Subject: fmt.Sprintf("%d data dirs", given), Evidence: ev}
 	switch {
 	case intact == given && unchecked == 0:
 		f.Severity = OK
@@ -127,11 +147,12 @@ func checkDataDirs(dirs []string) []Finding {
 		f.Summary = "no data dir has an intact database: recover path: restore from a backup"
 		f.Next = "etcdguard recover --dry-run --config CONFIG, with the backup targets configured"
 	}
-	return append(fs, f)
+	return f, damaged
 }
 
-// dataDirFindings turns one data dir's inspection into findings.
-func dataDirFindings(dir string, rep datadir.Report) []Finding {
+// dataDirFindings turns one data dir's inspection into findings; damaged is the verdict of a
+// member that cannot start on its data.
+func dataDirFindings(dir string, rep datadir.Report, damaged string) []Finding {
 	subj := dir
 	var fs []Finding
 	switch rep.Verdict() {
@@ -194,7 +215,7 @@ func dataDirFindings(dir string, rep datadir.Report) []Finding {
 	case datadir.VerdictSelfRepairs:
 		verdict.Severity, verdict.Summary = Warning, "starts and repairs itself (torn WAL tail)"
 	default:
-		verdict.Severity, verdict.Summary = Critical, "must be replaced (if the others have quorum) or restored"
+		verdict.Severity, verdict.Summary = Critical, damaged
 		verdict.Next = "etcdguard recover --dry-run --config CONFIG"
 	}
 	return append(fs, verdict)
