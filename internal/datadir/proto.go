@@ -1,6 +1,11 @@
 package datadir
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"go.etcd.io/raft/v3/raftpb"
+)
 
 // The WAL holds a gigabyte or more of records, each of which etcd's generated code decodes by
 // copying its data (walpb.Record.Data, then raftpb.Entry.Data), only for this package to look
@@ -131,4 +136,41 @@ func decodeHardStateCommitFast(b []byte) (commit uint64, ok bool) {
 		}
 	}
 	return commit, true
+}
+
+// decodeRecord decodes a walpb.Record as etcd's decoder does; the record's data is a slice of
+// b when it can be.
+func decodeRecord(b []byte) (walRecord, error) {
+	if rec, ok := decodeRecordFast(b); ok {
+		return rec, nil
+	}
+	var rec walpb.Record
+	if err := rec.Unmarshal(b); err != nil {
+		return walRecord{}, err
+	}
+	return walRecord{Type: rec.Type, Crc: rec.Crc, Data: rec.Data}, nil
+}
+
+// decodeEntryIndex reads the term and index of a raftpb.Entry as etcd's decoder does.
+func decodeEntryIndex(b []byte) (term, index uint64, err error) {
+	if term, index, ok := decodeEntryIndexFast(b); ok {
+		return term, index, nil
+	}
+	var e raftpb.Entry
+	if err := e.Unmarshal(b); err != nil {
+		return 0, 0, err
+	}
+	return e.Term, e.Index, nil
+}
+
+// decodeHardStateCommit reads the commit index of a raftpb.HardState as etcd's decoder does.
+func decodeHardStateCommit(b []byte) (uint64, error) {
+	if commit, ok := decodeHardStateCommitFast(b); ok {
+		return commit, nil
+	}
+	var st raftpb.HardState
+	if err := st.Unmarshal(b); err != nil {
+		return 0, err
+	}
+	return st.Commit, nil
 }

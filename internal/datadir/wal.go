@@ -11,7 +11,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
-	"go.etcd.io/raft/v3/raftpb"
 )
 
 // This file reads etcd's WAL the way etcd does on start, without etcd's reader: wal.Open (the
@@ -230,13 +229,9 @@ func readSegment(path string) (data []byte, release func(), err error) {
 func (s *walScan) record(rec *walRecord, seg int, off int64, crc *uint32) string {
 	switch rec.Type {
 	case walEntryType:
-		term, index, ok := decodeEntryIndexFast(rec.Data)
-		if !ok {
-			var e raftpb.Entry
-			if err := e.Unmarshal(rec.Data); err != nil {
-				return fmt.Sprintf("entry record does not decode (etcd panics on it): %v", err)
-			}
-			term, index = e.Term, e.Index
+		term, index, err := decodeEntryIndex(rec.Data)
+		if err != nil {
+			return fmt.Sprintf("entry record does not decode (etcd panics on it): %v", err)
 		}
 		if n := len(s.runs); n > 0 && s.runs[n-1].last+1 == index {
 			s.runs[n-1].last = index
@@ -245,13 +240,9 @@ func (s *walScan) record(rec *walRecord, seg int, off int64, crc *uint32) string
 		}
 		s.state.LastIndex, s.state.LastTerm = index, term
 	case walStateType:
-		commit, ok := decodeHardStateCommitFast(rec.Data)
-		if !ok {
-			var st raftpb.HardState
-			if err := st.Unmarshal(rec.Data); err != nil {
-				return fmt.Sprintf("HardState record does not decode (etcd panics on it): %v", err)
-			}
-			commit = st.Commit
+		commit, err := decodeHardStateCommit(rec.Data)
+		if err != nil {
+			return fmt.Sprintf("HardState record does not decode (etcd panics on it): %v", err)
 		}
 		s.state.Commit = commit
 	case walMetadataType:
@@ -335,19 +326,6 @@ func decodeFrame(data []byte, off int64, last bool) (fr frame) {
 	}
 	fr.rec, fr.haveRec = rec, true
 	return fr
-}
-
-// decodeRecord decodes a walpb.Record as etcd's decoder does; the record's data is a slice of
-// b when it can be.
-func decodeRecord(b []byte) (walRecord, error) {
-	if rec, ok := decodeRecordFast(b); ok {
-		return rec, nil
-	}
-	var rec walpb.Record
-	if err := rec.Unmarshal(b); err != nil {
-		return walRecord{}, err
-	}
-	return walRecord{Type: rec.Type, Crc: rec.Crc, Data: rec.Data}, nil
 }
 
 // decodeFrameSize splits a frame's length field into the record's size and its padding.
