@@ -80,18 +80,21 @@ func (c Config) TLS() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CACert != "" {
-		pem, err := os.ReadFile(c.CACert)
+		data, err := os.ReadFile(c.CACert)
 		if err != nil {
 			return nil, withFault(FaultCAFile, fmt.Errorf("%w: read CA certificate --cacert %s: %w", ErrUnavailable, c.CACert, err))
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
+		cas := parseCertificates(data)
+		if len(cas) == 0 {
 			return nil, withFault(FaultCAFile, fmt.Errorf("%w: --cacert %s holds no PEM certificate: pass etcd's CA certificate (for kubeadm: /etc/kubernetes/pki/etcd/ca.crt)", ErrUnavailable, c.CACert))
 		}
-		if err := c.checkCAValidity(pem); err != nil {
+		if err := c.checkCAValidity(cas); err != nil {
 			return nil, err
 		}
-		cfg.RootCAs = pool
+		cfg.RootCAs = x509.NewCertPool()
+		for _, ca := range cas {
+			cfg.RootCAs.AddCert(ca)
+		}
 	}
 	if (c.Cert == "") != (c.Key == "") {
 		return nil, fmt.Errorf("%w: --cert and --key must be given together", ErrUnavailable)
@@ -142,36 +145,37 @@ func usableForClientAuth(cert *x509.Certificate) bool {
 	return false
 }
 
-// checkCAValidity fails when no CA certificate of the --cacert file (pemData) is valid now:
-// every chain through them would then fail, and Go's verifier says only that the authority is
-// unknown. A clock reset after a power cut makes a CA "not yet valid" as easily as a member's
-// certificate.
-func (c Config) checkCAValidity(pemData []byte) error {
-	var first *x509.Certificate
-	for rest := pemData; ; {
+// parseCertificates returns the certificates of a PEM file, skipping what
+// x509.CertPool.AppendCertsFromPEM skips: other blocks, blocks with headers, certificates that
+// do not parse.
+func parseCertificates(data []byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for len(data) > 0 {
 		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
+		if block, data = pem.Decode(data); block == nil {
 			break
 		}
-		if block.Type != "CERTIFICATE" {
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
 			continue
 		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			continue
+		if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+			out = append(out, cert)
 		}
-		if checkValidity("CA certificate", c.CACert, cert, c.now()) == nil {
+	}
+	return out
+}
+
+// checkCAValidity fails when no CA certificate of the --cacert file is valid now: every chain
+// through them would then fail, and Go's verifier says only that the authority is unknown. A
+// clock reset after a power cut makes a CA "not yet valid" as easily as a member's certificate.
+func (c Config) checkCAValidity(cas []*x509.Certificate) error {
+	now := c.now()
+	for _, ca := range cas {
+		if !now.Before(ca.NotBefore) && !now.After(ca.NotAfter) {
 			return nil
 		}
-		if first == nil {
-			first = cert
-		}
 	}
-	if first == nil {
-		return nil // nothing parsed: AppendCertsFromPEM has had its say
-	}
-	now := c.now()
+	first := cas[0]
 	if now.Before(first.NotBefore) {
 		return withFault(FaultCANotYetValid, fmt.Errorf("%w: %w", ErrUnavailable, checkValidity("CA certificate", c.CACert, first, now)))
 	}
