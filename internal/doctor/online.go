@@ -50,7 +50,6 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 		return fs, statuses
 	}
 	// Learners answer but do not vote: they count for neither the cluster's size nor its quorum.
-	answering := up
 	voters := slices.DeleteFunc(slices.Clone(up), func(st etcdx.MemberStatus) bool { return st.IsLearner })
 	total := clusterSize(ctx, cfg, voters, statuses)
 	q := total/2 + 1
@@ -71,27 +70,26 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 		ev = append(ev, fmt.Sprintf("%s (%s%s): term %d, raft index %d, applied %d, revision %d, leader %s, version %s",
 			nameOr(st), st.Endpoint, role, st.RaftTerm, st.RaftIndex, applied(st), st.Revision, hexID(st.Leader), st.Version))
 	}
-	up = voters
 	switch {
-	case len(up) < q:
+	case len(voters) < q:
 		fs = append(fs, Finding{Severity: Critical, Check: "quorum", Subject: "cluster",
-			Summary:  fmt.Sprintf("no quorum: %d of %d members answer, %d are needed", len(up), total, q),
+			Summary:  fmt.Sprintf("no quorum: %d of %d members answer, %d are needed", len(voters), total, q),
 			Evidence: ev,
 			Next:     "bring back the members that are down (findings above); if their data is damaged: etcdguard recover --dry-run --config CONFIG"})
 	case len(leaders) != 1 || leaders[0]:
 		fs = append(fs, Finding{Severity: Critical, Check: "quorum", Subject: "cluster",
-			Summary:  fmt.Sprintf("%d of %d members answer but they report %d leader(s)", len(up), total, len(leaders)),
+			Summary:  fmt.Sprintf("%d of %d members answer but they report %d leader(s)", len(voters), total, len(leaders)),
 			Evidence: ev, Next: "wait a few seconds and run doctor again; if it persists, check the network between members (peer port 2380)"})
 	default:
-		sev, summary := OK, fmt.Sprintf("quorum: %d of %d members answer, one leader", len(up), total)
-		if len(up) < total {
+		sev, summary := OK, fmt.Sprintf("quorum: %d of %d members answer, one leader", len(voters), total)
+		if len(voters) < total {
 			sev = Warning
-			summary = fmt.Sprintf("quorum holds, but %d of %d members are down: one more failure stops the cluster", total-len(up), total)
+			summary = fmt.Sprintf("quorum holds, but %d of %d members are down: one more failure stops the cluster", total-len(voters), total)
 		}
 		fs = append(fs, Finding{Severity: sev, Check: "quorum", Subject: "cluster", Summary: summary, Evidence: ev,
 			Next: nextIf(sev != OK, "bring back the members that are down (findings above)")})
 	}
-	for _, st := range answering {
+	for _, st := range up {
 		fs = append(fs, memberFindings(st, maxApplied)...)
 		if len(st.Errors) > 0 {
 			fs = append(fs, Finding{Severity: Critical, Check: "member", Subject: nameOr(st) + " " + st.Endpoint,
