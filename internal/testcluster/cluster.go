@@ -182,14 +182,8 @@ func (c *Cluster) startOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	scheme := "http"
-	if c.opts.TLS {
-		scheme = "https"
-	}
 	for i, m := range c.members {
-		m.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[3*i])
-		m.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[3*i+1])
-		m.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", ports[3*i+2])
+		c.setURLs(m, ports[3*i:3*i+3])
 	}
 	token := make([]byte, 8)
 	if _, err := rand.Read(token); err != nil {
@@ -213,16 +207,13 @@ func (c *Cluster) makePKI() error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	from, until := now.Add(-time.Hour), now.AddDate(1, 0, 0)
 	for _, m := range c.members {
-		if m.certFile, m.keyFile, err = p.IssueServer(m.Name, from, until); err != nil {
-			return err
-		}
-		if m.peerCertFile, m.peerKeyFile, err = p.IssueServer(m.Name+"-peer", from, until); err != nil {
+		if err := issueMemberCerts(p, m); err != nil {
 			return err
 		}
 	}
+	now := time.Now()
+	from, until := now.Add(-time.Hour), now.AddDate(1, 0, 0)
 	if c.ClientCertFile, c.ClientKeyFile, err = p.IssueClient("root", from, until); err != nil {
 		return err
 	}
@@ -231,6 +222,28 @@ func (c *Cluster) makePKI() error {
 	}
 	c.PKI, c.CAFile = p, p.CAFile
 	return nil
+}
+
+// issueMemberCerts issues a member's server and peer certificates, valid for a year.
+func issueMemberCerts(p *PKI, m *Member) (err error) {
+	now := time.Now()
+	from, until := now.Add(-time.Hour), now.AddDate(1, 0, 0)
+	if m.certFile, m.keyFile, err = p.IssueServer(m.Name, from, until); err != nil {
+		return err
+	}
+	m.peerCertFile, m.peerKeyFile, err = p.IssueServer(m.Name+"-peer", from, until)
+	return err
+}
+
+// setURLs gives a member its client, peer and metrics URLs on the three ports.
+func (c *Cluster) setURLs(m *Member, ports []int) {
+	scheme := "http"
+	if c.opts.TLS {
+		scheme = "https"
+	}
+	m.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0])
+	m.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[1])
+	m.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
 }
 
 // Endpoints returns the client URLs of all members, running or not (https with TLS).
@@ -326,21 +339,12 @@ func (c *Cluster) AddLearner(ctx context.Context) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("add learner: %w", err)
 	}
-	scheme := "http"
+	c.setURLs(m, ports)
 	if c.opts.TLS {
-		scheme = "https"
-		now := time.Now()
-		from, until := now.Add(-time.Hour), now.AddDate(1, 0, 0)
-		if m.certFile, m.keyFile, err = c.PKI.IssueServer(m.Name, from, until); err != nil {
-			return nil, fmt.Errorf("add learner: %w", err)
-		}
-		if m.peerCertFile, m.peerKeyFile, err = c.PKI.IssueServer(m.Name+"-peer", from, until); err != nil {
+		if err := issueMemberCerts(c.PKI, m); err != nil {
 			return nil, fmt.Errorf("add learner: %w", err)
 		}
 	}
-	m.ClientURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[0])
-	m.PeerURL = fmt.Sprintf("%s://127.0.0.1:%d", scheme, ports[1])
-	m.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d", ports[2])
 	cli, err := c.Client(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("add learner: %w", err)
