@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io/fs"
@@ -73,30 +72,13 @@ func killedMember(t *testing.T, version string) killed {
 }
 
 // walFrame is one record's frame in a WAL segment, found without the code under test.
-type walFrame struct {
-	off, end int64 // the frame's first byte and the byte after its padding
-	recBytes int64 // the size of the walpb.Record, after the 8-byte length
-}
+type walFrame = testcluster.WALFrame
 
 // walFrames lists the frames of a WAL segment up to the first zero length.
 func walFrames(t *testing.T, data []byte) []walFrame {
 	t.Helper()
-	var frames []walFrame
-	for off := int64(0); off+8 <= int64(len(data)); {
-		l := binary.LittleEndian.Uint64(data[off:])
-		if l == 0 {
-			break
-		}
-		rec := int64(l & (1<<56 - 1))
-		pad := int64(0)
-		if l&(1<<63) != 0 {
-			pad = int64((l >> 56) & 7)
-		}
-		f := walFrame{off: off, end: off + 8 + rec + pad, recBytes: rec}
-		require.LessOrEqual(t, f.end, int64(len(data)), "frame at %d", off)
-		frames = append(frames, f)
-		off = f.end
-	}
+	frames, err := testcluster.WALFrames(data)
+	require.NoError(t, err)
 	require.Greater(t, len(frames), 10)
 	return frames
 }
@@ -238,8 +220,8 @@ func TestInspectRealDataDir(t *testing.T) {
 				seg := lastSegment(t, dataDir)
 				frames := walFrames(t, readFile(t, seg))
 				last := frames[len(frames)-1]
-				truncate(t, seg, last.off+8+last.recBytes/2)
-				return damage{file: seg, off: last.off}
+				truncate(t, seg, last.Off+8+last.RecBytes/2)
+				return damage{file: seg, off: last.Off}
 			},
 			check: func(t *testing.T, r Report, d damage) {
 				require.True(t, r.Intact())
@@ -263,7 +245,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				seg := lastSegment(t, dataDir)
 				frames := walFrames(t, readFile(t, seg))
 				last, bigAt := frames[len(frames)-1], len(frames)-1
-				for frames[bigAt].recBytes <= bigValueSize {
+				for frames[bigAt].RecBytes <= bigValueSize {
 					bigAt--
 				}
 				big := frames[bigAt]
@@ -272,9 +254,9 @@ func TestInspectRealDataDir(t *testing.T) {
 				// into big as a torn sector: a sector of big must lie inside them, which it does
 				// unless big ends on a sector boundary. Else cut inside big, far enough for the
 				// zeroes to stay in it.
-				cut := last.off + 1
-				if bigAt == len(frames)-1 || big.end%512 == 0 {
-					cut = big.off + 8 + 1001
+				cut := last.Off + 1
+				if bigAt == len(frames)-1 || big.End%512 == 0 {
+					cut = big.Off + 8 + 1001
 				}
 				if cut%512 == 0 {
 					cut++
@@ -282,7 +264,7 @@ func TestInspectRealDataDir(t *testing.T) {
 				require.NotZero(t, cut%512)
 				truncate(t, seg, cut)
 				writeAt(t, seg, cut-512, make([]byte, 512))
-				return damage{file: seg, off: big.off}
+				return damage{file: seg, off: big.Off}
 			},
 			check: func(t *testing.T, r Report, d damage) {
 				require.True(t, r.Intact())
@@ -305,10 +287,10 @@ func TestInspectRealDataDir(t *testing.T) {
 				// A record well before the tail whose bytes lie in one sector and are not all
 				// zero: etcd cannot mistake its damage for a torn write.
 				for _, f := range frames[len(frames)/3:] {
-					if (f.off+8)/512 == (f.end-1)/512 && f.recBytes > 16 {
-						at := f.off + 8 + f.recBytes - 1 // the last byte of the record's data
+					if (f.Off+8)/512 == (f.End-1)/512 && f.RecBytes > 16 {
+						at := f.Off + 8 + f.RecBytes - 1 // the last byte of the record's data
 						writeAt(t, seg, at, []byte{data[at] ^ 0xff})
-						return damage{file: seg, off: f.off}
+						return damage{file: seg, off: f.Off}
 					}
 				}
 				require.Fail(t, "no record to damage")
@@ -340,14 +322,14 @@ func TestInspectRealDataDir(t *testing.T) {
 				frames := walFrames(t, readFile(t, seg))
 				starts := map[int64]bool{}
 				for _, f := range frames {
-					starts[f.off] = true
+					starts[f.Off] = true
 				}
-				sector := (frames[len(frames)/2].off + 511) &^ 511
+				sector := (frames[len(frames)/2].Off + 511) &^ 511
 				for starts[sector] {
 					sector += 512
 				}
 				writeAt(t, seg, sector, make([]byte, 512))
-				return damage{file: seg, off: frameAt(t, frames, sector).off}
+				return damage{file: seg, off: frameAt(t, frames, sector).Off}
 			},
 			check:   requireDroppedRecords,
 			verdict: VerdictDamaged,
@@ -363,8 +345,8 @@ func TestInspectRealDataDir(t *testing.T) {
 				seg := lastSegment(t, dataDir)
 				frames := walFrames(t, readFile(t, seg))
 				f := frames[len(frames)/2]
-				writeAt(t, seg, f.off, make([]byte, 512))
-				return damage{file: seg, off: f.off}
+				writeAt(t, seg, f.Off, make([]byte, 512))
+				return damage{file: seg, off: f.Off}
 			},
 			check:      requireDroppedRecords,
 			verdict:    VerdictDamaged,
@@ -526,7 +508,7 @@ func requireDroppedRecords(t *testing.T, r Report, d damage) {
 func frameAt(t *testing.T, frames []walFrame, off int64) walFrame {
 	t.Helper()
 	for _, f := range frames {
-		if f.off <= off && off < f.end {
+		if f.Off <= off && off < f.End {
 			return f
 		}
 	}

@@ -114,7 +114,7 @@ func walFaults(t *testing.T, segs []string) []walFault {
 	for si, seg := range segs {
 		name := filepath.Base(seg)
 		frames := walFrames(t, readFile(t, seg))
-		written := frames[len(frames)-1].end
+		written := frames[len(frames)-1].End
 		at := func(n int64) int64 { return rng.Int64N(n) }
 		for range 10 {
 			off := at(written)
@@ -147,8 +147,8 @@ func walFaults(t *testing.T, segs []string) []walFault {
 			}})
 		}
 		for _, f := range frames[len(frames)/2:] {
-			if f.end > f.off+8+f.recBytes {
-				off := f.end - 1
+			if f.End > f.Off+8+f.RecBytes {
+				off := f.End - 1
 				faults = append(faults, walFault{fmt.Sprintf("%s: padding byte %d flipped", name, off), func(t *testing.T, dir string) {
 					writeAt(t, filepath.Join(dir, name), off, []byte{0xff})
 				}})
@@ -156,7 +156,7 @@ func walFaults(t *testing.T, segs []string) []walFault {
 			}
 		}
 		last := frames[len(frames)-1]
-		cut := last.off + 8 + last.recBytes/2
+		cut := last.Off + 8 + last.RecBytes/2
 		faults = append(faults, walFault{fmt.Sprintf("%s: last record cut short at %d", name, cut), func(t *testing.T, dir string) {
 			truncate(t, filepath.Join(dir, name), cut)
 		}})

@@ -12,7 +12,7 @@ import (
 // TearWALTail cuts the last WAL segment of a data dir inside its last record, as a power cut in
 // the middle of a write does. etcd repairs this itself on start, dropping the torn record.
 func TearWALTail(dataDir string) error {
-	last, end, err := lastSegmentEnd(dataDir)
+	last, _, end, err := lastSegment(dataDir)
 	if err != nil {
 		return fmt.Errorf("tear WAL: %w", err)
 	}
@@ -45,18 +45,18 @@ func ZeroDBPages(dataDir string, first, n int) error {
 // records follow. A piece of that record is then all zeroes, which etcd takes for a torn write
 // and repairs on start.
 func ZeroWALTail(dataDir string) error {
-	last, end, err := lastSegmentEnd(dataDir)
+	last, data, end, err := lastSegment(dataDir)
 	if err != nil {
 		return fmt.Errorf("zero WAL tail: %w", err)
 	}
-	data, err := os.ReadFile(last)
+	frames, err := WALFrames(data)
 	if err != nil {
-		return fmt.Errorf("zero WAL tail: %w", err)
+		return fmt.Errorf("zero WAL tail: %s: %w", last, err)
 	}
 	bigEnd := int64(-1)
-	for _, f := range walFrames(data[:end]) {
-		if f.recBytes >= 1024 {
-			bigEnd = f.off + 8 + f.recBytes
+	for _, f := range frames {
+		if f.RecBytes >= 1024 {
+			bigEnd = f.Off + 8 + f.RecBytes
 		}
 	}
 	if bigEnd < 0 {
@@ -82,60 +82,67 @@ func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err er
 	if err != nil {
 		return "", 0, fmt.Errorf("flip WAL record: %w", err)
 	}
-	frames := walFrames(data)
+	frames, err := WALFrames(data)
+	if err != nil {
+		return "", 0, fmt.Errorf("flip WAL record: %s: %w", path, err)
+	}
 	for _, f := range frames[len(frames)/2:] {
-		if f.recBytes > 64 {
-			at := f.off + 8 + f.recBytes - 1
-			return path, f.off, writeAt(path, at, []byte{data[at] ^ 0xff})
+		if f.RecBytes > 64 {
+			at := f.Off + 8 + f.RecBytes - 1
+			return path, f.Off, writeAt(path, at, []byte{data[at] ^ 0xff})
 		}
 	}
 	return "", 0, fmt.Errorf("flip WAL record: no record to damage in %s", path)
 }
 
-// walFrame is one record's frame in a WAL segment.
-type walFrame struct{ off, recBytes int64 }
+// WALFrame is one record's frame in a WAL segment, as WALFrames reads it.
+type WALFrame struct {
+	Off, End int64 // the frame's first byte and the byte after its padding
+	RecBytes int64 // the size of the walpb.Record, after the 8-byte length
+}
 
-// walFrames lists the frames of a WAL segment up to the first zero length: an 8-byte
-// little-endian length (lower 56 bits: the record's size; bits 56-58 of a negative length: the
-// padding), then the record.
-func walFrames(data []byte) []walFrame {
-	var frames []walFrame
+// WALFrames lists the frames of a WAL segment up to the first zero length, without
+// etcdguard's WAL reader (tests damage WALs with it, to check that reader): each frame is an
+// 8-byte little-endian length (lower 56 bits: the record's size; bits 56-58 of a negative
+// length: the padding), then the record. It fails on a frame that runs past the end of data.
+func WALFrames(data []byte) ([]WALFrame, error) {
+	var frames []WALFrame
 	for off := int64(0); off+8 <= int64(len(data)); {
-		l := int64(binary.LittleEndian.Uint64(data[off:]))
+		l := binary.LittleEndian.Uint64(data[off:])
 		if l == 0 {
 			break
 		}
-		rec := int64(uint64(l) & ^(uint64(0xff) << 56))
+		rec := int64(l & (1<<56 - 1))
 		pad := int64(0)
-		if l < 0 {
-			pad = int64((uint64(l) >> 56) & 0x7)
+		if l&(1<<63) != 0 {
+			pad = int64((l >> 56) & 7)
 		}
-		if off+8+rec+pad > int64(len(data)) {
-			break
+		f := WALFrame{Off: off, End: off + 8 + rec + pad, RecBytes: rec}
+		if f.End > int64(len(data)) {
+			return frames, fmt.Errorf("the frame at offset %d runs past the end (%d bytes)", off, len(data))
 		}
-		frames = append(frames, walFrame{off, rec})
-		off += 8 + rec + pad
+		frames = append(frames, f)
+		off = f.End
 	}
-	return frames
+	return frames, nil
 }
 
-// lastSegmentEnd returns the last WAL segment of a data dir and where its written data ends
-// (segments are preallocated with zeroes).
-func lastSegmentEnd(dataDir string) (path string, end int, err error) {
+// lastSegment returns the last WAL segment of a data dir, its bytes, and where its written
+// data ends (segments are preallocated with zeroes).
+func lastSegment(dataDir string) (path string, data []byte, end int, err error) {
 	segs, err := walSegments(dataDir)
 	if err != nil {
-		return "", 0, err
+		return "", nil, 0, err
 	}
 	path = segs[len(segs)-1]
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", 0, err
+	if data, err = os.ReadFile(path); err != nil {
+		return "", nil, 0, err
 	}
 	end = len(data)
 	for end > 0 && data[end-1] == 0 {
 		end--
 	}
-	return path, end, nil
+	return path, data, end, nil
 }
 
 func walSegments(dataDir string) ([]string, error) {
