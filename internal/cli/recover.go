@@ -25,6 +25,7 @@ type recoverOptions struct {
 	noBump           bool
 	stateDir         string
 	fresh            bool
+	maxPlanAge       time.Duration
 }
 
 func newRecoverCommand(env Env, g *globalOptions) *cobra.Command {
@@ -70,11 +71,25 @@ until the recovery is verified. For members on several hosts, make the plan on o
 			ctx := commandContext(cmd)
 			var plan restore.Plan
 			resumed := false
+			if o.fresh {
+				set, err := r.Supersede()
+				for _, f := range set {
+					fmt.Fprintf(messages(env, s), "unfinished plan set aside, kept as %s\n", f)
+				}
+				if err != nil {
+					return err
+				}
+			}
 			if p, err := r.Unfinished(); err != nil {
 				return err
-			} else if p != nil && !o.fresh {
+			} else if p != nil {
+				// Look again before carrying on: a plan made before the cluster changed must not
+				// stop a member brought back by hand or restore old data over new.
+				if err := r.CheckResume(ctx, *p); err != nil {
+					return err
+				}
 				plan, resumed = *p, true
-				fmt.Fprintf(env.Stdout, "resuming recovery %s, planned %s and not finished (use --new-plan to assess again instead)\n", p.ID, p.Created.Format(time.RFC3339))
+				fmt.Fprintf(messages(env, s), "resuming recovery %s, planned %s and not finished; its members are as it recorded them (use --new-plan to assess again instead)\n", p.ID, p.Created.Format(time.RFC3339))
 			} else {
 				plan, err = r.Plan(ctx)
 				if err != nil {
@@ -110,7 +125,8 @@ until the recovery is verified. For members on several hosts, make the plan on o
 	o.flags(cmd)
 	cmd.Flags().BoolVar(&o.yes, "yes", false, "carry out the plan without asking")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "show the plan and stop")
-	cmd.Flags().BoolVar(&o.fresh, "new-plan", false, "assess and plan again even if an earlier recovery was not finished")
+	cmd.Flags().BoolVar(&o.fresh, "new-plan", false, "assess and plan again even if an earlier recovery was not finished (its plan is kept, renamed .superseded.json)")
+	cmd.Flags().DurationVar(&o.maxPlanAge, "max-plan-age", restore.DefaultMaxPlanAge, "an unfinished recovery older than this is not resumed (make a new plan with --new-plan)")
 	cmd.AddCommand(newRecoverPlanCommand(env, g, o), newRecoverApplyCommand(env, g, o))
 	return cmd
 }
@@ -146,6 +162,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 			cluster.Members = append(cluster.Members, m)
 		}
 	}
+	cluster = cluster.Clean()
 	if err := cluster.Validate(); err != nil {
 		return s, nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -156,7 +173,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 	r := &restore.Recoverer{
 		Etcd: s.etcd, Cluster: cluster, Targets: s.cfg.Targets, Identities: ids,
 		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane, Lost: o.lost,
-		Logger: s.logger, Now: env.Now,
+		Logger: s.logger, Now: env.Now, MaxPlanAge: o.maxPlanAge,
 	}
 	return s, r, nil
 }
@@ -264,13 +281,17 @@ func writeReport(env Env, s settings, rep restore.Report, err error, again strin
 	}
 	printReport(env.Stdout, rep)
 	if err != nil {
-		printUnfinished(env.Stdout, rep.Plan, rep, again)
+		printUnfinished(env.Stdout, rep.Plan, rep, err, again)
 	}
 	return err
 }
 
 // printUnfinished tells the operator, after a failed step, where things stand and how to go on.
-func printUnfinished(w io.Writer, p restore.Plan, rep restore.Report, again string) {
+func printUnfinished(w io.Writer, p restore.Plan, rep restore.Report, err error, again string) {
+	if errors.Is(err, restore.ErrOtherHost) {
+		fmt.Fprintf(w, "\nrecovery %s: this host's part is done; members on other hosts are left to them (see the error for the command to run on each), then run here again to verify: %s\n", p.ID, again)
+		return
+	}
 	fmt.Fprintf(w, "\nrecovery %s did not finish. Fix the cause above, then run: %s\n", p.ID, again)
 	fmt.Fprintln(w, "it carries on with the same plan; members already restored are not restored again")
 	for name, path := range rep.Quarantined {
@@ -362,4 +383,13 @@ apply runs for every member, it also verifies the cluster.`,
 	}
 	cmd.Flags().StringVar(&o.plan, "plan", "", "the plan file written by 'recover plan'")
 	return cmd
+}
+
+// messages is where a command's remarks go: stdout for the table format, stderr when stdout
+// carries JSON.
+func messages(env Env, s settings) io.Writer {
+	if s.output == "json" {
+		return env.Stderr
+	}
+	return env.Stdout
 }

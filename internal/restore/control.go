@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
 )
 
 // StartEnv is what a member is started with: the cluster state, membership and token etcd uses
@@ -163,10 +165,10 @@ func (c *staticPodControl) Start(_ context.Context, env StartEnv) error {
 		if err != nil {
 			return fmt.Errorf("edit %s: %w", src, err)
 		}
-		if err := os.WriteFile(src+".orig", data, 0o600); err != nil {
+		if err := keepOriginal(src, data); err != nil {
 			return err
 		}
-		if err := os.WriteFile(src, edited, 0o600); err != nil {
+		if err := atomicfile.Write(src, edited, 0o600); err != nil {
 			return err
 		}
 	}
@@ -174,6 +176,21 @@ func (c *staticPodControl) Start(_ context.Context, env StartEnv) error {
 		return fmt.Errorf("move %s back into the kubelet's folder: %w", c.manifest, err)
 	}
 	return nil
+}
+
+// keepOriginal saves a manifest as it was before etcdguard edits it, beside the held one, as
+// HELD.orig, and never over an earlier saved copy: a member replaced a second time starts from
+// the manifest the first replace edited, and the operator's own manifest is the first copy. Later
+// copies are HELD.orig-2, HELD.orig-3, ...
+func keepOriginal(held string, data []byte) error {
+	name := held + ".orig"
+	for i := 2; ; i++ {
+		err := atomicfile.WriteNew(name, data, 0o600)
+		if !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		name = fmt.Sprintf("%s.orig-%d", held, i)
+	}
 }
 
 // SetEtcdFlags sets --NAME=VALUE flags in the etcd container's command of a static-pod

@@ -42,5 +42,18 @@ func TestStaticPodControl(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, orig, kept, "the manifest as it was is kept")
 
+	// A second replace of the same member starts from the manifest the first one edited; the
+	// operator's own manifest stays the saved original.
+	edited, err := os.ReadFile(manifest)
+	require.NoError(t, err)
+	require.NoError(t, c.Stop(t.Context()))
+	require.NoError(t, c.Start(t.Context(), StartEnv{State: "existing", InitialCluster: "cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380"}))
+	kept, err = os.ReadFile(filepath.Join(root, "etcdguard-held-etcd.yaml.orig"))
+	require.NoError(t, err)
+	require.Equal(t, orig, kept, "a second replace does not overwrite the saved original")
+	second, err := os.ReadFile(filepath.Join(root, "etcdguard-held-etcd.yaml.orig-2"))
+	require.NoError(t, err)
+	require.Equal(t, edited, second, "the manifest before the second edit is kept too")
+
 	require.Error(t, (&staticPodControl{manifest: filepath.Join(manifests, "nope.yaml")}).Stop(t.Context()))
 }

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
+	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"go.uber.org/zap"
 )
 
@@ -78,6 +80,11 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if !empty && !opts.Quarantine {
 		return res, fmt.Errorf("%w: %s holds data: etcdguard never deletes or overwrites etcd data; stop the member and add --quarantine to move it aside, or choose another --data-dir", ErrDataDirInUse, dataDir)
 	}
+	if !empty {
+		if err := checkNotRunning(context.Background(), dataDir, opts.PeerURLs); err != nil {
+			return res, err
+		}
+	}
 
 	// Build the restore first, beside the data dir: if that fails (a full disk, say), the old
 	// data dir has not moved.
@@ -102,13 +109,21 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 		_ = os.RemoveAll(staging) // our own half-built folder, never etcd data
 		return res, fmt.Errorf("restore member %s from %s: %w", opts.Name, opts.Snapshot, err)
 	}
+	failpoint.Here("restore/staging-built")
 	if !empty {
+		// Again, just before the move: the member may have been started while the restore was
+		// being built.
+		if err := checkNotRunning(context.Background(), dataDir, opts.PeerURLs); err != nil {
+			_ = os.RemoveAll(staging)
+			return res, err
+		}
 		moved, err := Quarantine(dataDir, opts.Now)
 		if err != nil {
 			_ = os.RemoveAll(staging)
 			return res, err
 		}
 		res.Quarantined = moved
+		failpoint.Here("restore/quarantined")
 	}
 	// The marker goes down before the rename: after a crash between the two, the data dir is
 	// absent (nothing to quarantine again) and the restore is simply done again.
@@ -117,6 +132,7 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 			return res, err
 		}
 	}
+	failpoint.Here("restore/marked")
 	if err := os.Chmod(staging, 0o700); err != nil {
 		return res, err
 	}

@@ -4,17 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"filippo.io/age"
@@ -23,6 +20,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/datadir"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -30,6 +28,9 @@ import (
 // ErrPlanMismatch is returned (wrapped) when what apply finds differs from what the plan was
 // made on: a snapshot whose SHA-256 is not the plan's, a member the plan does not know.
 var ErrPlanMismatch = errors.New("does not match the plan")
+
+// verdictLost is the data dir verdict of a member the operator declared lost (--lost).
+const verdictLost = "declared lost"
 
 // Recoverer assesses, plans and carries out the recovery of one cluster.
 type Recoverer struct {
@@ -58,6 +59,12 @@ type Recoverer struct {
 	// Controllers overrides how members are stopped and started, by member name (the demo runs
 	// its members itself); members not in it use NewController.
 	Controllers map[string]Controller
+	// MaxPlanAge is how old an unfinished plan may be and still be resumed (zero:
+	// DefaultMaxPlanAge).
+	MaxPlanAge time.Duration
+	// Hostname is this host's name, compared with members' host fields; empty means the
+	// operating system's.
+	Hostname string
 }
 
 func (r *Recoverer) now() time.Time {
@@ -93,6 +100,9 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 	if err := r.Cluster.Validate(); err != nil {
 		return nil, nil, nil, err
 	}
+	if err := r.checkLocalPaths(r.Cluster); err != nil {
+		return nil, nil, nil, err
+	}
 	for _, n := range r.Lost {
 		if _, ok := r.Cluster.Member(n); !ok {
 			return nil, nil, nil, fmt.Errorf("%w: --lost %q: no member has that name (members: %s)", ErrPlanMismatch, n, memberNames(r.Cluster))
@@ -107,9 +117,8 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 	if err := r.checkMembership(as); err != nil {
 		return as, nil, nil, err
 	}
-	host, _ := os.Hostname()
 	for _, m := range r.Cluster.Members {
-		if m.Host != "" && m.Host != host {
+		if !r.local(m) {
 			continue
 		}
 		if _, err := os.Stat(filepath.Dir(m.DataDir)); err != nil {
@@ -212,11 +221,11 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		}
 	}
 	if containsString(r.Lost, m.Name) {
-		a.Disk = &DiskState{Verdict: "declared lost", Problems: []string{"declared lost by the operator (--lost)"}}
+		a.Disk = &DiskState{Verdict: verdictLost, Problems: []string{"declared lost by the operator (--lost)"}}
 		return a
 	}
-	if host, _ := os.Hostname(); m.Host != "" && m.Host != host {
-		a.OnlineErr += fmt.Sprintf("; its data dir is on host %s, not readable from %s", m.Host, host)
+	if !r.local(m) {
+		a.OnlineErr += fmt.Sprintf("; its data dir is on host %s, not readable from %s", m.Host, r.hostname())
 		return a // Disk stays nil: unknown, never taken for lost
 	}
 	rep := datadir.Inspect(m.DataDir)
@@ -296,10 +305,17 @@ type stepper struct {
 	mu    sync.Mutex
 	steps []Step
 	lg    *slog.Logger
+	// touch records that a step is about to act on a member, before it does.
+	touch func(member string) error
 }
 
 func (s *stepper) do(name, member string, fn func() (string, error)) error {
 	start := time.Now()
+	if s.touch != nil && member != "" {
+		if err := s.touch(member); err != nil {
+			return fmt.Errorf("%s %s: %w", name, member, err)
+		}
+	}
 	note, err := fn()
 	st := Step{Name: name, Member: member, Elapsed: time.Since(start), Note: note}
 	s.mu.Lock()
@@ -313,6 +329,7 @@ func (s *stepper) do(name, member string, fn func() (string, error)) error {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	s.lg.Info("recovery step done", "step", name, "member", member, "seconds", st.Elapsed.Seconds(), "note", note)
+	failpoint.Here("recover/after-" + strings.ReplaceAll(name, " ", "-"))
 	return nil
 }
 
@@ -322,15 +339,29 @@ func (s *stepper) do(name, member string, fn func() (string, error)) error {
 func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, error) {
 	rep := Report{Plan: p, Quarantined: map[string]string{}}
 	for _, n := range only {
-		if _, ok := p.Cluster.Member(n); !ok {
+		m, ok := p.Cluster.Member(n)
+		if !ok {
 			return rep, fmt.Errorf("%w: member %q is not in the plan (members: %s)", ErrPlanMismatch, n, memberNames(p.Cluster))
 		}
+		if !r.local(m) {
+			return rep, fmt.Errorf("%w: member %s runs on host %s, not on this host (%s): run this command on %s", ErrOtherHost, m.Name, m.Host, r.hostname(), m.Host)
+		}
 	}
-	selected := func(name string) bool { return len(only) == 0 || containsString(only, name) }
+	if err := r.checkLocalPaths(p.Cluster); err != nil {
+		return rep, err
+	}
+	// Members of other hosts are never acted on from here, whatever their paths and commands
+	// say: on kubeadm every host has the same data dir and stop command, so acting on them here
+	// would act on this host's member.
+	selected := func(name string) bool {
+		m, _ := p.Cluster.Member(name)
+		return r.local(m) && (len(only) == 0 || containsString(only, name))
+	}
 	if err := r.saveState(p); err != nil {
 		return rep, err
 	}
-	st := &stepper{lg: r.log()}
+	failpoint.Here("recover/plan-saved")
+	st := &stepper{lg: r.log(), touch: func(member string) error { return r.touch(p.ID, member) }}
 	var err error
 	switch p.Path {
 	case PathNone:
@@ -349,6 +380,14 @@ func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, e
 	rep.Steps = st.steps
 	if err != nil {
 		return rep, err
+	}
+	if len(only) == 0 && len(r.elsewhere(p)) > 0 && !r.othersServing(ctx, p) {
+		rep.Next = nextSteps(p)
+		planFile := ""
+		if r.StateDir != "" {
+			planFile = r.statePath(p.ID)
+		}
+		return rep, r.otherHostsError(p, planFile)
 	}
 	if len(only) == 0 || len(only) == len(p.Cluster.Members) {
 		var v Verification
@@ -550,10 +589,8 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 	defer cleanup()
 	const skipHash = true // the source is checked completely once, when fetched
 	if err := st.do("fetch source", "", func() (string, error) {
-		if sum, err := fileSHA256(ctx, src); err == nil && sum == p.Source.SHA256 {
-			if _, err := os.Stat(src + ".verified"); err == nil {
-				return "checked source kept from an earlier run of this plan", nil
-			}
+		if note, ok, err := r.keptSource(ctx, p, src); ok || err != nil {
+			return note, err
 		}
 		var note string
 		var err error
@@ -563,7 +600,8 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 			note, err = r.fetchBackup(ctx, p, src)
 		}
 		if err == nil {
-			err = os.WriteFile(src+".verified", []byte(p.ID+"\n"), 0o600)
+			failpoint.Here("recover/source-copied")
+			err = atomicfile.Write(src+".verified", []byte(p.ID+"\n"), 0o600)
 		}
 		return note, err
 	}); err != nil {
@@ -627,6 +665,39 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 	return st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) })
 }
 
+// keptSource looks at a source copy an earlier run of the plan left in the state dir. A copy
+// with its .verified marker and the plan's SHA-256 is used as it is. A copy without the marker (a
+// crash between the copy and the marker, or a marker removed by hand) is checked again: with the
+// plan's SHA-256 and a database that passes its checks it is marked and used; otherwise it is
+// etcdguard's own unverified scratch, removed so the source is fetched again. Neither case blames
+// the backup's stored copies, which were never read.
+func (r *Recoverer) keptSource(ctx context.Context, p Plan, src string) (string, bool, error) {
+	if _, err := os.Lstat(src); err != nil {
+		return "", false, nil
+	}
+	sum, err := fileSHA256(ctx, src)
+	if err == nil && sum == p.Source.SHA256 {
+		if _, err := os.Stat(src + ".verified"); err == nil {
+			return "checked source kept from an earlier run of this plan", true, nil
+		}
+		if _, err := snapshot.ReadStatus(ctx, src); err == nil {
+			if err := atomicfile.Write(src+".verified", []byte(p.ID+"\n"), 0o600); err != nil {
+				return "", false, err
+			}
+			return "source kept from an earlier run of this plan, checked again (its SHA-256 is the plan's and its database passes bbolt's check)", true, nil
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", false, err
+	}
+	r.log().Warn("removing an unverified source copy left by an earlier run; fetching the source again", "path", src)
+	if err := os.Remove(src); err != nil {
+		return "", false, fmt.Errorf("remove the unverified source copy %s left by an earlier run: %w", src, err)
+	}
+	_ = os.Remove(src + ".verified")
+	return "", false, nil
+}
+
 // sourcePath returns where the checked source snapshot is kept, and what removes it when the
 // recovery no longer needs it.
 func (r *Recoverer) sourcePath(p Plan) (string, func(), error) {
@@ -668,20 +739,6 @@ func (r *Recoverer) stopAndWait(ctx context.Context, m Member) (string, error) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-}
-
-// fileLocked reports whether another process holds an flock on path (etcd holds its database's).
-func fileLocked(path string) bool {
-	f, err := os.Open(path)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
-		return errors.Is(err, syscall.EWOULDBLOCK)
-	}
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	return false
 }
 
 // copyMemberDB copies the source member's database, read-only, and checks it is the one the plan
@@ -798,108 +855,6 @@ func (r *Recoverer) linearizable(ctx context.Context, endpoint string) error {
 	defer cancel()
 	_, err = cli.Get(cctx, "/etcdguard/probe", clientv3.WithCountOnly())
 	return err
-}
-
-// Marker files record, beside a data dir, which plan restored it, so that a second run of the
-// same plan does not restore (and quarantine) it again.
-func markerPath(dataDir string) string {
-	return filepath.Join(filepath.Dir(dataDir), "."+filepath.Base(dataDir)+".etcdguard-recovery")
-}
-
-func writeMarker(dataDir, planID string) error {
-	return atomicfile.Write(markerPath(dataDir), []byte(planID+"\n"), 0o600)
-}
-
-func readMarker(dataDir string) (string, error) {
-	if _, err := os.Stat(filepath.Join(dataDir, "member")); err != nil {
-		return "", err // a marker without its data dir means nothing
-	}
-	b, err := os.ReadFile(markerPath(dataDir))
-	return strings.TrimSpace(string(b)), err
-}
-
-// cleanStaging removes the half-built restores an interrupted run left beside a data dir: they
-// are etcdguard's own scratch, never etcd data.
-func cleanStaging(dataDir string) {
-	entries, _ := os.ReadDir(filepath.Dir(dataDir))
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), "."+filepath.Base(dataDir)+".etcdguard-restore-") {
-			_ = os.RemoveAll(filepath.Join(filepath.Dir(dataDir), e.Name()))
-		}
-	}
-}
-
-// State files keep plans until their recovery is finished.
-func (r *Recoverer) statePath(id string) string {
-	return filepath.Join(r.StateDir, "recovery-"+id+".json")
-}
-
-func (r *Recoverer) saveState(p Plan) error {
-	if r.StateDir == "" {
-		return nil
-	}
-	if err := os.MkdirAll(r.StateDir, 0o700); err != nil {
-		return fmt.Errorf("create state dir %s: %w", r.StateDir, err)
-	}
-	if _, err := os.Stat(r.statePath(p.ID)); err == nil {
-		return nil
-	}
-	return WritePlan(r.statePath(p.ID), p)
-}
-
-func (r *Recoverer) markDone(p Plan) {
-	if r.StateDir == "" {
-		return
-	}
-	src := filepath.Join(r.StateDir, "recovery-"+p.ID+"-source.db")
-	_ = os.Remove(src) // a copy etcdguard made; the cluster now holds the data
-	_ = os.Remove(src + ".verified")
-	_ = os.Rename(r.statePath(p.ID), strings.TrimSuffix(r.statePath(p.ID), ".json")+".done.json")
-}
-
-// Unfinished returns the plan of a recovery that was started and not finished, if any.
-func (r *Recoverer) Unfinished() (*Plan, error) {
-	if r.StateDir == "" {
-		return nil, nil
-	}
-	files, _ := filepath.Glob(filepath.Join(r.StateDir, "recovery-*.json"))
-	sort.Strings(files)
-	for i := len(files) - 1; i >= 0; i-- {
-		if strings.HasSuffix(files[i], ".done.json") {
-			continue
-		}
-		p, err := ReadPlan(files[i])
-		if err != nil {
-			return nil, err
-		}
-		return &p, nil
-	}
-	return nil, nil
-}
-
-// WritePlan writes a plan file atomically.
-func WritePlan(path string, p Plan) error {
-	data, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(path, append(data, '\n'), 0o600)
-}
-
-// ReadPlan reads a plan file.
-func ReadPlan(path string) (Plan, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Plan{}, fmt.Errorf("read plan: %w", err)
-	}
-	var p Plan
-	if err := json.Unmarshal(data, &p); err != nil {
-		return Plan{}, fmt.Errorf("plan %s is not valid JSON: %w", path, err)
-	}
-	if p.Format != PlanFormat {
-		return Plan{}, fmt.Errorf("plan %s has format %d; this etcdguard reads format %d", path, p.Format, PlanFormat)
-	}
-	return p, nil
 }
 
 func fileSHA256(ctx context.Context, path string) (string, error) {

@@ -3,9 +3,11 @@ package restore
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -47,10 +49,31 @@ func (r *Recoverer) Verify(ctx context.Context, p Plan) (Verification, error) {
 		case <-time.After(time.Second):
 		}
 	}
+	if len(v.Problems) == 0 {
+		// Once the members agree, the member list must be exactly the planned one: a member of
+		// the old cluster left in it (a zombie) is not transient, so it is not waited on.
+		v.Problems = r.checkMemberList(ctx, p)
+	}
 	if len(v.Problems) > 0 {
 		return v, fmt.Errorf("the recovered cluster failed its checks: %s", strings.Join(v.Problems, "; "))
 	}
 	return v, nil
+}
+
+func (r *Recoverer) checkMemberList(ctx context.Context, p Plan) []string {
+	ep := p.Cluster.Members[0].ClientURL
+	cli, err := r.etcdFor(ep).Client(ctx, ep)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	defer cli.Close()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := cli.MemberList(cctx)
+	if err != nil {
+		return []string{"list members: " + err.Error()}
+	}
+	return memberListProblems(p.Cluster, list.Members)
 }
 
 func (r *Recoverer) verifyOnce(ctx context.Context, p Plan) Verification {
@@ -131,4 +154,42 @@ func (r *Recoverer) verifyOnce(ctx context.Context, p Plan) Verification {
 		v.Problems = append(v.Problems, fmt.Sprintf("revision %d is not above %d, the highest known before the restore", v.Revision, p.HighWater))
 	}
 	return v
+}
+
+// memberListProblems compares the cluster's member list with the planned members: a member the
+// plan does not describe (a zombie of the old cluster, a learner added and never started) or a
+// planned member missing from the list means the cluster is not the one recovered.
+func memberListProblems(c Cluster, list []*etcdserverpb.Member) []string {
+	planned := map[string]string{}
+	for _, m := range c.Members {
+		planned[m.PeerURL] = m.Name
+	}
+	var problems []string
+	seen := map[string]bool{}
+	for _, mem := range list {
+		name, known := "", false
+		for _, u := range mem.PeerURLs {
+			if n, ok := planned[u]; ok {
+				name, known = n, true
+				seen[n] = true
+			}
+		}
+		if !known {
+			kind := "member"
+			if mem.IsLearner {
+				kind = "learner"
+			}
+			problems = append(problems, fmt.Sprintf("the member list holds %s %016x (name %q, peer URLs %s) that the plan does not describe: remove it with etcdctl member remove %x if it is a leftover of the old cluster",
+				kind, mem.ID, mem.Name, strings.Join(mem.PeerURLs, ","), mem.ID))
+		} else if mem.Name != "" && mem.Name != name {
+			problems = append(problems, fmt.Sprintf("member %016x on %s's peer URL is named %q", mem.ID, name, mem.Name))
+		}
+	}
+	for _, m := range c.Members {
+		if !seen[m.Name] {
+			problems = append(problems, fmt.Sprintf("member %s (%s) is not in the member list", m.Name, m.PeerURL))
+		}
+	}
+	sort.Strings(problems)
+	return problems
 }

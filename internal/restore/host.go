@@ -1,0 +1,130 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ErrOtherHost is returned (wrapped) when part of a recovery belongs to members on other hosts:
+// etcdguard never stops, starts, quarantines or restores a member that does not run here. The
+// message says what to run on each of those hosts.
+var ErrOtherHost = errors.New("members on other hosts must be recovered there")
+
+// Clean returns the description with every path in its clean form, so that "/var/lib/etcd/" and
+// "/var/lib/etcd" are one data dir: a trailing slash would put the restore marker inside the
+// data dir and make every later run take the restored data for somebody else's.
+func (c Cluster) Clean() Cluster {
+	out := c
+	out.Members = make([]Member, len(c.Members))
+	for i, m := range c.Members {
+		m.DataDir = cleanPath(m.DataDir)
+		m.StaticPodManifest = cleanPath(m.StaticPodManifest)
+		m.Host = strings.TrimSpace(m.Host)
+		out.Members[i] = m
+	}
+	out.ControlPlaneManifests = nil
+	for _, p := range c.ControlPlaneManifests {
+		out.ControlPlaneManifests = append(out.ControlPlaneManifests, cleanPath(p))
+	}
+	return out
+}
+
+func cleanPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	return filepath.Clean(p)
+}
+
+// hostname is the name members' host fields are compared with.
+func (r *Recoverer) hostname() string {
+	if r.Hostname != "" {
+		return r.Hostname
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// local reports whether a member runs on this host: its host field is empty (a single-host
+// description) or names this host.
+func (r *Recoverer) local(m Member) bool {
+	return m.Host == "" || m.Host == r.hostname()
+}
+
+// checkLocalPaths refuses a description in which two members of this host share a data dir or a
+// static-pod manifest: two restores would then run on one path. Members of other hosts may share
+// paths with local ones (kubeadm gives every host the same paths); they are never acted on here.
+func (r *Recoverer) checkLocalPaths(c Cluster) error {
+	dirs, manifests := map[string]string{}, map[string]string{}
+	for _, m := range c.Members {
+		if !r.local(m) {
+			continue
+		}
+		if other, ok := dirs[m.DataDir]; ok {
+			return fmt.Errorf("%w: members %s and %s both have data-dir %s on this host (%s): give each member its own data dir, or the host it runs on", ErrPlanMismatch, other, m.Name, m.DataDir, r.hostname())
+		}
+		dirs[m.DataDir] = m.Name
+		if m.StaticPodManifest != "" {
+			if other, ok := manifests[m.StaticPodManifest]; ok {
+				return fmt.Errorf("%w: members %s and %s both have static-pod-manifest %s on this host (%s)", ErrPlanMismatch, other, m.Name, m.StaticPodManifest, r.hostname())
+			}
+			manifests[m.StaticPodManifest] = m.Name
+		}
+	}
+	return nil
+}
+
+// elsewhere returns, by host, the members of a plan that have work to do on other hosts.
+func (r *Recoverer) elsewhere(p Plan) map[string][]string {
+	out := map[string][]string{}
+	for _, a := range p.Actions {
+		m, ok := p.Cluster.Member(a.Member)
+		if !ok || r.local(m) || a.Do == ActKeep {
+			continue
+		}
+		out[m.Host] = append(out[m.Host], m.Name)
+	}
+	return out
+}
+
+// otherHostsError says what to run on each host whose members this host left alone.
+func (r *Recoverer) otherHostsError(p Plan, planFile string) error {
+	byHost := r.elsewhere(p)
+	hosts := make([]string, 0, len(byHost))
+	for h := range byHost {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	if planFile == "" {
+		planFile = "PLAN.json (write it with: etcdguard recover plan --out PLAN.json)"
+	}
+	var parts []string
+	for _, h := range hosts {
+		var flags []string
+		for _, n := range byHost[h] {
+			flags = append(flags, "--member "+n)
+		}
+		parts = append(parts, fmt.Sprintf("on host %s run: etcdguard recover apply --plan %s %s", h, planFile, strings.Join(flags, " ")))
+	}
+	return fmt.Errorf("%w: this host (%s) did its part and left them alone; copy the plan to each host, then %s", ErrOtherHost, r.hostname(), strings.Join(parts, "; "))
+}
+
+// othersServing reports whether every member of another host that the plan has work for already
+// serves linearizable reads: their hosts have applied their part, and the cluster can be verified
+// from here.
+func (r *Recoverer) othersServing(ctx context.Context, p Plan) bool {
+	for _, names := range r.elsewhere(p) {
+		for _, n := range names {
+			m, _ := p.Cluster.Member(n)
+			if r.linearizable(ctx, m.ClientURL) != nil {
+				return false
+			}
+		}
+	}
+	return true
+}
