@@ -116,7 +116,7 @@ func countStored(ts []repository.TargetResult) int {
 func (s settings) codec() (repository.Codec, error) {
 	c := repository.Codec{Compression: s.cfg.Compression}
 	if len(s.cfg.AgeRecipients) > 0 {
-		recips, names, err := repository.ParseRecipients(s.cfg.AgeRecipients)
+		recips, names, err := repository.ParseRecipients(s.cfg.AgeRecipients, s.recipientsFrom)
 		if err != nil {
 			return c, fmt.Errorf("%w: %w", ErrUsage, err)
 		}
