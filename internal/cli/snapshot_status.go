@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/etcdguard/etcdguard/internal/redact"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -91,7 +92,7 @@ etcd's SHA-256 trailer when present) and never modified.`,
 			t.row("verified", m.Verification.At.Format("2006-01-02T15:04:05Z")+": "+strings.Join(m.Verification.Checks, ", "))
 			t.row("copies", strings.Join(copies, ", "))
 			for _, tr := range m.Targets {
-				v := tr.State + " " + tr.URL
+				v := tr.State + " " + redact.URL(tr.URL)
 				if tr.Error != "" {
 					v += ": " + tr.Error
 				}
