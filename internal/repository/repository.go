@@ -59,6 +59,29 @@ func (r *Repository) Save(ctx context.Context, name string, rd io.Reader) (int64
 	return n, nil
 }
 
+// SaveNew stores one object under name only if nothing is stored there yet; otherwise it fails
+// with an error wrapping backend.ErrExist and stores nothing. Backends that can do it in one step
+// (backend.Creator: a local disk's link(2)) do; on the others (S3) the name is checked with Stat
+// first, which leaves a window in which another writer could slip in: runs that write hold the
+// repository lock, and names are fresh.
+func (r *Repository) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error) {
+	if c, ok := r.be.(backend.Creator); ok {
+		n, err := c.SaveNew(ctx, name, rd)
+		if err != nil {
+			return n, fmt.Errorf("target %s: store %s: %w", r.Target.Name, name, err)
+		}
+		return n, nil
+	}
+	_, err := r.be.Stat(ctx, name)
+	switch {
+	case err == nil:
+		return 0, fmt.Errorf("target %s: store %s: %w: it is left as it is", r.Target.Name, name, backend.ErrExist)
+	case !errors.Is(err, backend.ErrNotExist) || errors.Is(err, backend.ErrNotObject):
+		return 0, fmt.Errorf("target %s: store %s: check that nothing is there first: %w", r.Target.Name, name, err)
+	}
+	return r.Save(ctx, name, rd)
+}
+
 // SaveManifest writes a backup's manifest, the last object of a backup.
 func (r *Repository) SaveManifest(ctx context.Context, m Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
@@ -68,6 +91,27 @@ func (r *Repository) SaveManifest(ctx context.Context, m Manifest) error {
 	_, err = r.Save(ctx, ManifestName(m.ID), bytes.NewReader(append(data, '\n')))
 	return err
 }
+
+// SaveNewManifest is SaveManifest through SaveNew: it never replaces a manifest (or anything
+// else) already stored for the backup.
+func (r *Repository) SaveNewManifest(ctx context.Context, m Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode manifest %s: %w", m.ID, err)
+	}
+	_, err = r.SaveNew(ctx, ManifestName(m.ID), bytes.NewReader(append(data, '\n')))
+	return err
+}
+
+// ManifestError is a manifest that is there but could not be used: unreadable, of a newer
+// format, or rejected by the checks of Manifest. ID is the backup folder it is in.
+type ManifestError struct {
+	ID  string
+	Err error
+}
+
+func (e *ManifestError) Error() string { return e.Err.Error() }
+func (e *ManifestError) Unwrap() error { return e.Err }
 
 // Manifest loads the manifest of one backup; it fails with ErrNotFound if the repository has no
 // complete backup of that id.
@@ -85,16 +129,16 @@ func (r *Repository) Manifest(ctx context.Context, id string) (Manifest, error) 
 	if err := dec.Decode(&m); err != nil {
 		return Manifest{}, fmt.Errorf("target %s: manifest of %s is not valid JSON: %w", r.Target.Name, id, err)
 	}
-	if err := checkManifest(m); err != nil {
+	if err := checkManifest(m, id); err != nil {
 		return Manifest{}, fmt.Errorf("target %s: %w", r.Target.Name, err)
 	}
 	return m, nil
 }
 
 // Manifests returns every complete backup in the repository, oldest first. A manifest that
-// cannot be read (damaged, or of a newer format) does not hide the others: it is returned in
-// skipped, with the reason.
-func (r *Repository) Manifests(ctx context.Context) (ms []Manifest, skipped []error, err error) {
+// cannot be read (damaged, of a newer format, or failing the checks of Manifest) does not hide
+// the others: it is returned in skipped, with the reason, and is never used.
+func (r *Repository) Manifests(ctx context.Context) (ms []Manifest, skipped []*ManifestError, err error) {
 	var ids []string
 	err = r.be.List(ctx, snapshotsDir, func(fi backend.FileInfo) error {
 		id, rest, ok := strings.Cut(strings.TrimPrefix(fi.Name, snapshotsDir), "/")
@@ -112,7 +156,7 @@ func (r *Repository) Manifests(ctx context.Context) (ms []Manifest, skipped []er
 			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
 				return nil, skipped, err
 			}
-			skipped = append(skipped, err)
+			skipped = append(skipped, &ManifestError{ID: id, Err: err})
 			continue
 		}
 		ms = append(ms, m)
@@ -131,30 +175,54 @@ func (r *Repository) OpenData(ctx context.Context, m Manifest) (io.ReadCloser, e
 }
 
 // CleanupIncomplete removes what interrupted runs left behind: every object of a backup that has
-// no manifest, and the backend's leftovers of interrupted saves (partial files, incomplete
-// uploads). Call it only while holding the lock. It never touches a backup with a manifest.
-func (r *Repository) CleanupIncomplete(ctx context.Context) ([]string, error) {
+// no manifest entry of any kind, and the backend's leftovers of interrupted saves (partial
+// files, incomplete uploads). Call it only while holding the lock. It never touches a backup with
+// a manifest, nor one whose manifest is odd (a symlink, a folder, a name beside manifest.json):
+// those are returned in odd, for the caller to report, and left as they are.
+func (r *Repository) CleanupIncomplete(ctx context.Context) (removed, odd []string, err error) {
 	objects := map[string][]string{}
 	complete := map[string]bool{}
-	err := r.be.List(ctx, snapshotsDir, func(fi backend.FileInfo) error {
+	strange := map[string]string{}
+	err = r.be.List(ctx, snapshotsDir, func(fi backend.FileInfo) error {
 		id, rest, _ := strings.Cut(strings.TrimPrefix(fi.Name, snapshotsDir), "/")
-		if rest == manifestName {
+		switch {
+		case rest == manifestName:
 			complete[id] = true
+		case strings.HasPrefix(rest, manifestName):
+			strange[id] = fmt.Sprintf("%s is beside or under its manifest's name", fi.Name)
 		}
 		objects[id] = append(objects[id], fi.Name)
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("target %s: list backups: %w", r.Target.Name, err)
+		return nil, nil, fmt.Errorf("target %s: list backups: %w", r.Target.Name, err)
 	}
-	var removed []string
-	for id, names := range objects {
+	ids := make([]string, 0, len(objects))
+	for id := range objects {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
 		if complete[id] {
 			continue
 		}
-		for _, name := range names {
+		if why, ok := strange[id]; ok {
+			odd = append(odd, fmt.Sprintf("%s%s: %s; left as it is", snapshotsDir, id, why))
+			continue
+		}
+		// List shows objects only: ask about the manifest's name itself, which may hold a
+		// symlink or a folder. Only "nothing there at all" makes the backup incomplete.
+		if _, serr := r.be.Stat(ctx, ManifestName(id)); serr == nil || !errors.Is(serr, backend.ErrNotExist) || errors.Is(serr, backend.ErrNotObject) {
+			why := "its manifest appeared meanwhile"
+			if serr != nil {
+				why = serr.Error()
+			}
+			odd = append(odd, fmt.Sprintf("%s%s: its manifest is not a plain object (%s); left as it is: check it and remove the folder by hand if it is not a backup", snapshotsDir, id, why))
+			continue
+		}
+		for _, name := range objects[id] {
 			if err := r.be.Remove(ctx, name); err != nil {
-				return removed, fmt.Errorf("target %s: remove incomplete %s: %w", r.Target.Name, name, err)
+				return removed, odd, fmt.Errorf("target %s: remove incomplete %s: %w", r.Target.Name, name, err)
 			}
 			removed = append(removed, name)
 		}
@@ -163,11 +231,11 @@ func (r *Repository) CleanupIncomplete(ctx context.Context) ([]string, error) {
 		swept, err := sw.SweepPartial(ctx, snapshotsDir)
 		removed = append(removed, swept...)
 		if err != nil {
-			return removed, fmt.Errorf("target %s: %w", r.Target.Name, err)
+			return removed, odd, fmt.Errorf("target %s: %w", r.Target.Name, err)
 		}
 	}
 	sort.Strings(removed)
-	return removed, nil
+	return removed, odd, nil
 }
 
 // Lock is a held repository lock.

@@ -95,7 +95,7 @@ func TestLock(t *testing.T) {
 func TestCleanupIncomplete(t *testing.T) {
 	repo, root := newRepo(t)
 	ctx := t.Context()
-	complete := Manifest{Format: FormatVersion, ID: "20261124T030000Z-0000000a", Kind: KindFull, Data: "snapshots/20261124T030000Z-0000000a/snapshot.db.zst"}
+	complete := Manifest{Format: FormatVersion, ID: "20261124T030000Z-0000000a", Kind: KindFull, Compression: CompressionZstd, Data: "snapshots/20261124T030000Z-0000000a/snapshot.db.zst"}
 	_, err := repo.Save(ctx, complete.Data, strings.NewReader("data"))
 	require.NoError(t, err)
 	require.NoError(t, repo.SaveManifest(ctx, complete))
@@ -106,8 +106,9 @@ func TestCleanupIncomplete(t *testing.T) {
 	require.NoError(t, os.MkdirAll(crashed, 0o700))
 	require.NoError(t, os.WriteFile(filepath.Join(crashed, "snapshot.db.zst.partial-42"), []byte("half"), 0o600))
 
-	removed, err := repo.CleanupIncomplete(ctx)
+	removed, odd, err := repo.CleanupIncomplete(ctx)
 	require.NoError(t, err)
+	require.Empty(t, odd)
 	require.Equal(t, []string{
 		"snapshots/20261124T031000Z-0000000b/snapshot.db.zst",
 		"snapshots/20261124T032000Z-0000000c/snapshot.db.zst.partial-42",
@@ -120,6 +121,95 @@ func TestCleanupIncomplete(t *testing.T) {
 	require.FileExists(t, filepath.Join(root, filepath.FromSlash(complete.Data)))
 	dirs, _ := os.ReadDir(filepath.Join(root, "snapshots"))
 	require.Len(t, dirs, 1)
+}
+
+// TestManifestChecks writes manifests that do not fit their folder: each is skipped (reported,
+// never used), and the good one beside them is still read.
+func TestManifestChecks(t *testing.T) {
+	const id, other = "20261124T030000Z-0000000a", "20261124T031000Z-0000000b"
+	good := Manifest{Format: FormatVersion, ID: id, Kind: KindFull, Compression: CompressionZstd, Data: "snapshots/" + id + "/snapshot.db.zst"}
+	age := &Encryption{Scheme: "age", Recipients: []string{"sha256:0011223344556677"}}
+	cases := []struct {
+		name    string
+		edit    func(m *Manifest)
+		wantErr string
+	}{
+		{"good", func(m *Manifest) {}, ""},
+		{"good, encrypted", func(m *Manifest) { m.Encryption, m.Data = age, m.Data+".age" }, ""},
+		{"good, plain", func(m *Manifest) { m.Compression, m.Data = CompressionNone, "snapshots/" + id + "/snapshot.db" }, ""},
+		{"id of another backup", func(m *Manifest) { m.ID, m.Data = other, "snapshots/"+other+"/snapshot.db.zst" }, "has the id " + other + " of another backup"},
+		{"data of another backup", func(m *Manifest) { m.Data = "snapshots/" + other + "/snapshot.db.zst" }, "names the data object"},
+		{"data outside the repository", func(m *Manifest) { m.Data = "../../etc/passwd" }, "names the data object"},
+		{"data name of another codec", func(m *Manifest) { m.Data = "snapshots/" + id + "/snapshot.db" }, "names the data object"},
+		{"encrypted, unencrypted data name", func(m *Manifest) { m.Encryption = age }, "names the data object"},
+		{"unknown compression", func(m *Manifest) { m.Compression = "lz4" }, `unknown compression "lz4"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			repo, _ := newRepo(t)
+			m := good
+			tc.edit(&m)
+			data, err := json.Marshal(m)
+			require.NoError(t, err)
+			_, err = repo.Save(t.Context(), ManifestName(id), bytes.NewReader(data))
+			require.NoError(t, err)
+			ms, skipped, err := repo.Manifests(t.Context())
+			require.NoError(t, err)
+			_, merr := repo.Manifest(t.Context(), id)
+			if tc.wantErr == "" {
+				require.NoError(t, merr)
+				require.Empty(t, skipped)
+				require.Len(t, ms, 1)
+				return
+			}
+			require.ErrorContains(t, merr, tc.wantErr)
+			require.Empty(t, ms)
+			require.Len(t, skipped, 1)
+			require.Equal(t, id, skipped[0].ID)
+			require.ErrorContains(t, skipped[0], tc.wantErr)
+		})
+	}
+}
+
+// TestCleanupKeepsOddManifests: a backup whose manifest.json is a symlink, a folder or has
+// something beside it is not incomplete: nothing of it is removed, and it is reported.
+func TestCleanupKeepsOddManifests(t *testing.T) {
+	const id = "20261124T030000Z-0000000a"
+	cases := []struct {
+		name string
+		make func(t *testing.T, dir string)
+	}{
+		{"symlink to a manifest", func(t *testing.T, dir string) {
+			real := filepath.Join(t.TempDir(), "manifest.json")
+			require.NoError(t, os.WriteFile(real, []byte("{}"), 0o600))
+			require.NoError(t, os.Symlink(real, filepath.Join(dir, "manifest.json")))
+		}},
+		{"dangling symlink", func(t *testing.T, dir string) {
+			require.NoError(t, os.Symlink("/nonexistent/manifest.json", filepath.Join(dir, "manifest.json")))
+		}},
+		{"folder named manifest.json", func(t *testing.T, dir string) {
+			require.NoError(t, os.Mkdir(filepath.Join(dir, "manifest.json"), 0o700))
+		}},
+		{"a file inside a folder named manifest.json", func(t *testing.T, dir string) {
+			require.NoError(t, os.Mkdir(filepath.Join(dir, "manifest.json"), 0o700))
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "manifest.json", "x"), []byte("{}"), 0o600))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			repo, root := newRepo(t)
+			data := "snapshots/" + id + "/snapshot.db.zst"
+			_, err := repo.Save(t.Context(), data, strings.NewReader("data"))
+			require.NoError(t, err)
+			tc.make(t, filepath.Join(root, "snapshots", id))
+			removed, odd, err := repo.CleanupIncomplete(t.Context())
+			require.NoError(t, err)
+			require.Empty(t, removed)
+			require.Len(t, odd, 1)
+			require.Contains(t, odd[0], id)
+			require.FileExists(t, filepath.Join(root, filepath.FromSlash(data)))
+		})
+	}
 }
 
 func TestParseTarget(t *testing.T) {

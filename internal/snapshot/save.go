@@ -110,9 +110,12 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	for _, t := range targets {
 		if t.repo != nil && t.result.State == "" {
 			usable = append(usable, t)
-			removed, err := t.repo.CleanupIncomplete(ctx)
+			removed, odd, err := t.repo.CleanupIncomplete(ctx)
 			if err != nil {
 				lg.Warn("could not clean up incomplete backups", "target", t.result.Name, "error", err)
+			}
+			for _, o := range odd {
+				lg.Warn("odd backup folder left as it is", "target", t.result.Name, "folder", o)
 			}
 			if len(removed) > 0 {
 				lg.Info("removed objects of incomplete backups", "target", t.result.Name, "count", len(removed))
