@@ -255,7 +255,7 @@ func TestManifestChecks(t *testing.T) {
 	}{
 		{"good", func(m *Manifest) {}, ""},
 		{"good, encrypted", func(m *Manifest) { m.Encryption, m.Data = age, m.Data+".age" }, ""},
-		{"good, plain", func(m *Manifest) { m.Compression, m.Data = CompressionNone, "snapshots/" + id + "/snapshot.db" }, ""},
+		{"good, plain", func(m *Manifest) { m.Compression, m.Data = CompressionNone, "snapshots/"+id+"/snapshot.db" }, ""},
 		{"id of another backup", func(m *Manifest) { m.ID, m.Data = other, "snapshots/"+other+"/snapshot.db.zst" }, "has the id " + other + " of another backup"},
 		{"data of another backup", func(m *Manifest) { m.Data = "snapshots/" + other + "/snapshot.db.zst" }, "names the data object"},
 		{"data outside the repository", func(m *Manifest) { m.Data = "../../etc/passwd" }, "names the data object"},
