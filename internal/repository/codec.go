@@ -18,6 +18,15 @@ import (
 // identities can open it, or when no identity is given at all.
 var ErrWrongKey = errors.New("no age identity matches the backup")
 
+// ErrCorrupt is returned (wrapped) when stored data does not decode to what it should, such as
+// a stream that decodes to more than its bound. snapshot.ErrCorrupt is the same error.
+var ErrCorrupt = errors.New("snapshot is corrupt")
+
+// MaxPlainSnapshotSize bounds what a file with no manifest may decode to: 8 GiB, the largest
+// database etcd accepts (--quota-backend-bytes). A backup's manifest gives its own bound, its
+// raw_size.
+const MaxPlainSnapshotSize = 8 << 30
+
 // Compression names how a backup's data object is compressed.
 const (
 	CompressionNone = "none"
@@ -111,8 +120,52 @@ func (e *encoder) Close() error {
 }
 
 // NewDecoder returns a reader of the plain snapshot encoded in r with the given compression and
-// encryption. Decryption errors caused by a wrong identity wrap ErrWrongKey.
-func NewDecoder(r io.Reader, compression string, enc *Encryption, identities []age.Identity) (io.ReadCloser, error) {
+// encryption. Decryption errors caused by a wrong identity wrap ErrWrongKey. The plain snapshot
+// may have at most limit bytes (a backup's raw_size, or MaxPlainSnapshotSize for a file with no
+// manifest): a stream that decodes to more (a damaged or forged object, a "zstd bomb") fails
+// with ErrCorrupt once limit bytes are out, and no byte past the limit is returned.
+func NewDecoder(r io.Reader, compression string, enc *Encryption, identities []age.Identity, limit int64) (io.ReadCloser, error) {
+	if limit < 0 {
+		return nil, fmt.Errorf("decode: negative size bound %d", limit)
+	}
+	rc, err := newDecoder(r, compression, enc, identities)
+	if err != nil {
+		return nil, err
+	}
+	return &boundedReader{rc: rc, left: limit, limit: limit}, nil
+}
+
+// boundedReader fails with ErrCorrupt when its reader has more than limit bytes.
+type boundedReader struct {
+	rc    io.ReadCloser
+	left  int64
+	limit int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		var one [1]byte
+		for {
+			n, err := b.rc.Read(one[:])
+			if n > 0 {
+				return 0, fmt.Errorf("%w: the data decodes to more than %d bytes, the most it may (the manifest's raw_size, or the bound for a plain file); decoding stopped there", ErrCorrupt, b.limit)
+			}
+			if err != nil {
+				return 0, err
+			}
+		}
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *boundedReader) Close() error { return b.rc.Close() }
+
+func newDecoder(r io.Reader, compression string, enc *Encryption, identities []age.Identity) (io.ReadCloser, error) {
 	in := r
 	if enc != nil {
 		if len(identities) == 0 {

@@ -205,7 +205,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	defer data.Close()
 	rc := ctxReader{ctx: ctx, r: data}
 	storedSum := &countingWriter{h: sha256.New()}
-	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities)
+	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities, m.RawSize)
 	if err != nil {
 		return fail(err)
 	}
