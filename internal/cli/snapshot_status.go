@@ -148,7 +148,7 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string, maxSize
 			return err
 		}
 		defer dec.Close()
-		dir, err := os.MkdirTemp(snapshot.ScratchDir(s.cfg.WorkDir), "etcdguard-status-")
+		dir, err := snapshot.MakeScratch(s.cfg.WorkDir, "status")
 		if err != nil {
 			return fmt.Errorf("create a scratch folder to decode %s in (set --work-dir): %w", path, err)
 		}

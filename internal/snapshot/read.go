@@ -290,7 +290,7 @@ func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.I
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
 func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
-	dir, err := os.MkdirTemp(ScratchDir(workDir), "etcdguard-verify-")
+	dir, err := MakeScratch(workDir, "verify")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}

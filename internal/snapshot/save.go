@@ -84,6 +84,9 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	start := now()
 	var res SaveResult
 
+	// Plain snapshots left by runs that were killed: every Secret in clear, one per crash.
+	SweepScratch(opts.WorkDir, lg)
+
 	statuses := opts.Etcd.Status(ctx, opts.Discover)
 	ranked, why, err := etcdx.ChooseSource(statuses)
 	if err != nil {
@@ -234,7 +237,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	defer cli.Close()
 
-	workDir, err := os.MkdirTemp(ScratchDir(opts.WorkDir), "etcdguard-save-")
+	workDir, err := MakeScratch(opts.WorkDir, "save")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory in %q (set --work-dir): %w", opts.WorkDir, err)
 	}
