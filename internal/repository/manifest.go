@@ -32,6 +32,10 @@ type Manifest struct {
 	ClusterID   string `json:"cluster_id"`
 	Source      Source `json:"source"`
 	EtcdVersion string `json:"etcd_version,omitempty"`
+	// StorageVersion is the snapshot's storage version (etcd 3.6 writes one in the database;
+	// 3.5 databases have none): the same as Status.Version, at the top for readers that check
+	// version skew before a restore.
+	StorageVersion string `json:"storage_version,omitempty"`
 
 	// Revision, RaftIndex and RaftTerm are read from the verified snapshot itself.
 	Revision  int64  `json:"revision"`

@@ -341,11 +341,14 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	lg.Info("snapshot verified", "revision", st.Revision, "total_key", st.TotalKey, "seconds", now().Sub(verifyStart).Seconds())
 
 	m := repository.Manifest{
-		Format:      repository.FormatVersion,
-		ID:          id,
-		Kind:        repository.KindFull,
-		ClusterID:   fmt.Sprintf("%016x", src.ClusterID),
-		EtcdVersion: firstNonEmpty(resp.Version, src.Version),
+		Format:    repository.FormatVersion,
+		ID:        id,
+		Kind:      repository.KindFull,
+		ClusterID: fmt.Sprintf("%016x", src.ClusterID),
+		// The member's server version. resp.Version, sent with a 3.6 snapshot stream, is the
+		// snapshot's storage version ("3.6.0"), not the server's: it was once recorded here.
+		EtcdVersion:    src.Version,
+		StorageVersion: firstNonEmpty(st.Version, resp.Version),
 		Source: repository.Source{
 			Endpoint: src.Endpoint, MemberID: fmt.Sprintf("%016x", src.ID), Name: src.Name,
 			IsLeader: src.IsLeader(), Reason: reason,
