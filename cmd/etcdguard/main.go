@@ -33,11 +33,15 @@ type exitCode struct {
 	errs    []error
 }
 
+// errInterrupted marks the error of a run that a signal (SIGINT, SIGTERM) stopped.
+var errInterrupted = errors.New("interrupted by a signal")
+
 // exitCodes is the table of exit codes, in the order they are checked: the first row whose
 // error matches decides. It is printed in every command's help and copied in the README.
 func exitCodes() []exitCode {
 	return []exitCode{
 		{0, "success", nil},
+		{130, "interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run; what it was writing is removed, nothing is stored", []error{errInterrupted}},
 		{2, "usage: a bad flag, argument or configuration file", []error{cli.ErrUsage}},
 		{3, "partial: the backup is stored and verified, but at least one target failed", []error{snapshot.ErrPartial}},
 		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},
@@ -99,6 +103,11 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0
+	}
+	if ctx.Err() != nil {
+		// A signal arrived and the run failed: whatever the error says (a cancelled upload
+		// looks like a failed target), the cause is the interruption.
+		err = fmt.Errorf("%w: %w", errInterrupted, err)
 	}
 	code := codeFor(err)
 	if code == 1 && strings.HasPrefix(err.Error(), "unknown command") {

@@ -18,6 +18,16 @@ var ErrNotExist = errors.New("object does not exist")
 // the store refuses. Callers treat such a target as failed, not the whole operation.
 var ErrUnavailable = errors.New("storage unavailable")
 
+// ErrExist is returned (wrapped) by SaveNew when something is already stored under the name.
+var ErrExist = errors.New("object already exists")
+
+// ErrNotObject is returned (wrapped, together with ErrNotExist) when something is stored under a
+// name that is not an object: on a local disk, a symlink, a folder or a device where a file is
+// expected. There is no object, so ErrNotExist matches too; but unlike a name with nothing under
+// it, the entry must not be taken for absent by code that deletes (see
+// repository.CleanupIncomplete), and is reported instead.
+var ErrNotObject = errors.New("not a plain object")
+
 // ErrNoSpace is returned (wrapped) when the storage is full.
 var ErrNoSpace = errors.New("no space left on storage")
 
@@ -61,6 +71,15 @@ type Backend interface {
 
 	// Close releases the backend's resources.
 	Close() error
+}
+
+// Creator is implemented by backends that can store an object only if nothing is stored under
+// its name, in one step (a local disk's link(2)). repository.SaveNew uses it, and falls back to
+// Stat then Save on backends without it.
+type Creator interface {
+	// SaveNew stores rd under name as Save does, but fails with ErrExist, storing nothing, if
+	// anything (an object or not) is already under name.
+	SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error)
 }
 
 // Sweeper is implemented by backends on which a save interrupted by a crash (a process killed

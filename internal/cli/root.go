@@ -130,6 +130,8 @@ type settings struct {
 	etcd   etcdx.Config
 	output string
 	logger *slog.Logger
+	// recipientsFrom names where cfg.AgeRecipients came from, for messages.
+	recipientsFrom string
 }
 
 func (g *globalOptions) resolve(env Env) (settings, error) {
@@ -206,8 +208,10 @@ func (g *globalOptions) resolve(env Env) (settings, error) {
 	if f.Changed("work-dir") {
 		cfg.WorkDir = g.workDir
 	}
+	s.recipientsFrom = "age-recipients in " + path
 	if f.Changed("age-recipient") {
 		cfg.AgeRecipients = g.ageRecipients
+		s.recipientsFrom = "--age-recipient"
 	}
 	if f.Changed("age-identity") {
 		cfg.AgeIdentities = g.ageIdentities

@@ -56,8 +56,12 @@ mounted during 'snapshot save' is mounted again.`,
 				return err
 			}
 			defer lock.Unlock(ctx)
-			if _, err := dst.CleanupIncomplete(ctx); err != nil {
+			_, odd, err := dst.CleanupIncomplete(ctx)
+			if err != nil {
 				s.logger.Warn("could not clean up incomplete backups", "target", o.to, "error", err)
+			}
+			for _, f := range odd {
+				s.logger.Warn("odd backup folder left as it is", "target", o.to, "folder", f)
 			}
 			var others []repository.Target
 			for _, t := range s.cfg.Targets {
@@ -72,13 +76,21 @@ mounted during 'snapshot save' is mounted again.`,
 			if err != nil {
 				return err
 			}
-			have, _, err := dst.Manifests(ctx)
+			for _, sk := range cat.Skipped {
+				s.logger.Warn("manifest skipped: it is not used", "error", sk)
+			}
+			have, unreadable, err := dst.Manifests(ctx)
 			if err != nil {
 				return err
 			}
 			present := map[string]bool{}
 			for _, m := range have {
 				present[m.ID] = true
+			}
+			// A manifest of dst that cannot be read is still there: it is never replaced.
+			damaged := map[string]error{}
+			for _, u := range unreadable {
+				damaged[u.ID] = u
 			}
 			want := map[string]bool{}
 			for _, id := range args {
@@ -101,12 +113,19 @@ mounted during 'snapshot save' is mounted again.`,
 					skipped++
 					continue
 				}
+				if derr, ok := damaged[e.Manifest.ID]; ok {
+					err := fmt.Errorf("copy %s to %s: %w: %s holds a manifest that cannot be used (%w); it is not replaced: check it with 'etcdguard snapshot status %s --target %s' and remove that backup's folder by hand if it is damaged",
+						e.Manifest.ID, o.to, backend.ErrExist, repository.ManifestName(e.Manifest.ID), derr, e.Manifest.ID, o.to)
+					failures = append(failures, err)
+					results = append(results, copyResult{ID: e.Manifest.ID, Error: err.Error()})
+					continue
+				}
 				var err error
 				from := ""
 				for _, c := range snapshot.PreferredOrder(e.Copies) {
 					from = c.Repo.Target.Name
-					if err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil {
-						break
+					if err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil || errors.Is(err, backend.ErrExist) {
+						break // done, or something of dst is in the way whatever the source
 					}
 					s.logger.Warn("copy failed; trying another source", "id", e.Manifest.ID, "from", c.Repo.Target.Name, "error", err)
 				}

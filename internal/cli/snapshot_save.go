@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/etcdguard/etcdguard/internal/redact"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -86,7 +87,7 @@ counts and the exit code says partial (3).`,
 			}
 			fmt.Fprintf(env.Stdout, "source: %s: %s\n", src, m.Source.Reason)
 			for _, t := range m.Targets {
-				line := fmt.Sprintf("  %-8s %-7s %s", t.Name, t.State, t.URL)
+				line := fmt.Sprintf("  %-8s %-7s %s", t.Name, t.State, redact.URL(t.URL))
 				if t.Error != "" {
 					line += ": " + t.Error
 				}
@@ -116,7 +117,7 @@ func countStored(ts []repository.TargetResult) int {
 func (s settings) codec() (repository.Codec, error) {
 	c := repository.Codec{Compression: s.cfg.Compression}
 	if len(s.cfg.AgeRecipients) > 0 {
-		recips, names, err := repository.ParseRecipients(s.cfg.AgeRecipients)
+		recips, names, err := repository.ParseRecipients(s.cfg.AgeRecipients, s.recipientsFrom)
 		if err != nil {
 			return c, fmt.Errorf("%w: %w", ErrUsage, err)
 		}

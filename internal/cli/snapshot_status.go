@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/etcdguard/etcdguard/internal/redact"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -26,14 +29,17 @@ type fileStatus struct {
 }
 
 func newSnapshotStatusCommand(env Env, g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	maxSize := byteSize(repository.MaxPlainSnapshotSize)
+	cmd := &cobra.Command{
 		Use:   "status ID|FILE",
 		Short: "Show a snapshot's status, as etcdutl does, and its manifest",
 		Long: `Show the hash, revision, total keys, total size and version of a snapshot, as 'etcdutl snapshot
 status' does. Given a backup id, also show its manifest (source member, raft index, checksums,
 copies). Given a file, read it: a plain 'etcdctl snapshot save' file, a db file copied from a data
 directory, or a stored etcdguard data object (.zst, .age); the file is checked (bbolt consistency,
-etcd's SHA-256 trailer when present) and never modified.`,
+etcd's SHA-256 trailer when present) and never modified. A compressed or encrypted file is
+decoded into --work-dir, at most --max-size bytes of it (a file that decodes to more is
+refused as corrupt).`,
 		Example: `  etcdguard snapshot status /var/backups/etcd-2026-11-24.db
   etcdguard snapshot status 20261124T035532Z-1a2b3c4d --config /etc/etcdguard.yaml -o json`,
 		Args: cobra.ExactArgs(1),
@@ -44,7 +50,7 @@ etcd's SHA-256 trailer when present) and never modified.`,
 			}
 			arg := args[0]
 			if st, err := os.Stat(arg); err == nil && !st.IsDir() {
-				return statusOfFile(commandContext(cmd), env, s, arg)
+				return statusOfFile(commandContext(cmd), env, s, arg, int64(maxSize))
 			}
 			if !repository.ValidID(arg) && arg != "latest" {
 				return fmt.Errorf("%w: %s is neither a file nor a backup id (ids look like 20261124T035532Z-1a2b3c4d)", repository.ErrNotFound, arg)
@@ -91,7 +97,7 @@ etcd's SHA-256 trailer when present) and never modified.`,
 			t.row("verified", m.Verification.At.Format("2006-01-02T15:04:05Z")+": "+strings.Join(m.Verification.Checks, ", "))
 			t.row("copies", strings.Join(copies, ", "))
 			for _, tr := range m.Targets {
-				v := tr.State + " " + tr.URL
+				v := tr.State + " " + redact.URL(tr.URL)
 				if tr.Error != "" {
 					v += ": " + tr.Error
 				}
@@ -100,6 +106,8 @@ etcd's SHA-256 trailer when present) and never modified.`,
 			return t.flush()
 		},
 	}
+	cmd.Flags().Var(&maxSize, "max-size", "largest snapshot a compressed or encrypted FILE may decode to, such as 8GiB (default: 8GiB, etcd's largest database)")
+	return cmd
 }
 
 func statusTable(env Env, st snapshot.Status) error {
@@ -109,7 +117,7 @@ func statusTable(env Env, st snapshot.Status) error {
 }
 
 // statusOfFile reads a snapshot file, decoding it first when it is a stored data object.
-func statusOfFile(ctx context.Context, env Env, s settings, path string) error {
+func statusOfFile(ctx context.Context, env Env, s settings, path string, maxSize int64) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("read snapshot file: %w", err)
@@ -135,12 +143,12 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string) error {
 		if err != nil {
 			return err
 		}
-		dec, err := repository.NewDecoder(br, comp, enc, ids)
+		dec, err := repository.NewDecoder(br, comp, enc, ids, maxSize)
 		if err != nil {
 			return err
 		}
 		defer dec.Close()
-		dir, err := os.MkdirTemp(snapshot.ScratchDir(s.cfg.WorkDir), "etcdguard-status-")
+		dir, err := snapshot.MakeScratch(s.cfg.WorkDir, "status")
 		if err != nil {
 			return fmt.Errorf("create a scratch folder to decode %s in (set --work-dir): %w", path, err)
 		}
@@ -152,6 +160,9 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string) error {
 		}
 		if _, err := io.Copy(out, dec); err != nil {
 			out.Close()
+			if errors.Is(err, repository.ErrCorrupt) {
+				return fmt.Errorf("decode %s: %w (--max-size %s)", path, err, byteSize(maxSize))
+			}
 			return fmt.Errorf("%w: decode %s: %w", snapshot.ErrCorrupt, path, err)
 		}
 		if err := out.Close(); err != nil {
@@ -189,3 +200,39 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string) error {
 	fmt.Fprintf(env.Stdout, "\nfile %s: %s, sha256 %s, etcd trailer %s, raft index %d term %d\n", path, humanBytes(n), sum, fs.Trailer, st.ConsistentIndex, st.Term)
 	return nil
 }
+
+// byteSize is a flag value of bytes written with an optional binary unit: 512, 64MiB, 8GiB.
+type byteSize int64
+
+func (b byteSize) String() string {
+	for _, u := range []struct {
+		name string
+		n    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if int64(b) >= u.n && int64(b)%u.n == 0 {
+			return strconv.FormatInt(int64(b)/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+func (b *byteSize) Set(v string) error {
+	mult := int64(1)
+	for _, u := range []struct {
+		name string
+		n    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(v, u.name); ok {
+			v, mult = num, u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n <= 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("want a positive size such as 8GiB, 64MiB or 1048576")
+	}
+	*b = byteSize(n * mult)
+	return nil
+}
+
+func (b *byteSize) Type() string { return "size" }

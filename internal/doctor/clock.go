@@ -1,6 +1,8 @@
 package doctor
 
 import (
+	"github.com/etcdguard/etcdguard/internal/redact"
+
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -39,6 +41,9 @@ func checkClocks(ctx context.Context, cfg etcdx.Config, statuses []etcdx.MemberS
 		if err != nil || tu.Scheme != "s3" {
 			continue
 		}
+		if eu, err := url.Parse(tu.Query().Get("endpoint")); err != nil || eu.User != nil {
+			continue // credentials in the endpoint are refused when the target is opened; never send them
+		}
 		ep := tu.Query().Get("endpoint")
 		if ep == "" {
 			region := tu.Query().Get("region")
@@ -75,7 +80,7 @@ func skewFinding(ctx context.Context, u, subject string, tlsCfg *tls.Config, now
 	local := sent.Add(got.Sub(sent) / 2)
 	skew := date.Sub(local)
 	f := Finding{Check: "clock", Subject: subject,
-		Evidence: []string{fmt.Sprintf("its clock %s, this host's %s (Date header of %s)", date.UTC().Format(time.RFC3339), local.UTC().Format(time.RFC3339), u)}}
+		Evidence: []string{fmt.Sprintf("its clock %s, this host's %s (Date header of %s)", date.UTC().Format(time.RFC3339), local.UTC().Format(time.RFC3339), redact.URL(u))}}
 	abs := time.Duration(math.Abs(float64(skew)))
 	switch {
 	case abs >= skewCrit:

@@ -32,6 +32,10 @@ type Manifest struct {
 	ClusterID   string `json:"cluster_id"`
 	Source      Source `json:"source"`
 	EtcdVersion string `json:"etcd_version,omitempty"`
+	// StorageVersion is the snapshot's storage version (etcd 3.6 writes one in the database;
+	// 3.5 databases have none): the same as Status.Version, at the top for readers that check
+	// version skew before a restore.
+	StorageVersion string `json:"storage_version,omitempty"`
 
 	// Revision, RaftIndex and RaftTerm are read from the verified snapshot itself.
 	Revision  int64  `json:"revision"`
@@ -136,12 +140,45 @@ func IsDataObject(name string) bool {
 // ManifestName returns the name of a backup's manifest.
 func ManifestName(id string) string { return snapshotsDir + id + "/" + manifestName }
 
-func checkManifest(m Manifest) error {
+// checkManifest checks a manifest read from the folder of backup id. Its id must be the
+// folder's and its data object the one its id, compression and encryption imply: a manifest
+// that names another backup's data (copied into the wrong folder, edited, or forged) would
+// make `snapshot copy` write over that backup, and is never used.
+func checkManifest(m Manifest, id string) error {
 	if m.Format != FormatVersion {
-		return fmt.Errorf("manifest %s has format %d; this etcdguard reads format %d", m.ID, m.Format, FormatVersion)
+		return fmt.Errorf("manifest of %s has format %d; this etcdguard reads format %d", id, m.Format, FormatVersion)
 	}
 	if !ValidID(m.ID) {
-		return fmt.Errorf("manifest has an invalid id %q", m.ID)
+		return fmt.Errorf("manifest in %s has an invalid id %q", snapshotsDir+id, m.ID)
+	}
+	if m.ID != id {
+		return fmt.Errorf("manifest in %s has the id %s of another backup: it is not used; remove the folder if it is not a backup", snapshotsDir+id, m.ID)
+	}
+	want, err := dataNameFor(id, m.Compression, m.Encryption)
+	if err != nil {
+		return fmt.Errorf("manifest of %s: %w", id, err)
+	}
+	if m.Data != want {
+		return fmt.Errorf("manifest of %s names the data object %q; a backup with its compression and encryption has %s: it is not used", id, m.Data, want)
 	}
 	return nil
+}
+
+// dataNameFor returns the data object's name a backup's id, compression and encryption imply.
+func dataNameFor(id, compression string, enc *Encryption) (string, error) {
+	ext := ".db"
+	switch compression {
+	case CompressionZstd:
+		ext += ".zst"
+	case CompressionNone, "":
+	default:
+		return "", fmt.Errorf("unknown compression %q", compression)
+	}
+	if enc != nil {
+		if enc.Scheme != "age" {
+			return "", fmt.Errorf("unknown encryption scheme %q", enc.Scheme)
+		}
+		ext += ".age"
+	}
+	return snapshotsDir + id + "/snapshot" + ext, nil
 }

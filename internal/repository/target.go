@@ -3,14 +3,13 @@ package repository
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/backend/local"
 	"github.com/etcdguard/etcdguard/internal/backend/s3"
+	"github.com/etcdguard/etcdguard/internal/redact"
 )
 
 // Target is a place backups are copied to: a local directory, an S3 bucket, or an offline medium
@@ -29,17 +28,19 @@ type Target struct {
 
 // ParseTarget reads a target from a --target value: a URL whose query may carry name=, offline=
 // and media= (these are removed from the URL kept in Target.URL).
+//
+// Messages name the URL in its redacted form (redact.URL): a URL may carry credentials.
 func ParseTarget(spec string) (Target, error) {
-	u, err := url.Parse(spec)
+	u, err := redact.Parse(spec)
 	if err != nil {
-		return Target{}, fmt.Errorf("target %q is not a URL: %w", spec, err)
+		return Target{}, fmt.Errorf("target %s: %w: check its syntax (credentials never belong in it)", redact.URL(spec), err)
 	}
 	q := u.Query()
 	t := Target{Name: q.Get("name"), Media: q.Get("media")}
 	if v := q.Get("offline"); v != "" {
 		t.Offline, err = strconv.ParseBool(v)
 		if err != nil {
-			return Target{}, fmt.Errorf("target %q: offline=%q is not true or false", spec, v)
+			return Target{}, fmt.Errorf("target %s: offline=%q is not true or false", redact.Parsed(u), v)
 		}
 	}
 	q.Del("name")
@@ -52,17 +53,20 @@ func ParseTarget(spec string) (Target, error) {
 
 // Normalize checks the target and fills in its default name and media.
 func (t *Target) Normalize() error {
-	u, err := url.Parse(t.URL)
+	u, err := redact.Parse(t.URL)
 	if err != nil {
-		return fmt.Errorf("target %q: URL %q: %w", t.Name, t.URL, err)
+		return fmt.Errorf("target %q: URL %s: %w: check its syntax (credentials never belong in it)", t.Name, t.Redacted(), err)
 	}
 	switch u.Scheme {
 	case "file":
+		if u.User != nil {
+			return fmt.Errorf("target URL %s: credentials do not belong in a file URL: file:///backup/etcd", t.Redacted())
+		}
 		if u.Host != "" && u.Host != "localhost" {
-			return fmt.Errorf("target URL %q: a file URL needs an absolute path: file:///backup/etcd", t.URL)
+			return fmt.Errorf("target URL %s: a file URL needs an absolute path: file:///backup/etcd", t.Redacted())
 		}
 		if !filepath.IsAbs(u.Path) {
-			return fmt.Errorf("target URL %q: the path must be absolute: file:///backup/etcd", t.URL)
+			return fmt.Errorf("target URL %s: the path must be absolute: file:///backup/etcd", t.Redacted())
 		}
 		if t.Media == "" {
 			t.Media = "disk"
@@ -78,7 +82,7 @@ func (t *Target) Normalize() error {
 		}
 	case "s3":
 		if u.Host == "" {
-			return fmt.Errorf("target URL %q: name the bucket: s3://bucket/prefix", t.URL)
+			return fmt.Errorf("target URL %s: name the bucket: s3://bucket/prefix", t.Redacted())
 		}
 		if t.Media == "" {
 			t.Media = "s3"
@@ -87,19 +91,18 @@ func (t *Target) Normalize() error {
 			t.Name = "s3"
 		}
 	default:
-		return fmt.Errorf("target URL %q: unknown scheme %q: use file:///path or s3://bucket/prefix", t.URL, u.Scheme)
+		scheme := u.Scheme
+		if u.Opaque != "" || u.User != nil {
+			scheme = redact.Placeholder // "KEY:SECRET@host" parses as scheme KEY
+		}
+		return fmt.Errorf("target URL %s: unknown scheme %q: use file:///path or s3://bucket/prefix", t.Redacted(), scheme)
 	}
 	return nil
 }
 
-// Redacted returns the target's URL with no credentials in it, for messages.
-func (t Target) Redacted() string {
-	u, err := url.Parse(t.URL)
-	if err != nil {
-		return t.Name
-	}
-	return u.Redacted()
-}
+// Redacted returns the target's URL with no credentials in it (redact.URL), for messages,
+// logs and manifests.
+func (t Target) Redacted() string { return redact.URL(t.URL) }
 
 // NormalizeTargets normalizes every target and makes the names unique by adding -2, -3, ...
 func NormalizeTargets(ts []Target) ([]Target, error) {
@@ -122,9 +125,9 @@ func NormalizeTargets(ts []Target) ([]Target, error) {
 // bucket that cannot be reached or refuses the credentials: these fail with an error wrapping
 // backend.ErrUnavailable.
 func (t Target) OpenBackend(ctx context.Context) (backend.Backend, error) {
-	u, err := url.Parse(t.URL)
+	u, err := redact.Parse(t.URL)
 	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", t.Name, err)
+		return nil, fmt.Errorf("target %s: %s: %w", t.Name, t.Redacted(), err)
 	}
 	switch u.Scheme {
 	case "file":
@@ -145,5 +148,5 @@ func (t Target) OpenBackend(ctx context.Context) (backend.Backend, error) {
 		}
 		return be, nil
 	}
-	return nil, fmt.Errorf("target %s: unknown scheme in %s", t.Name, strings.SplitN(t.URL, ":", 2)[0])
+	return nil, fmt.Errorf("target %s: unknown scheme in %s", t.Name, t.Redacted())
 }

@@ -94,7 +94,7 @@ func Load(ctx context.Context, targets []repository.Target) (*Catalog, error) {
 	type listing struct {
 		repo    *repository.Repository
 		ms      []repository.Manifest
-		skipped []error
+		skipped []*repository.ManifestError
 		err     error
 	}
 	out := make([]listing, len(targets))
@@ -205,7 +205,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	defer data.Close()
 	rc := ctxReader{ctx: ctx, r: data}
 	storedSum := &countingWriter{h: sha256.New()}
-	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities)
+	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities, m.RawSize)
 	if err != nil {
 		return fail(err)
 	}
@@ -290,7 +290,7 @@ func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.I
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
 func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
-	dir, err := os.MkdirTemp(ScratchDir(workDir), "etcdguard-verify-")
+	dir, err := MakeScratch(workDir, "verify")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}
@@ -300,7 +300,9 @@ func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir str
 
 // CopyTo stores a backup that dst lacks, reading the data object from src as stored (still
 // compressed and encrypted, so no key is needed), checking its SHA-256 on the way, then checking
-// the copy in dst before writing dst's manifest.
+// the copy in dst before writing dst's manifest. It never saves over an object of dst (SaveNew:
+// an object already under the name fails the copy with backend.ErrExist and is left as it is),
+// and removes only the data object it wrote itself.
 func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repository, now time.Time) error {
 	m := src.Manifest
 	rc, err := src.Repo.OpenData(ctx, m)
@@ -309,12 +311,12 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	}
 	defer rc.Close()
 	vr := &verifyingReader{r: rc, h: sha256.New(), size: m.StoredSize, sum: m.StoredSHA256, name: src.Repo.Target.Name + ":" + m.Data}
-	if _, err := dst.Save(ctx, m.Data, vr); err != nil {
+	if _, err := dst.SaveNew(ctx, m.Data, vr); err != nil {
 		return fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
 	}
 	// Read the copy back from the medium: for tape and removable disks, this is the check.
 	if err := readBack(ctx, dst, m); err != nil {
-		_ = dst.Backend().Remove(ctx, m.Data)
+		_ = dst.Backend().Remove(ctx, m.Data) // written by this copy, just now
 		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
 	result := repository.TargetResult{
@@ -330,7 +332,9 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	if !replaced {
 		m.Targets = append(m.Targets, result)
 	}
-	if err := dst.SaveManifest(ctx, m); err != nil {
+	if err := dst.SaveNewManifest(ctx, m); err != nil {
+		// The data object stays: without a manifest it is incomplete, and the next run that
+		// holds the lock removes it (unless something odd is under the manifest's name).
 		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
 	lg.Info("copied backup", "id", m.ID, "from", src.Repo.Target.Name, "to", dst.Target.Name, "bytes", m.StoredSize)

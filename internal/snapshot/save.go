@@ -84,6 +84,9 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	start := now()
 	var res SaveResult
 
+	// Plain snapshots left by runs that were killed: every Secret in clear, one per crash.
+	SweepScratch(opts.WorkDir, lg)
+
 	statuses := opts.Etcd.Status(ctx, opts.Discover)
 	ranked, why, err := etcdx.ChooseSource(statuses)
 	if err != nil {
@@ -110,9 +113,12 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	for _, t := range targets {
 		if t.repo != nil && t.result.State == "" {
 			usable = append(usable, t)
-			removed, err := t.repo.CleanupIncomplete(ctx)
+			removed, odd, err := t.repo.CleanupIncomplete(ctx)
 			if err != nil {
 				lg.Warn("could not clean up incomplete backups", "target", t.result.Name, "error", err)
+			}
+			for _, o := range odd {
+				lg.Warn("odd backup folder left as it is", "target", t.result.Name, "folder", o)
 			}
 			if len(removed) > 0 {
 				lg.Info("removed objects of incomplete backups", "target", t.result.Name, "count", len(removed))
@@ -231,7 +237,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	defer cli.Close()
 
-	workDir, err := os.MkdirTemp(ScratchDir(opts.WorkDir), "etcdguard-save-")
+	workDir, err := MakeScratch(opts.WorkDir, "save")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory in %q (set --work-dir): %w", opts.WorkDir, err)
 	}
@@ -335,11 +341,14 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	lg.Info("snapshot verified", "revision", st.Revision, "total_key", st.TotalKey, "seconds", now().Sub(verifyStart).Seconds())
 
 	m := repository.Manifest{
-		Format:      repository.FormatVersion,
-		ID:          id,
-		Kind:        repository.KindFull,
-		ClusterID:   fmt.Sprintf("%016x", src.ClusterID),
-		EtcdVersion: firstNonEmpty(resp.Version, src.Version),
+		Format:    repository.FormatVersion,
+		ID:        id,
+		Kind:      repository.KindFull,
+		ClusterID: fmt.Sprintf("%016x", src.ClusterID),
+		// The member's server version. resp.Version, sent with a 3.6 snapshot stream, is the
+		// snapshot's storage version ("3.6.0"), not the server's: it was once recorded here.
+		EtcdVersion:    src.Version,
+		StorageVersion: firstNonEmpty(st.Version, resp.Version),
 		Source: repository.Source{
 			Endpoint: src.Endpoint, MemberID: fmt.Sprintf("%016x", src.ID), Name: src.Name,
 			IsLeader: src.IsLeader(), Reason: reason,

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"hash/maphash"
@@ -17,11 +16,13 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/etcdguard/etcdguard/internal/datadir"
+	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
 // ErrCorrupt is returned (wrapped) when a snapshot or a stored copy of it fails a check: a
-// checksum, the etcd trailer, bbolt's consistency check, decompression or decryption.
-var ErrCorrupt = errors.New("snapshot is corrupt")
+// checksum, the etcd trailer, bbolt's consistency check, decompression or decryption. It is
+// repository.ErrCorrupt, which the decoder returns.
+var ErrCorrupt = repository.ErrCorrupt
 
 // Status is what etcdutl snapshot status reports about a snapshot, plus the raft position recorded
 // in its meta bucket.

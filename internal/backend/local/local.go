@@ -73,6 +73,29 @@ func (l *Local) Location() string { return l.root }
 // Save writes rd to a temporary file next to the object, fsyncs it, renames it into place and
 // fsyncs the directory. On any failure the temporary file is removed.
 func (l *Local) Save(ctx context.Context, name string, rd io.Reader) (n int64, err error) {
+	return l.save(ctx, name, rd, os.Rename)
+}
+
+var _ backend.Creator = (*Local)(nil)
+
+// SaveNew is Save, except that the finished temporary file is linked into place rather than
+// renamed: link(2) fails if anything exists under the name, which is then left as it is and
+// reported with backend.ErrExist.
+func (l *Local) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error) {
+	return l.save(ctx, name, rd, func(tmp, dst string) error {
+		if err := os.Link(tmp, dst); err != nil {
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s: %w", dst, backend.ErrExist)
+			}
+			return err
+		}
+		_ = os.Remove(tmp) // the object is in place; a leftover is swept as a partial file
+		return nil
+	})
+}
+
+// save writes rd to a temporary file and moves it into place with place(tmp, dst).
+func (l *Local) save(ctx context.Context, name string, rd io.Reader, place func(tmp, dst string) error) (n int64, err error) {
 	if err := checkName(name); err != nil {
 		return 0, fmt.Errorf("save %s: %w", name, err)
 	}
@@ -119,7 +142,7 @@ func (l *Local) Save(ctx context.Context, name string, rd io.Reader) (n int64, e
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("save %s to %s: %w", name, l.root, err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := place(tmp, dst); err != nil {
 		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
 	}
 	if err := atomicfile.SyncDir(dir); err != nil {
@@ -136,7 +159,11 @@ func (l *Local) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	p := l.path(name)
-	f, err := os.Open(p)
+	// O_NOFOLLOW: a symlink is not an object (what it points to is not in the repository).
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("open %s: %s is a symlink: %w: %w", name, p, backend.ErrNotObject, backend.ErrNotExist)
+	}
 	if isNotExist(err) {
 		return nil, fmt.Errorf("open %s: %s: %w", name, p, backend.ErrNotExist)
 	}
@@ -150,7 +177,7 @@ func (l *Local) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		_ = f.Close()
-		return nil, fmt.Errorf("open %s: %s is not a regular file: %w", name, p, backend.ErrNotExist)
+		return nil, fmt.Errorf("open %s: %s is %s, not a regular file: %w: %w", name, p, kindOf(fi.Mode()), backend.ErrNotObject, backend.ErrNotExist)
 	}
 	return f, nil
 }
@@ -161,7 +188,7 @@ func (l *Local) Stat(ctx context.Context, name string) (backend.FileInfo, error)
 		return backend.FileInfo{}, fmt.Errorf("stat %s: %w", name, err)
 	}
 	p := l.path(name)
-	fi, err := os.Stat(p)
+	fi, err := os.Lstat(p)
 	if isNotExist(err) {
 		return backend.FileInfo{}, fmt.Errorf("stat %s: %s: %w", name, p, backend.ErrNotExist)
 	}
@@ -169,13 +196,14 @@ func (l *Local) Stat(ctx context.Context, name string) (backend.FileInfo, error)
 		return backend.FileInfo{}, l.mapErr(fmt.Sprintf("stat %s", name), err)
 	}
 	if !fi.Mode().IsRegular() {
-		return backend.FileInfo{}, fmt.Errorf("stat %s: %s is not a regular file: %w", name, p, backend.ErrNotExist)
+		return backend.FileInfo{}, fmt.Errorf("stat %s: %s is %s, not a regular file: %w: %w", name, p, kindOf(fi.Mode()), backend.ErrNotObject, backend.ErrNotExist)
 	}
 	return backend.FileInfo{Name: name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 // List walks the directories that can hold names starting with prefix, in lexical order of
-// the full name, skipping temporary files of unfinished Saves.
+// the full name, skipping temporary files of unfinished Saves and entries that are not regular
+// files (symlinks, devices, ...: not objects; Stat names them with backend.ErrNotObject).
 func (l *Local) List(ctx context.Context, prefix string, fn func(backend.FileInfo) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("list %q in %s: %w", prefix, l.root, err)
@@ -274,6 +302,23 @@ func (l *Local) Remove(ctx context.Context, name string) error {
 		return l.mapErr(fmt.Sprintf("remove %s", name), err)
 	}
 	return nil
+}
+
+// kindOf names what a non-regular file is, for messages.
+func kindOf(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	case m.IsDir():
+		return "a folder"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&(fs.ModeDevice|fs.ModeCharDevice) != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	}
+	return "not a regular file"
 }
 
 // Close does nothing: a Local holds no resources between calls.

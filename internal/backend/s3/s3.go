@@ -23,6 +23,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/redact"
 )
 
 const (
@@ -94,7 +95,7 @@ type Config struct {
 // where every query parameter is optional. Credentials are refused in the URL: they come from
 // the environment or Config.AccessKey and Config.SecretKey.
 func ParseURL(u *url.URL) (Config, error) {
-	redacted := u.Redacted()
+	redacted := redact.Parsed(u)
 	if u.Scheme != "s3" {
 		return Config{}, fmt.Errorf("parse S3 URL %s: scheme %q is not s3", redacted, u.Scheme)
 	}
@@ -166,13 +167,13 @@ func parseEndpoint(endpoint string) (*url.URL, error) {
 	}
 	switch {
 	case e.Scheme != "http" && e.Scheme != "https":
-		return nil, fmt.Errorf("endpoint %s: want http://host[:port] or https://host[:port]", e.Redacted())
+		return nil, fmt.Errorf("endpoint %s: want http://host[:port] or https://host[:port]", redact.Parsed(e))
 	case e.User != nil:
-		return nil, fmt.Errorf("endpoint %s: credentials do not belong in the endpoint", e.Redacted())
+		return nil, fmt.Errorf("endpoint %s: credentials do not belong in the endpoint: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or use the shared credentials file", redact.Parsed(e))
 	case e.Host == "":
-		return nil, fmt.Errorf("endpoint %s: no host", e.Redacted())
+		return nil, fmt.Errorf("endpoint %s: no host", redact.Parsed(e))
 	case e.Path != "" && e.Path != "/", e.RawQuery != "", e.Fragment != "":
-		return nil, fmt.Errorf("endpoint %s: want only scheme, host and port", e.Redacted())
+		return nil, fmt.Errorf("endpoint %s: want only scheme, host and port", redact.Parsed(e))
 	}
 	return e, nil
 }

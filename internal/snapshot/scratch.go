@@ -1,0 +1,137 @@
+package snapshot
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/etcdguard/etcdguard/internal/proc"
+)
+
+// Scratch folders hold plain copies of snapshots (every Secret of the cluster in clear, even
+// when backups are encrypted) while they are checked. A run removes its own at the end; a run
+// that is killed cannot, so each folder's name records its owner,
+//
+//	etcdguard-KIND-h<host>-b<boot>-n<pid namespace>-p<pid>-<random>
+//
+// and SweepScratch, at the start of the next run, removes the folders whose owner is known to be
+// gone: same host and an earlier boot, or same host, boot and PID namespace and no such process.
+// A folder of a live run, of another host or PID namespace (a shared work dir), or with a name
+// it cannot read is left alone.
+
+// scratchKinds are the kinds of scratch folder, by the command that makes them.
+var scratchKinds = []string{"save", "verify", "status"}
+
+// scratchOwner is this process's part of a scratch folder's name.
+func scratchOwner() string {
+	host, _ := os.Hostname()
+	h := sha256.Sum256([]byte(host))
+	here := proc.Here()
+	boot := strings.ReplaceAll(here.BootID, "-", "")
+	if len(boot) > 12 {
+		boot = boot[:12]
+	}
+	ns := strings.TrimSuffix(strings.TrimPrefix(here.PIDNamespace, "pid:["), "]")
+	return fmt.Sprintf("h%s-b%s-n%s-p%d", hex.EncodeToString(h[:4]), boot, ns, os.Getpid())
+}
+
+// MakeScratch creates a fresh scratch folder (mode 0700) of a kind ("save", "verify",
+// "status") in dir (see ScratchDir), named after this process so that SweepScratch can tell
+// whether it is still in use.
+func MakeScratch(dir, kind string) (string, error) {
+	return os.MkdirTemp(ScratchDir(dir), "etcdguard-"+kind+"-"+scratchOwner()+"-")
+}
+
+// SweepScratch removes the scratch folders in dir (see ScratchDir) of runs that are gone, and
+// returns them. Folders it cannot judge are logged once and left.
+func SweepScratch(dir string, lg *slog.Logger) []string {
+	dir = ScratchDir(dir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		lg.Warn("could not look for scratch folders of interrupted runs", "dir", dir, "error", err)
+		return nil
+	}
+	mine := parseOwner(scratchOwner())
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		rest, ok := scratchRest(name)
+		if !ok || !e.IsDir() {
+			continue
+		}
+		owner := parseOwner(rest)
+		p := filepath.Join(dir, name)
+		switch {
+		case owner == nil:
+			lg.Warn("scratch folder of an older etcdguard left as it is: it may hold a plain snapshot; remove it if no etcdguard run is using it", "folder", p)
+			continue
+		case owner.host != mine.host:
+			continue // another host's (a shared work dir): its process cannot be checked
+		case owner.boot != mine.boot:
+			// its run ended with the boot it ran in
+		case owner.ns != mine.ns:
+			continue // another PID namespace (a container): its process cannot be checked
+		case proc.Alive(owner.pid):
+			continue // a live run's
+		}
+		if err := os.RemoveAll(p); err != nil {
+			lg.Warn("could not remove the scratch folder of an interrupted run", "folder", p, "error", err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	if len(removed) > 0 {
+		lg.Info("removed scratch folders of interrupted runs (plain snapshots)", "count", len(removed), "dir", dir)
+	}
+	return removed
+}
+
+// scratchRest returns what follows "etcdguard-KIND-" in a scratch folder's name.
+func scratchRest(name string) (string, bool) {
+	for _, k := range scratchKinds {
+		if rest, ok := strings.CutPrefix(name, "etcdguard-"+k+"-"); ok {
+			return rest, true
+		}
+	}
+	return "", false
+}
+
+type owner struct {
+	host, boot, ns string
+	pid            int
+}
+
+// parseOwner reads "h<host>-b<boot>-n<ns>-p<pid>[-<random>]", or returns nil.
+func parseOwner(s string) *owner {
+	parts := strings.SplitN(s, "-", 5)
+	if len(parts) < 4 {
+		return nil
+	}
+	var o owner
+	for i, prefix := range []string{"h", "b", "n", "p"} {
+		v, ok := strings.CutPrefix(parts[i], prefix)
+		if !ok || v == "" {
+			return nil
+		}
+		switch prefix {
+		case "h":
+			o.host = v
+		case "b":
+			o.boot = v
+		case "n":
+			o.ns = v
+		case "p":
+			pid, err := strconv.Atoi(v)
+			if err != nil || pid <= 0 {
+				return nil
+			}
+			o.pid = pid
+		}
+	}
+	return &o
+}
