@@ -82,6 +82,10 @@ Restore every member of the cluster from the same backup with the same --initial
 			if o.noBump && cmd.Flags().Changed("bump-revision") {
 				return fmt.Errorf("%w: --no-bump and --bump-revision contradict each other", ErrUsage)
 			}
+			if o.bump > uint64(restore.MaxBumpedRevision) {
+				return fmt.Errorf("%w: --bump-revision %d is above %d (2^53), the highest revision etcdguard bumps to (past 2^63-1 revisions would wrap around and go down): give a smaller bump",
+					ErrUsage, o.bump, restore.MaxBumpedRevision)
+			}
 			for _, f := range []struct{ name, v string }{{"--data-dir", o.dataDir}, {"--name", o.name}, {"--initial-cluster", o.initialCluster}} {
 				if f.v == "" {
 					return fmt.Errorf("%w: give %s", ErrUsage, f.name)
@@ -195,10 +199,16 @@ Restore every member of the cluster from the same backup with the same --initial
 			case o.noBump:
 				rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
 			case cmd.Flags().Changed("bump-revision"):
+				if err := restore.CheckBump(backupPoint.Revision, o.bump); err != nil {
+					return fmt.Errorf("%w: --bump-revision %d: %w", ErrUsage, o.bump, err)
+				}
 				rep.Bump = o.bump
 				rep.BumpReasons = []string{"--bump-revision given"}
 			default:
 				b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
+				if b.Amount == 0 {
+					return fmt.Errorf("%w: %s", ErrUsage, b.Reasons[len(b.Reasons)-1])
+				}
 				rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
 			}
 
@@ -240,7 +250,7 @@ Restore every member of the cluster from the same backup with the same --initial
 	f.StringVar(&o.initialCluster, "initial-cluster", "", "every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)")
 	f.StringVar(&o.token, "initial-cluster-token", "", "token of the restored cluster, the same on every member (default: etcdguard-BACKUP, from the backup restored, so members restored from the same backup agree and the old cluster's token is not reused)")
 	f.StringSliceVar(&o.peerURLs, "initial-advertise-peer-urls", nil, "this member's peer URLs (etcd --initial-advertise-peer-urls)")
-	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much (default: sized automatically)")
+	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much, up to revision 2^53 (default: sized automatically)")
 	f.BoolVar(&o.noBump, "no-bump", false, "do not raise revisions (not Kubernetes-safe)")
 	f.BoolVar(&o.quarantine, "quarantine", false, "move a data dir that holds data aside instead of refusing")
 	f.BoolVar(&o.skipHashCheck, "skip-hash-check", false, "accept a snapshot file without etcd's SHA-256 trailer (a db copied from a data dir)")
