@@ -24,6 +24,9 @@ type restoreOptions struct {
 	noBump         bool
 	quarantine     bool
 	skipHashCheck  bool
+	// etcdVersion is the etcd version the member will run, when no data dir records it.
+	etcdVersion      string
+	allowVersionSkew bool
 }
 
 // restoreReport is `restore -o json`.
@@ -38,6 +41,7 @@ type restoreReport struct {
 	Member      restore.DataDirResult `json:"member"`
 	Token       string                `json:"token"`
 	Status      snapshot.Status       `json:"status"`
+	VersionSkew restore.VersionSkew   `json:"version_skew"`
 	Manifest    *repository.Manifest  `json:"manifest,omitempty"`
 	Copy        *snapshot.CopyReport  `json:"copy,omitempty"`
 }
@@ -61,6 +65,11 @@ backup's age, with a floor of 1,000,000; it is printed. --no-bump opts out.
 A data dir that holds data is refused; --quarantine moves it aside to DIR.quarantine-TIME and
 prints where. Nothing is ever deleted. The restored member is built beside the data dir and
 moved into place only when complete. Restored data dirs start under etcd 3.5 and 3.6.
+
+Version skew: the backup's etcd version (what the snapshot records) is compared with the one
+the member will run (what the data dir being replaced records, else --etcd-version). The same
+minor version is fine; one minor up (a 3.5 backup for etcd 3.6) is a warning; a downgrade (a
+3.6 backup for etcd 3.5) is refused (exit code 9) unless --allow-version-skew.
 
 Restore every member of the cluster from the same backup with the same --initial-cluster and
 --initial-cluster-token, then start them (see 'etcdguard recover' for the whole cluster).`,
@@ -93,6 +102,9 @@ Restore every member of the cluster from the same backup with the same --initial
 			}
 			if len(o.peerURLs) == 0 {
 				return fmt.Errorf("%w: give --initial-advertise-peer-urls (this member's peer URL in --initial-cluster)", ErrUsage)
+			}
+			if o.etcdVersion != "" && !restore.ValidVersion(o.etcdVersion) {
+				return fmt.Errorf("%w: --etcd-version %q is not an etcd version (3.5, 3.6.16, ...)", ErrUsage, o.etcdVersion)
 			}
 			if !strings.Contains(","+o.initialCluster, ","+o.name+"=") {
 				return fmt.Errorf("%w: --name %s does not appear in --initial-cluster %s", ErrUsage, o.name, o.initialCluster)
@@ -195,6 +207,21 @@ Restore every member of the cluster from the same backup with the same --initial
 			}
 			rep.Revision = backupPoint.Revision
 
+			// Before anything moves: a backup of a newer etcd is not restored for an older one.
+			rep.VersionSkew, err = restoreVersionSkew(ctx, env.Stderr, o, plain, rep.Manifest)
+			if err != nil {
+				return err
+			}
+			if err := rep.VersionSkew.Err(); err != nil {
+				return fmt.Errorf("restore member %s into %s: %w; nothing was changed", o.name, absPath(o.dataDir), err)
+			}
+			switch rep.VersionSkew.Verdict {
+			case restore.SkewWarning:
+				fmt.Fprintf(env.Stderr, "warning: %s\n", rep.VersionSkew.Reason)
+			case restore.SkewUnknown:
+				fmt.Fprintf(env.Stderr, "note: %s\n", rep.VersionSkew.Reason)
+			}
+
 			switch {
 			case o.noBump:
 				rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
@@ -253,6 +280,8 @@ Restore every member of the cluster from the same backup with the same --initial
 	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much, up to revision 2^53 (default: sized automatically)")
 	f.BoolVar(&o.noBump, "no-bump", false, "do not raise revisions (not Kubernetes-safe)")
 	f.BoolVar(&o.quarantine, "quarantine", false, "move a data dir that holds data aside instead of refusing")
+	f.StringVar(&o.etcdVersion, "etcd-version", "", "the etcd version the restored member will run (3.5, 3.6.16, ...), when the data dir being replaced does not record it")
+	f.BoolVar(&o.allowVersionSkew, "allow-version-skew", false, "restore even a backup of a newer etcd for an older one (a downgrade), or across more than one minor version")
 	f.BoolVar(&o.skipHashCheck, "skip-hash-check", false, "accept a snapshot file without etcd's SHA-256 trailer (a db copied from a data dir)")
 	return cmd
 }
