@@ -245,6 +245,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"restore", "latest", "--target", "file:///tmp/x", "--data-dir", "/tmp/d", "--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}, 2, "--name m1 does not appear in --initial-cluster"},
 		{[]string{"restore", "latest", "--data-dir", "/tmp/d"}, 2, "give --name"},
 		{[]string{"restore", "latest", "--no-bump", "--bump-revision", "5", "--data-dir", "/tmp/d"}, 2, "contradict"},
+		{[]string{"restore", "latest", "--target", "file:///tmp/x", "--data-dir", "/tmp/d", "--name", "m1", "--initial-cluster", "m1=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380", "--etcd-version", "banana"}, 2, `--etcd-version "banana" is not an etcd version`},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -27,6 +27,19 @@ const WarnDays = 30
 // or not yet valid: certificates it signed now would not be trusted either.
 var ErrCAInvalid = errors.New("the CA certificate is not valid")
 
+// MaxValidityDays is the longest validity Renew issues, in days: ten years, the validity
+// kubeadm gives its CAs. A leaf certificate is never meant to outlive that.
+const MaxValidityDays = 3650
+
+// ErrBadValidity is returned (wrapped) when the validity asked of Renew is not between one day
+// and MaxValidityDays: zero or less would issue certificates already expired.
+var ErrBadValidity = errors.New("the validity asked for is out of range")
+
+// ErrBeyondCA is returned (wrapped) when the validity asked of Renew would end after the CA's own
+// expiry and clamping was not asked for: the certificates would stop being trusted before the date
+// they carry.
+var ErrBeyondCA = errors.New("the validity asked for ends after the CA's")
+
 // States of a certificate.
 const (
 	StateOK          = "ok"
@@ -143,15 +156,55 @@ type Renewed struct {
 	Old      string    `json:"old"`
 	NotAfter time.Time `json:"not_after"`
 	Subject  string    `json:"subject"`
+	// ClampedToCA is set when the validity asked for was cut to the CA's expiry (NotAfter).
+	ClampedToCA bool `json:"clamped_to_ca,omitempty"`
+}
+
+// RenewOptions is how long renewed certificates are valid.
+type RenewOptions struct {
+	// Validity is how long each new certificate is valid from now: one day to MaxValidityDays.
+	Validity time.Duration
+	// ClampToCA cuts a validity that would end after the CA's expiry to that expiry (each
+	// Renewed says so); without it, such a renewal is refused with ErrBeyondCA.
+	ClampToCA bool
+}
+
+// check refuses a validity out of range, or past the CA's expiry unless clamping is asked for.
+// It returns the NotAfter of the new certificates and whether it was clamped.
+func (o RenewOptions) check(now time.Time, caPath string, ca *x509.Certificate) (time.Time, bool, error) {
+	if o.Validity < 24*time.Hour || o.Validity > MaxValidityDays*24*time.Hour {
+		return time.Time{}, false, fmt.Errorf("%w: a validity of %d days would issue certificates expired when written or valid for longer than a CA; give 1 to %d days",
+			ErrBadValidity, int64(o.Validity/(24*time.Hour)), MaxValidityDays)
+	}
+	notAfter := now.Add(o.Validity)
+	if !notAfter.After(ca.NotAfter) {
+		return notAfter, false, nil
+	}
+	if o.ClampToCA {
+		return ca.NotAfter, true, nil
+	}
+	left := int64(ca.NotAfter.Sub(now) / (24 * time.Hour))
+	next := fmt.Sprintf("give a validity of at most %d days", left)
+	if left < 1 {
+		next = "less than a day is left"
+	}
+	return time.Time{}, false, fmt.Errorf("%w: the CA %s expires on %s, before %d days from now: %s, and renew the CA (a new one: kubeadm init phase certs etcd-ca) before then",
+		ErrBeyondCA, caPath, ca.NotAfter.UTC().Format("2006-01-02"), int64(o.Validity/(24*time.Hour)), next)
 }
 
 // Renew re-issues, from the CA of dir (ca.crt and ca.key, or ca.pem and ca-key.pem), every
 // certificate in dir, and in its parent folder (where kubeadm keeps apiserver-etcd-client), that
-// this CA signed: same subject, SANs and usages, same key, valid from now for validity (at most
-// until the CA expires). Each old certificate is kept beside it as NAME.old-TIME. It refuses if
-// the CA is expired or not yet valid.
-func Renew(dir string, now time.Time, validity time.Duration) ([]Renewed, error) {
-	ca, caKey, err := loadCA(dir, now)
+// this CA signed: same subject, SANs and usages, same key, valid from now for opts.Validity.
+// Each old certificate is kept beside it as NAME.old-TIME. It refuses, before writing anything,
+// if the CA is expired or not yet valid (ErrCAInvalid), if the validity is out of range
+// (ErrBadValidity), or if it would end after the CA's expiry and opts.ClampToCA is not set
+// (ErrBeyondCA).
+func Renew(dir string, now time.Time, opts RenewOptions) ([]Renewed, error) {
+	ca, caPath, caKey, err := loadCA(dir, now)
+	if err != nil {
+		return nil, err
+	}
+	notAfter, clamped, err := opts.check(now, caPath, ca)
 	if err != nil {
 		return nil, err
 	}
@@ -180,10 +233,6 @@ func Renew(dir string, now time.Time, validity time.Duration) ([]Renewed, error)
 		if err != nil {
 			return out, fmt.Errorf("renew %s: %w", p, err)
 		}
-		notAfter := now.Add(validity)
-		if notAfter.After(ca.NotAfter) {
-			notAfter = ca.NotAfter
-		}
 		serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 		if err != nil {
 			return out, err
@@ -205,7 +254,7 @@ func Renew(dir string, now time.Time, validity time.Duration) ([]Renewed, error)
 		if err := writeAtomic(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})); err != nil {
 			return out, err
 		}
-		out = append(out, Renewed{Path: p, Old: oldPath, NotAfter: notAfter, Subject: old.Subject.String()})
+		out = append(out, Renewed{Path: p, Old: oldPath, NotAfter: notAfter, Subject: old.Subject.String(), ClampedToCA: clamped})
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("no certificate signed by the CA of %s was found to renew", dir)
@@ -213,7 +262,7 @@ func Renew(dir string, now time.Time, validity time.Duration) ([]Renewed, error)
 	return out, nil
 }
 
-func loadCA(dir string, now time.Time) (*x509.Certificate, crypto.Signer, error) {
+func loadCA(dir string, now time.Time) (*x509.Certificate, string, crypto.Signer, error) {
 	for _, pair := range [][2]string{{"ca.crt", "ca.key"}, {"ca.pem", "ca-key.pem"}} {
 		cp, kp := filepath.Join(dir, pair[0]), filepath.Join(dir, pair[1])
 		if _, err := os.Stat(cp); err != nil {
@@ -221,19 +270,19 @@ func loadCA(dir string, now time.Time) (*x509.Certificate, crypto.Signer, error)
 		}
 		c, err := load(cp, now)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read CA %s: %w", cp, err)
+			return nil, "", nil, fmt.Errorf("read CA %s: %w", cp, err)
 		}
 		if c.State == StateExpired || c.State == StateNotYetValid {
-			return nil, nil, fmt.Errorf("%w: %s is valid from %s to %s, and the clock says %s: a new CA is needed (kubeadm init phase certs etcd-ca), or fix the clock",
+			return nil, "", nil, fmt.Errorf("%w: %s is valid from %s to %s, and the clock says %s: a new CA is needed (kubeadm init phase certs etcd-ca), or fix the clock",
 				ErrCAInvalid, cp, c.NotBefore.UTC().Format(time.RFC3339), c.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}
 		key, err := loadKey(kp)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read CA key %s: %w", kp, err)
+			return nil, "", nil, fmt.Errorf("read CA key %s: %w", kp, err)
 		}
-		return c.cert, key, nil
+		return c.cert, cp, key, nil
 	}
-	return nil, nil, fmt.Errorf("no CA in %s (ca.crt and ca.key, or ca.pem and ca-key.pem)", dir)
+	return nil, "", nil, fmt.Errorf("no CA in %s (ca.crt and ca.key, or ca.pem and ca-key.pem)", dir)
 }
 
 func loadKey(path string) (crypto.Signer, error) {

@@ -167,7 +167,7 @@ func TestRenewKubeadmLayout(t *testing.T) {
 		old[name] = parseCertFile(t, path)
 	}
 
-	renewed, err := Renew(p.etcd, now, 365*24*time.Hour)
+	renewed, err := Renew(p.etcd, now, RenewOptions{Validity: 365 * 24 * time.Hour})
 	require.NoError(t, err)
 	require.Len(t, renewed, 4)
 	for _, r := range renewed {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -20,6 +21,9 @@ type certsOptions struct {
 // defaultPKIDir is where kubeadm keeps the cluster's certificates (etcd's in etcd/): the PKI
 // folder doctor and certs check read when none is given and ETCDGUARD_PKI_DIR names no other.
 const defaultPKIDir = "/etc/kubernetes/pki"
+
+// defaultRenewDays is the validity certs renew gives by default, kubeadm's.
+const defaultRenewDays = 365
 
 // pkiDirFrom is the default PKI folder: ETCDGUARD_PKI_DIR, else defaultPKIDir; "" when that
 // folder does not exist here.
@@ -103,9 +107,11 @@ critical (a "not yet valid" certificate after a power cut usually means the cloc
 		Long: `Re-issue, from the CA in DIR (ca.crt and ca.key, or ca.pem and ca-key.pem), every certificate in
 DIR and in its parent folder that this CA signed: on kubeadm, /etc/kubernetes/pki/etcd holds the
 etcd server, peer and healthcheck-client certificates and its parent the apiserver-etcd-client
-one. Subject, SANs, usages and keys are kept; the new certificates are valid for --days. Each
-old certificate is kept beside it as NAME.old-TIME. Refused if the CA itself is expired or not
-yet valid. Restart etcd (and kube-apiserver) afterwards so they present the new certificates.`,
+one. Subject, SANs, usages and keys are kept; the new certificates are valid for --days (1 to
+3650). A --days that would end after the CA's own expiry is refused; the default (365) is cut to
+the CA's expiry, with a warning. Each old certificate is kept beside it as NAME.old-TIME.
+Refused if the CA itself is expired or not yet valid. Restart etcd (and kube-apiserver)
+afterwards so they present the new certificates.`,
 		Example: `  etcdguard certs renew --pki-dir /etc/kubernetes/pki/etcd`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -116,7 +122,26 @@ yet valid. Restart etcd (and kube-apiserver) afterwards so they present the new 
 			if len(o.pkiDirs) != 1 {
 				return fmt.Errorf("%w: give one --pki-dir, the folder of etcd's CA (kubeadm: /etc/kubernetes/pki/etcd)", ErrUsage)
 			}
-			renewed, err := certs.Renew(o.pkiDirs[0], env.Now(), time.Duration(o.days)*24*time.Hour)
+			if o.days < 1 || o.days > certs.MaxValidityDays {
+				return fmt.Errorf("%w: --days %d: give 1 to %d days (the default is %d): zero or less would issue certificates already expired, and none should outlive a ten-year CA",
+					ErrUsage, o.days, certs.MaxValidityDays, defaultRenewDays)
+			}
+			// An explicit --days past the CA's expiry is refused; the default is cut to it,
+			// with a warning, so that renewing under a CA near its end still works.
+			renewed, err := certs.Renew(o.pkiDirs[0], env.Now(), certs.RenewOptions{
+				Validity:  time.Duration(o.days) * 24 * time.Hour,
+				ClampToCA: !cmd.Flags().Changed("days"),
+			})
+			if errors.Is(err, certs.ErrBadValidity) || errors.Is(err, certs.ErrBeyondCA) {
+				return fmt.Errorf("%w: --days %d: %w", ErrUsage, o.days, err)
+			}
+			for _, r := range renewed {
+				if r.ClampedToCA {
+					fmt.Fprintf(env.Stderr, "warning: the CA expires on %s, before the %d days of the default validity: the new certificates end then; renew the CA before that date\n",
+						r.NotAfter.UTC().Format("2006-01-02"), o.days)
+					break
+				}
+			}
 			if s.output == "json" {
 				if jerr := writeJSON(env.Stdout, map[string]any{"renewed": renewed}); jerr != nil {
 					return jerr
@@ -132,7 +157,7 @@ yet valid. Restart etcd (and kube-apiserver) afterwards so they present the new 
 			return err
 		},
 	}
-	renew.Flags().IntVar(&o.days, "days", 365, "validity of the new certificates, in days (at most until the CA expires)")
+	renew.Flags().IntVar(&o.days, "days", defaultRenewDays, "validity of the new certificates, in days: 1 to 3650, and not past the CA's expiry (the default is cut to it, with a warning)")
 	cmd.AddCommand(check, renew)
 	return cmd
 }

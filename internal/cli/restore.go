@@ -24,6 +24,9 @@ type restoreOptions struct {
 	noBump         bool
 	quarantine     bool
 	skipHashCheck  bool
+	// etcdVersion is the etcd version the member will run, when no data dir records it.
+	etcdVersion      string
+	allowVersionSkew bool
 }
 
 // restoreReport is `restore -o json`.
@@ -38,6 +41,7 @@ type restoreReport struct {
 	Member      restore.DataDirResult `json:"member"`
 	Token       string                `json:"token"`
 	Status      snapshot.Status       `json:"status"`
+	VersionSkew restore.VersionSkew   `json:"version_skew"`
 	Manifest    *repository.Manifest  `json:"manifest,omitempty"`
 	Copy        *snapshot.CopyReport  `json:"copy,omitempty"`
 }
@@ -62,6 +66,11 @@ A data dir that holds data is refused; --quarantine moves it aside to DIR.quaran
 prints where. Nothing is ever deleted. The restored member is built beside the data dir and
 moved into place only when complete. Restored data dirs start under etcd 3.5 and 3.6.
 
+Version skew: the backup's etcd version (what the snapshot records) is compared with the one
+the member will run (what the data dir being replaced records, else --etcd-version). The same
+minor version is fine; one minor up (a 3.5 backup for etcd 3.6) is a warning; a downgrade (a
+3.6 backup for etcd 3.5) is refused (exit code 9) unless --allow-version-skew.
+
 Restore every member of the cluster from the same backup with the same --initial-cluster and
 --initial-cluster-token, then start them (see 'etcdguard recover' for the whole cluster).`,
 		Example: `  # on each member (stop etcd first), the same backup and token everywhere
@@ -82,6 +91,10 @@ Restore every member of the cluster from the same backup with the same --initial
 			if o.noBump && cmd.Flags().Changed("bump-revision") {
 				return fmt.Errorf("%w: --no-bump and --bump-revision contradict each other", ErrUsage)
 			}
+			if o.bump > uint64(restore.MaxBumpedRevision) {
+				return fmt.Errorf("%w: --bump-revision %d is above %d (2^53), the highest revision etcdguard bumps to (past 2^63-1 revisions would wrap around and go down): give a smaller bump",
+					ErrUsage, o.bump, restore.MaxBumpedRevision)
+			}
 			for _, f := range []struct{ name, v string }{{"--data-dir", o.dataDir}, {"--name", o.name}, {"--initial-cluster", o.initialCluster}} {
 				if f.v == "" {
 					return fmt.Errorf("%w: give %s", ErrUsage, f.name)
@@ -89,6 +102,9 @@ Restore every member of the cluster from the same backup with the same --initial
 			}
 			if len(o.peerURLs) == 0 {
 				return fmt.Errorf("%w: give --initial-advertise-peer-urls (this member's peer URL in --initial-cluster)", ErrUsage)
+			}
+			if o.etcdVersion != "" && !restore.ValidVersion(o.etcdVersion) {
+				return fmt.Errorf("%w: --etcd-version %q is not an etcd version (3.5, 3.6.16, ...)", ErrUsage, o.etcdVersion)
 			}
 			if !strings.Contains(","+o.initialCluster, ","+o.name+"=") {
 				return fmt.Errorf("%w: --name %s does not appear in --initial-cluster %s", ErrUsage, o.name, o.initialCluster)
@@ -191,14 +207,35 @@ Restore every member of the cluster from the same backup with the same --initial
 			}
 			rep.Revision = backupPoint.Revision
 
+			// Before anything moves: a backup of a newer etcd is not restored for an older one.
+			rep.VersionSkew, err = restoreVersionSkew(ctx, env.Stderr, o, plain, rep.Manifest)
+			if err != nil {
+				return err
+			}
+			if err := rep.VersionSkew.Err(); err != nil {
+				return fmt.Errorf("restore member %s into %s: %w; nothing was changed", o.name, absPath(o.dataDir), err)
+			}
+			switch rep.VersionSkew.Verdict {
+			case restore.SkewWarning:
+				fmt.Fprintf(env.Stderr, "warning: %s\n", rep.VersionSkew.Reason)
+			case restore.SkewUnknown:
+				fmt.Fprintf(env.Stderr, "note: %s\n", rep.VersionSkew.Reason)
+			}
+
 			switch {
 			case o.noBump:
 				rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
 			case cmd.Flags().Changed("bump-revision"):
+				if err := restore.CheckBump(backupPoint.Revision, o.bump); err != nil {
+					return fmt.Errorf("%w: --bump-revision %d: %w", ErrUsage, o.bump, err)
+				}
 				rep.Bump = o.bump
 				rep.BumpReasons = []string{"--bump-revision given"}
 			default:
 				b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
+				if b.Amount == 0 {
+					return fmt.Errorf("%w: %s", ErrUsage, b.Reasons[len(b.Reasons)-1])
+				}
 				rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
 			}
 
@@ -240,9 +277,11 @@ Restore every member of the cluster from the same backup with the same --initial
 	f.StringVar(&o.initialCluster, "initial-cluster", "", "every member as NAME=PEER_URL, comma-separated (etcd --initial-cluster)")
 	f.StringVar(&o.token, "initial-cluster-token", "", "token of the restored cluster, the same on every member (default: etcdguard-BACKUP, from the backup restored, so members restored from the same backup agree and the old cluster's token is not reused)")
 	f.StringSliceVar(&o.peerURLs, "initial-advertise-peer-urls", nil, "this member's peer URLs (etcd --initial-advertise-peer-urls)")
-	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much (default: sized automatically)")
+	f.Uint64Var(&o.bump, "bump-revision", 0, "raise revisions by exactly this much, up to revision 2^53 (default: sized automatically)")
 	f.BoolVar(&o.noBump, "no-bump", false, "do not raise revisions (not Kubernetes-safe)")
 	f.BoolVar(&o.quarantine, "quarantine", false, "move a data dir that holds data aside instead of refusing")
+	f.StringVar(&o.etcdVersion, "etcd-version", "", "the etcd version the restored member will run (3.5, 3.6.16, ...), when the data dir being replaced does not record it")
+	f.BoolVar(&o.allowVersionSkew, "allow-version-skew", false, "restore even a backup of a newer etcd for an older one (a downgrade), or across more than one minor version")
 	f.BoolVar(&o.skipHashCheck, "skip-hash-check", false, "accept a snapshot file without etcd's SHA-256 trailer (a db copied from a data dir)")
 	return cmd
 }

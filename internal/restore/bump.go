@@ -4,6 +4,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -14,6 +15,44 @@ import (
 // 64-bit, so a generous bump costs nothing, while too small a bump lets revisions go backwards
 // under watch caches and informers (kubernetes/kubernetes#118501).
 const MinBump = 1_000_000
+
+// MaxBumpedRevision is the highest revision a bump may lead to: 2^53. etcd's revisions are
+// int64, and a bump past 2^63-1 wraps them around so that they go down, the very failure the
+// bump exists to prevent. 2^53 is far below that and still leaves 9e15 revisions (285 years of a
+// million writes a second); below it, revisions stay exact in the tools that read JSON numbers
+// as doubles (jq, JavaScript), such as `etcdctl -w json` piped to jq.
+const MaxBumpedRevision int64 = 1 << 53
+
+// ErrBumpTooLarge is returned (wrapped) by CheckBump for a bump that would raise the revision
+// above MaxBumpedRevision.
+var ErrBumpTooLarge = errors.New("revision bump too large")
+
+// MaxBumpFor is the largest bump a snapshot at revision may get: what keeps it at or below
+// MaxBumpedRevision (zero when it is already there or above).
+func MaxBumpFor(revision int64) uint64 {
+	if revision >= MaxBumpedRevision {
+		return 0
+	}
+	return uint64(MaxBumpedRevision - max(revision, 0))
+}
+
+// CheckBump refuses a bump that, added to the snapshot's revision, would pass
+// MaxBumpedRevision (and so could wrap around past 2^63-1). A zero bump always passes.
+func CheckBump(revision int64, bump uint64) error {
+	if bump == 0 || bump <= MaxBumpFor(revision) {
+		return nil
+	}
+	reach := "past 2^63-1, where revisions wrap around and go down"
+	if bump <= uint64(math.MaxInt64-max(revision, 0)) {
+		reach = fmt.Sprint(revision + int64(bump))
+	}
+	if MaxBumpFor(revision) == 0 {
+		return fmt.Errorf("%w: the snapshot's revision %d is already at or above %d, the highest etcdguard bumps to: no bump fits (restore without one, and restart every kube-apiserver)",
+			ErrBumpTooLarge, revision, MaxBumpedRevision)
+	}
+	return fmt.Errorf("%w: %d on revision %d would reach %s, above %d (2^53), the highest etcdguard bumps to: the largest bump for this snapshot is %d",
+		ErrBumpTooLarge, bump, revision, reach, MaxBumpedRevision, MaxBumpFor(revision))
+}
 
 // safetyFactor multiplies the estimated number of revisions written since the backup.
 const safetyFactor = 10
@@ -46,7 +85,9 @@ type Bump struct {
 // SizeBump estimates how far revisions may have moved since the backup and returns a bump that
 // covers it with a wide margin: the revision rate between known points, times the backup's age,
 // times a safety factor; at least the distance to a recorded high-water mark; never below
-// MinBump. It is pure: the inputs are all it looks at.
+// MinBump; never above MaxBumpFor the backup's revision (an estimate that large is capped, and
+// the reasons say so), so the result always passes CheckBump. It is pure: the inputs are all it
+// looks at.
 func SizeBump(in BumpInputs) Bump {
 	b := Bump{Amount: MinBump}
 	b.Reasons = append(b.Reasons, fmt.Sprintf("floor %d", MinBump))
@@ -69,18 +110,36 @@ func SizeBump(in BumpInputs) Bump {
 		est := rate * age.Seconds() * safetyFactor
 		b.Reasons = append(b.Reasons, fmt.Sprintf("peak rate %.1f revisions/s between backups x backup age %s x %d = %.0f",
 			rate, age.Round(time.Second), safetyFactor, est))
-		if est < math.MaxInt64/4 && uint64(est) > b.Amount {
+		switch {
+		case est > float64(MaxBumpedRevision):
+			// Too large to be a revision (or past uint64 altogether): the cap below applies.
+			b.Amount = math.MaxUint64
+		case uint64(est) > b.Amount:
 			b.Amount = uint64(est)
 		}
 	} else {
 		b.Reasons = append(b.Reasons, "no revision rate known (fewer than two backups of this cluster)")
 	}
 	if hw := in.HighWater.Revision; hw > in.Backup.Revision {
-		need := uint64(hw-in.Backup.Revision) * 2
-		b.Reasons = append(b.Reasons, fmt.Sprintf("high-water mark %d is %d above the backup, x2 = %d", hw, hw-in.Backup.Revision, need))
+		gap := uint64(hw) - uint64(max(in.Backup.Revision, 0)) // both non-negative: no overflow
+		need := uint64(math.MaxUint64)
+		if gap <= math.MaxUint64/2 {
+			need = gap * 2
+		}
+		b.Reasons = append(b.Reasons, fmt.Sprintf("high-water mark %d is %d above the backup, x2 = %d", hw, gap, need))
 		if need > b.Amount {
 			b.Amount = need
 		}
+	}
+	if limit := MaxBumpFor(in.Backup.Revision); b.Amount > limit {
+		if limit == 0 {
+			b.Reasons = append(b.Reasons, fmt.Sprintf("no bump fits: the backup's revision %d is already at or above %d (2^53), the highest etcdguard bumps to; restore with --no-bump and restart every kube-apiserver",
+				in.Backup.Revision, MaxBumpedRevision))
+		} else {
+			b.Reasons = append(b.Reasons, fmt.Sprintf("the estimate is too large: capped at %d, which raises the revision to %d (2^53), the highest etcdguard bumps to",
+				limit, MaxBumpedRevision))
+		}
+		b.Amount = limit
 	}
 	return b
 }

@@ -68,6 +68,10 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if opts.DataDir == "" || opts.Name == "" || opts.InitialCluster == "" || len(opts.PeerURLs) == 0 {
 		return res, errors.New("restore needs --data-dir, --name, --initial-cluster and --initial-advertise-peer-urls")
 	}
+	if opts.Bump > uint64(MaxBumpedRevision) {
+		// etcdutl takes the bump as an int64: past 2^63-1 it would lower every revision.
+		return res, fmt.Errorf("%w: %d is above %d, the highest revision etcdguard bumps to", ErrBumpTooLarge, opts.Bump, MaxBumpedRevision)
+	}
 	dataDir, err := filepath.Abs(opts.DataDir)
 	if err != nil {
 		return res, err
