@@ -26,6 +26,8 @@ type recoverOptions struct {
 	stateDir         string
 	fresh            bool
 	maxPlanAge       time.Duration
+	etcdVersion      string
+	allowVersionSkew bool
 }
 
 func newRecoverCommand(env Env, g *globalOptions) *cobra.Command {
@@ -136,6 +138,8 @@ func (o *recoverOptions) flags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringArrayVar(&o.lost, "lost", nil, "declare a member's data lost (checked with doctor on its host): it is not read, and a restore may replace it (repeatable)")
 	cmd.PersistentFlags().BoolVar(&o.noBump, "no-bump", false, "restore without raising revisions (not Kubernetes-safe)")
 	cmd.PersistentFlags().StringVar(&o.stateDir, "state-dir", "", "where recovery plans are kept until finished (default /var/lib/etcdguard)")
+	cmd.PersistentFlags().StringVar(&o.etcdVersion, "etcd-version", "", "the etcd version the members will run (3.5, 3.6.16, ...), when no readable member database records it; a restore from a backup of another version is checked against it")
+	cmd.PersistentFlags().BoolVar(&o.allowVersionSkew, "allow-version-skew", false, "restore even a backup of a newer etcd than the members run (a downgrade), or across more than one minor version")
 	cmd.PersistentFlags().BoolVar(&o.stopControlPlane, "stop-control-plane", false, "on a restore, move cluster.control-plane-manifests (kube-apiserver, controller-manager, scheduler static pods) out of the kubelet's folder first and back once etcd is verified")
 }
 
@@ -162,6 +166,9 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 			cluster.Members = append(cluster.Members, m)
 		}
 	}
+	if o.etcdVersion != "" && !restore.ValidVersion(o.etcdVersion) {
+		return s, nil, fmt.Errorf("%w: --etcd-version %q is not an etcd version (3.5, 3.6.16, ...)", ErrUsage, o.etcdVersion)
+	}
 	cluster = cluster.Clean()
 	if err := cluster.Validate(); err != nil {
 		return s, nil, fmt.Errorf("%w: %w", ErrUsage, err)
@@ -174,6 +181,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 		Etcd: s.etcd, Cluster: cluster, Targets: s.cfg.Targets, Identities: ids,
 		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane, Lost: o.lost,
 		Logger: s.logger, Now: env.Now, MaxPlanAge: o.maxPlanAge,
+		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,
 	}
 	return s, r, nil
 }

@@ -76,9 +76,12 @@ type Source struct {
 
 // SnapshotStatus mirrors etcdutl snapshot status.
 type SnapshotStatus struct {
-	Hash      uint32 `json:"hash"`
-	Revision  int64  `json:"revision"`
-	TotalKey  int    `json:"total_key"`
+	Hash     uint32 `json:"hash"`
+	Revision int64  `json:"revision"`
+	TotalKey int    `json:"total_key"`
+	// BumpKeys is the part of TotalKey that clients never see: the empty key etcdutl's revision
+	// bump writes (1 in a backup of a cluster restored Kubernetes-safe).
+	BumpKeys  int    `json:"bump_keys,omitempty"`
 	TotalSize int64  `json:"total_size"`
 	Version   string `json:"version,omitempty"`
 }

@@ -59,6 +59,9 @@ type DiskState struct {
 	ClusterID uint64   `json:"cluster_id,omitempty"`
 	MemberID  uint64   `json:"member_id,omitempty"`
 	Problems  []string `json:"problems,omitempty"`
+	// Version is the etcd version its database records (storage version, else cluster
+	// version), read only from a database that passed its checks.
+	Version string `json:"version,omitempty"`
 }
 
 // Assessment is what is known of one member before deciding.
@@ -80,8 +83,12 @@ type BackupInfo struct {
 	Revision int64     `json:"revision"`
 	Created  time.Time `json:"created"`
 	SHA256   string    `json:"sha256"`
-	TotalKey int       `json:"total_key"`
-	Target   string    `json:"target,omitempty"`
+	// TotalKey is the number of keys clients see (etcdutl's count less the bump's empty key).
+	TotalKey int    `json:"total_key"`
+	Target   string `json:"target,omitempty"`
+	// Version is the etcd version of the backup: its storage version, else the server version it
+	// was taken from.
+	Version string `json:"version,omitempty"`
 }
 
 // Source is where a whole-cluster restore takes its data from.
@@ -145,7 +152,11 @@ type DecideInputs struct {
 	// History holds the other backups' revisions and times, for sizing the revision bump.
 	History []RevisionPoint
 	NoBump  bool
-	Now     time.Time
+	// EtcdVersion is the etcd version the restored members will run when no member database
+	// records it (--etcd-version); AllowVersionSkew turns a refused skew into a warning.
+	EtcdVersion      string
+	AllowVersionSkew bool
+	Now              time.Time
 }
 
 // Decide chooses the safest recovery path and says what it costs. It is pure: its inputs are
@@ -257,6 +268,14 @@ func Decide(in DecideInputs) (Plan, error) {
 		}
 	} else {
 		p.Why = append(p.Why, fmt.Sprintf("freshest intact source: backup %s at revision %d", best.BackupID, best.Revision))
+		// A member database is of the cluster's own version; a backup may be of another.
+		skew := CheckVersionSkew(in.Backup.Version, membersVersion(in.Assessments, in.EtcdVersion), in.AllowVersionSkew)
+		if err := skew.Err(); err != nil {
+			return p, err
+		}
+		if skew.Verdict != SkewOK {
+			p.Why = append(p.Why, "etcd versions: "+skew.Reason)
+		}
 	}
 	p.Token = "etcdguard-" + p.ID
 	for _, a := range in.Assessments {
@@ -287,6 +306,24 @@ func Decide(in DecideInputs) (Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// membersVersion is the etcd version the members' databases record (the newest, if they differ),
+// else the version given.
+func membersVersion(as []Assessment, given string) string {
+	v := ""
+	for _, a := range as {
+		if a.Disk == nil || a.Disk.Version == "" {
+			continue
+		}
+		if v == "" || CheckVersionSkew(v, a.Disk.Version, false).Verdict == SkewWarning {
+			v = a.Disk.Version
+		}
+	}
+	if v == "" {
+		return given
+	}
+	return v
 }
 
 func diskVerdict(d *DiskState) string {

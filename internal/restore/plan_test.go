@@ -158,3 +158,47 @@ spec:
 	require.Contains(t, string(out), "- --data-dir=/var/lib/etcd\n")
 	require.Contains(t, string(out), "image: registry.k8s.io/etcd:3.5.4-0")
 }
+
+// TestDecideVersionSkew: a restore from a backup is checked against the etcd version the members'
+// readable databases record (else --etcd-version): a downgrade is refused unless allowed, one
+// minor up is said in the plan's reasons.
+func TestDecideVersionSkew(t *testing.T) {
+	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	member := func(name, version string) Assessment {
+		return Assessment{Name: name, Disk: &DiskState{Verdict: "damaged", DBOK: version != "", DBRevision: 100, Version: version}}
+	}
+	backup := func(version string) *BackupInfo {
+		return &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: 900, Created: now.Add(-time.Hour), SHA256: "abc", Version: version}
+	}
+	cases := []struct {
+		name    string
+		as      []Assessment
+		backup  *BackupInfo
+		given   string
+		allow   bool
+		wantErr string
+		wantWhy string
+	}{
+		{"same minor", []Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", ""},
+		{"a 3.6 backup for 3.5 members is refused", []Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "is a downgrade", ""},
+		{"allowed", []Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", true, "", "allowed by --allow-version-skew"},
+		{"a 3.5 backup for 3.6 members: said", []Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.5.35"), "", false, "", "upgrades the data"},
+		{"no readable database: --etcd-version decides", []Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "3.5", false, "is a downgrade", ""},
+		{"nothing known: a note", []Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", "not known"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, EtcdVersion: tc.given, AllowVersionSkew: tc.allow, Now: now})
+			if tc.wantErr != "" {
+				require.ErrorIs(t, err, ErrVersionSkew)
+				require.ErrorContains(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, SourceBackup, p.Source.Kind)
+			if tc.wantWhy != "" {
+				require.Contains(t, fmt.Sprint(p.Why), tc.wantWhy)
+			}
+		})
+	}
+}

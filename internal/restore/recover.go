@@ -62,6 +62,10 @@ type Recoverer struct {
 	// MaxPlanAge is how old an unfinished plan may be and still be resumed (zero:
 	// DefaultMaxPlanAge).
 	MaxPlanAge time.Duration
+	// EtcdVersion is the etcd version the members will run, when no readable database records
+	// it; AllowVersionSkew restores a backup of another etcd version anyway.
+	EtcdVersion      string
+	AllowVersionSkew bool
 	// Hostname is this host's name, compared with members' host fields; empty means the
 	// operating system's.
 	Hostname string
@@ -188,10 +192,22 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 		}
 		history = append(history, RevisionPoint{Revision: m.Revision, At: m.Started})
 		if newest == nil {
-			newest = &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey}
+			newest = &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
 		}
 	}
 	return as, newest, history, nil
+}
+
+// backupVersion is the etcd version a backup's data is of: its storage version (etcd 3.6 and
+// later), else the server version it was taken from.
+func backupVersion(m repository.Manifest) string {
+	switch {
+	case m.StorageVersion != "":
+		return m.StorageVersion
+	case m.Status.Version != "":
+		return m.Status.Version
+	}
+	return m.EtcdVersion
 }
 
 func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
@@ -234,6 +250,11 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		DBRevision: rep.DB.Revision, DBModTime: rep.DB.ModTime, ConsistentIndex: rep.DB.ConsistentIndex,
 		WALLastIndex: rep.WAL.LastIndex, Problems: rep.Problems, ClusterID: rep.WAL.ClusterID, MemberID: rep.WAL.MemberID,
 	}
+	if rep.DB.OK {
+		if v, found, err := ReadDataDirVersions(ctx, m.DataDir); err == nil && found {
+			a.Disk.Version = v.Version()
+		}
+	}
 	if rep.Verdict() == datadir.VerdictInUse {
 		// etcd runs on it (without quorum): its data cannot be judged offline, and starting it
 		// is a no-op; it counts towards quorum like an intact member.
@@ -269,7 +290,8 @@ func (r *Recoverer) Plan(ctx context.Context) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	p, err := Decide(DecideInputs{Cluster: r.Cluster, Assessments: as, Backup: backup, History: history, NoBump: r.NoBump, Now: r.now()})
+	p, err := Decide(DecideInputs{Cluster: r.Cluster, Assessments: as, Backup: backup, History: history, NoBump: r.NoBump,
+		EtcdVersion: r.EtcdVersion, AllowVersionSkew: r.AllowVersionSkew, Now: r.now()})
 	if err != nil {
 		return p, err
 	}

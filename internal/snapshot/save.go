@@ -365,7 +365,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		Compression:  opts.Codec.Compression,
 		Encryption:   opts.Codec.Encryption(),
 		Status: repository.SnapshotStatus{
-			Hash: st.Hash, Revision: st.Revision, TotalKey: st.TotalKey, TotalSize: st.TotalSize, Version: st.Version,
+			Hash: st.Hash, Revision: st.Revision, TotalKey: st.TotalKey, BumpKeys: st.BumpKeys, TotalSize: st.TotalSize, Version: st.Version,
 		},
 		Verification: repository.Verification{At: now().UTC(), Checks: []string{"etcd-sha256-trailer", "bbolt-check", "status"}},
 	}

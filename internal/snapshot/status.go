@@ -33,6 +33,10 @@ type Status struct {
 	Revision int64 `json:"revision"`
 	// TotalKey is the number of live keys (each key counted once, deleted keys not counted).
 	TotalKey int `json:"total_key"`
+	// BumpKeys counts, among TotalKey, the empty key of etcdutl's revision bump (1 in a snapshot
+	// of a cluster restored Kubernetes-safe, else 0): etcdutl counts it, clients never see it, so
+	// a recovery expects TotalKey - BumpKeys keys to be served.
+	BumpKeys int `json:"bump_keys,omitempty"`
 	// TotalSize is the size of the bbolt database in bytes.
 	TotalSize int64 `json:"total_size"`
 	// Version is the storage version recorded by etcd 3.6 and later; empty for older snapshots.
@@ -149,6 +153,7 @@ func hashBuckets(ctx context.Context, tx *bbolt.Tx, st *Status) error {
 					// etcdutl counts the bump's entry as the live key "" (an empty record
 					// decodes as a KeyValue with no key): so does etcdguard, to agree with it.
 					key, ok = nil, true
+					st.BumpKeys = 1
 				}
 				if !ok {
 					return fmt.Errorf("%w: the value at revision %d does not decode as a key-value record", ErrCorrupt, st.Revision)
