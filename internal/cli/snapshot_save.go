@@ -14,7 +14,8 @@ import (
 )
 
 type saveOptions struct {
-	noDiscover bool
+	noDiscover    bool
+	targetTimeout time.Duration
 }
 
 func newSnapshotSaveCommand(env Env, g *globalOptions) *cobra.Command {
@@ -60,7 +61,7 @@ counts and the exit code says partial (3).`,
 			}
 			opts := snapshot.SaveOptions{
 				Etcd: s.etcd, Discover: !o.noDiscover, Targets: s.cfg.Targets, Codec: codec,
-				WorkDir: s.cfg.WorkDir, Logger: s.logger, Now: env.Now,
+				WorkDir: s.cfg.WorkDir, Logger: s.logger, Now: env.Now, TargetIdleTimeout: o.targetTimeout,
 			}
 			var prog *progress
 			if env.IsTerminal && s.output == "table" {
@@ -99,6 +100,7 @@ counts and the exit code says partial (3).`,
 			return err
 		},
 	}
+	cmd.Flags().DurationVar(&o.targetTimeout, "target-timeout", snapshot.DefaultTargetIdleTimeout, "a target that accepts no data for this long is dropped as stalled, so that the others finish (exit code 3)")
 	cmd.Flags().BoolVar(&o.noDiscover, "no-discover", false, "use only the endpoints given, not every member in the member list")
 	return cmd
 }

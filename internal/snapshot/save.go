@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -45,7 +46,14 @@ type SaveOptions struct {
 	Progress func(done, total int64)
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// TargetIdleTimeout is how long one target may take to accept a block of the stream before
+	// it is dropped as stalled, so that the others finish (zero: DefaultTargetIdleTimeout).
+	TargetIdleTimeout time.Duration
 }
+
+// DefaultTargetIdleTimeout is how long a target may stop accepting the stream before it is given
+// up on. It is generous: an S3 target accepts nothing while it uploads a part.
+const DefaultTargetIdleTimeout = 2 * time.Minute
 
 // SaveResult is what a backup run did.
 type SaveResult struct {
@@ -259,13 +267,21 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 
 	dataName := repository.DataName(id, opts.Codec)
 	results := make([]stored, len(targets))
-	fan := &fanout{}
+	fan := &fanout{idle: cmp.Or(opts.TargetIdleTimeout, DefaultTargetIdleTimeout)}
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		pr, pw := io.Pipe()
-		fan.sinks = append(fan.sinks, &sink{w: pw})
+		// Each target has its own context: a stalled one is cancelled alone.
+		tctx, tcancel := context.WithCancel(sctx)
+		defer tcancel()
+		s := &sink{w: pw, cancel: tcancel, done: make(chan struct{})}
+		fan.sinks = append(fan.sinks, s)
 		wg.Go(func() {
-			n, err := t.repo.Save(sctx, dataName, pr)
+			defer close(s.done)
+			n, err := t.repo.Save(tctx, dataName, pr)
+			if s.stalled.Load() {
+				err = fmt.Errorf("target %s: %w for %s: dropped so that the other targets finish; check the target (is the server or the medium responding?)", t.result.Name, errTargetStalled, fan.idle)
+			}
 			results[i] = stored{n, err}
 			// Unblock the writer: a failed target stops receiving, the others go on.
 			pr.CloseWithError(fmt.Errorf("target %s stopped: %w", t.result.Name, errOr(err, io.ErrClosedPipe)))
@@ -315,6 +331,9 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		return nil, fmt.Errorf("write snapshot: %w", copyErr)
 	}
 	closeSinks(nil)
+	// A target may still be uploading what it buffered (S3 parts); one that has not finished
+	// within the idle limit is stalled, and cancelled alone.
+	fan.awaitTargets()
 	wg.Wait()
 	lg.Info("snapshot streamed", "endpoint", src.Endpoint, "bytes", in.n, "seconds", now().Sub(started).Seconds())
 	if err := raw.Close(); err != nil {

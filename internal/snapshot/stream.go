@@ -163,12 +163,24 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 // others go on. It fails only when no target is left.
 type fanout struct {
 	sinks []*sink
+	// idle is how long one target may take to accept a block before it is given up on as
+	// stalled; zero means no limit.
+	idle time.Duration
 }
 
 type sink struct {
 	w   *io.PipeWriter
 	err error
+	// cancel stops the target's upload; stalled says the watchdog gave up on it.
+	cancel  context.CancelFunc
+	stalled atomic.Bool
+	// done is closed when the target's upload has returned.
+	done chan struct{}
 }
+
+// errTargetStalled marks a target that stopped accepting data: it is dropped so that it does not
+// hold back the others.
+var errTargetStalled = errors.New("the target stopped accepting data")
 
 var errNoTargetLeft = errors.New("every target failed")
 
@@ -178,7 +190,7 @@ func (f *fanout) Write(p []byte) (int, error) {
 		if s.err != nil {
 			continue
 		}
-		if _, err := s.w.Write(p); err != nil {
+		if _, err := f.write(s, p); err != nil {
 			s.err = err
 			continue
 		}
@@ -188,6 +200,55 @@ func (f *fanout) Write(p []byte) (int, error) {
 		return 0, errNoTargetLeft
 	}
 	return len(p), nil
+}
+
+// write gives one block to a target. A target that does not take it within the idle limit is
+// stalled (a server that stopped reading, a network that blackholes): its upload is cancelled and
+// its pipe closed, which also frees this write, and the other targets go on.
+func (f *fanout) write(s *sink, p []byte) (int, error) {
+	if f.idle <= 0 {
+		return s.w.Write(p)
+	}
+	timer := time.AfterFunc(f.idle, func() {
+		s.stalled.Store(true)
+		if s.cancel != nil {
+			s.cancel()
+		}
+		s.w.CloseWithError(fmt.Errorf("%w for %s", errTargetStalled, f.idle))
+	})
+	defer timer.Stop()
+	return s.w.Write(p)
+}
+
+// awaitTargets waits, once the stream has ended, for every target to finish storing what it was
+// given, each at most the idle limit; a target still busy then is stalled and cancelled.
+func (f *fanout) awaitTargets() {
+	if f.idle <= 0 {
+		return
+	}
+	deadline := time.NewTimer(f.idle)
+	defer deadline.Stop()
+	for _, s := range f.sinks {
+		if s.done == nil {
+			continue
+		}
+		select {
+		case <-s.done:
+		case <-deadline.C:
+			// Expired: every target not done by now is stalled.
+			for _, late := range f.sinks {
+				select {
+				case <-late.done:
+				default:
+					late.stalled.Store(true)
+					if late.cancel != nil {
+						late.cancel()
+					}
+				}
+			}
+			return
+		}
+	}
 }
 
 // countingWriter counts and hashes what passes through it.
