@@ -17,6 +17,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
@@ -117,6 +118,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	if err != nil {
 		return res, err
 	}
+	failpoint.Here("save/targets-locked")
 	var usable []*openTarget
 	for _, t := range targets {
 		if t.repo != nil && t.result.State == "" {
@@ -139,6 +141,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	if len(usable) == 0 {
 		return res, fmt.Errorf("%w: %s", ErrNoTarget, describeFailures(targets))
 	}
+	failpoint.Here("save/cleaned-up")
 
 	id := repository.NewID(start)
 	var m *repository.Manifest
@@ -335,6 +338,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	// within the idle limit is stalled, and cancelled alone.
 	fan.awaitTargets()
 	wg.Wait()
+	failpoint.Here("save/streamed")
 	lg.Info("snapshot streamed", "endpoint", src.Endpoint, "bytes", in.n, "seconds", now().Sub(started).Seconds())
 	if err := raw.Close(); err != nil {
 		cancel()
@@ -357,6 +361,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		}
 		return nil, &sourceError{fmt.Errorf("snapshot from %s failed verification: %w", src.Endpoint, err)}
 	}
+	failpoint.Here("save/verified")
 	lg.Info("snapshot verified", "revision", st.Revision, "total_key", st.TotalKey, "seconds", now().Sub(verifyStart).Seconds())
 
 	m := repository.Manifest{
@@ -416,8 +421,10 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 			continue
 		}
 		wrote++
+		failpoint.Here("save/manifest-written")
 	}
 	m.Targets = allResults(opts.Targets, all)
+	failpoint.Here("save/manifests-written")
 	if wrote == 0 {
 		return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results))
 	}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"sync/atomic"
 	"time"
+
+	"github.com/etcdguard/etcdguard/internal/failpoint"
 )
 
 // trailerSize is the length of the SHA-256 digest etcd appends to a snapshot stream.
@@ -116,6 +118,9 @@ type sourceReader struct {
 	stalled      atomic.Bool
 }
 
+// midStream is how far into the snapshot stream the "save/mid-stream" failpoint is.
+const midStream = 1 << 20
+
 // sourceIdleTimeout is how long a read of the snapshot stream may wait for data before the
 // member is given up on. Keepalives usually notice a dead member sooner.
 const sourceIdleTimeout = 30 * time.Second
@@ -149,6 +154,9 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	s.readingSince.Store(time.Now().UnixNano())
 	n, err := s.r.Read(p)
 	s.readingSince.Store(0)
+	if s.n < midStream && s.n+int64(n) >= midStream {
+		failpoint.Here("save/mid-stream")
+	}
 	s.n += int64(n)
 	if n > 0 && s.onBytes != nil {
 		s.onBytes(s.n)
