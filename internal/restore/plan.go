@@ -291,6 +291,9 @@ func Decide(in DecideInputs) (Plan, error) {
 			Now:       in.Now,
 		})
 		p.Bump, p.BumpWhy = b.Amount, b.Reasons
+		if b.Amount == 0 {
+			return p, fmt.Errorf("%w: the source is already at revision %d, so no Kubernetes-safe bump fits below revision %d: recover with --no-bump, then restart every kube-apiserver", ErrUnsafe, best.Revision, MaxBumpedRevision)
+		}
 	}
 	p.Loss.Revisions = max(0, p.HighWater-best.Revision)
 	if lt := latestModTime(in.Assessments); !lt.IsZero() && !best.At.IsZero() && lt.After(best.At) {

@@ -202,3 +202,19 @@ func TestDecideVersionSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestDecideNoRoomToBump: a source already at the highest revision a bump may reach gets no
+// silent unbumped restore; the plan is refused and asks for --no-bump.
+func TestDecideNoRoomToBump(t *testing.T) {
+	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	as := []Assessment{
+		{Name: "m1", Disk: &DiskState{Verdict: "damaged"}}, {Name: "m2", Disk: &DiskState{Verdict: "missing"}}, {Name: "m3", Disk: &DiskState{Verdict: "missing"}},
+	}
+	b := &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: MaxBumpedRevision, Created: now.Add(-time.Hour), SHA256: "abc"}
+	_, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, Now: now})
+	require.ErrorIs(t, err, ErrUnsafe)
+	require.ErrorContains(t, err, "--no-bump")
+	p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, NoBump: true, Now: now})
+	require.NoError(t, err)
+	require.Zero(t, p.Bump)
+}
