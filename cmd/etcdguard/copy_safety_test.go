@@ -7,11 +7,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
 // objectSum returns the SHA-256 of one object of a target, read through its backend.
@@ -161,6 +163,52 @@ func TestSaveKeepsOddBackups(t *testing.T) {
 			after, err := os.ReadFile(data)
 			require.NoError(t, err, "the data of backup %s is still there", m.ID)
 			require.Equal(t, before, after)
+		})
+	}
+}
+
+// TestCopyToArchive: a copy into an archive target (S3 GLACIER or DEEP_ARCHIVE, whose objects
+// cannot be read back at once; MinIO refuses those classes, so the target is marked archive=true)
+// is checked by the server's CRC-32C of the whole object instead of a read-back, and says so; a
+// copy into an ordinary target is still read back.
+func TestCopyToArchive(t *testing.T) {
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadData(t, c, 300, 100)
+			_, s3URL := startS3(t)
+			src := "file://" + filepath.Join(t.TempDir(), "src") + "?name=src"
+			prefix := "archive-" + version
+			archive := strings.Replace(s3URL, "/prod?", "/"+prefix+"?", 1) + "&archive=true&name=deep"
+			plain := strings.Replace(s3URL, "/prod?", "/"+prefix+"-plain?", 1) + "&name=plain"
+			m := saveJSON(t, 0, append([]string{"--target", src}, tlsFlags(c)...)...)
+			all := []string{"--target", src, "--target", archive, "--target", plain}
+
+			for _, tc := range []struct{ to, check, says string }{
+				{"deep", "server-crc32c", "verified by the server's CRC-32C of the whole object"},
+				{"plain", "read-back", "read back and verified"},
+			} {
+				r := etcdguard(t, append([]string{"snapshot", "copy", "--to", tc.to}, all...)...)
+				require.Equal(t, 0, r.code, r.stderr)
+				require.Contains(t, r.stdout, tc.says)
+				var copied repository.Manifest
+				to := archive
+				if tc.to == "plain" {
+					to = plain
+				}
+				require.NoError(t, json.Unmarshal(readObject(t, to, repository.ManifestName(m.ID)), &copied))
+				found := false
+				for _, tr := range copied.Targets {
+					if tr.Name == tc.to {
+						found = true
+						require.Equal(t, tc.check, tr.Check)
+						require.Equal(t, "src", tr.CopiedFrom)
+					}
+				}
+				require.True(t, found, "the copy's manifest records how it was checked")
+				r = etcdguard(t, "snapshot", "verify", m.ID, "--target", to)
+				require.Equal(t, 0, r.code, r.stderr)
+			}
 		})
 	}
 }

@@ -91,3 +91,18 @@ type Sweeper interface {
 	// prefix, and returns what it removed, for messages.
 	SweepPartial(ctx context.Context, prefix string) ([]string, error)
 }
+
+// Archival is implemented by backends where some objects cannot be read back at once after they
+// are saved (S3's GLACIER and DEEP_ARCHIVE storage classes need a restore request first): a copy
+// into such a backend is checked by the server's checksum (Checksumer) instead of a read-back.
+type Archival interface {
+	// Archived reports whether an object saved under name cannot be read back at once.
+	Archived(name string) bool
+}
+
+// Checksumer is implemented by backends whose server computes, checks and keeps a CRC-32C
+// (Castagnoli) of each object's whole content when it is saved.
+type Checksumer interface {
+	// ServerCRC32C returns the CRC-32C the server kept for the object.
+	ServerCRC32C(ctx context.Context, name string) (uint32, error)
+}

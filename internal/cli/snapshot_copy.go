@@ -105,6 +105,7 @@ mounted during 'snapshot save' is mounted again.`,
 				ID    string `json:"id"`
 				From  string `json:"from,omitempty"`
 				Bytes int64  `json:"bytes"`
+				Check string `json:"check,omitempty"`
 				Error string `json:"error,omitempty"`
 			}
 			var results []copyResult
@@ -121,10 +122,10 @@ mounted during 'snapshot save' is mounted again.`,
 					continue
 				}
 				var err error
-				from := ""
+				from, check := "", ""
 				for _, c := range snapshot.PreferredOrder(e.Copies) {
 					from = c.Repo.Target.Name
-					if err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil || errors.Is(err, backend.ErrExist) {
+					if check, err = snapshot.CopyTo(ctx, s.logger, c, dst, env.Now()); err == nil || errors.Is(err, backend.ErrExist) {
 						break // done, or something of dst is in the way whatever the source
 					}
 					s.logger.Warn("copy failed; trying another source", "id", e.Manifest.ID, "from", c.Repo.Target.Name, "error", err)
@@ -135,9 +136,13 @@ mounted during 'snapshot save' is mounted again.`,
 					continue
 				}
 				copied++
-				results = append(results, copyResult{ID: e.Manifest.ID, From: from, Bytes: e.Manifest.StoredSize})
+				results = append(results, copyResult{ID: e.Manifest.ID, From: from, Bytes: e.Manifest.StoredSize, Check: check})
 				if s.output == "table" {
-					fmt.Fprintf(env.Stdout, "copied %s to %s from %s (%s), read back and verified\n", e.Manifest.ID, o.to, from, humanBytes(e.Manifest.StoredSize))
+					how := "read back and verified"
+					if check == snapshot.CheckServerCRC32C {
+						how = "verified by the server's CRC-32C of the whole object (archive storage class: it cannot be read back at once)"
+					}
+					fmt.Fprintf(env.Stdout, "copied %s to %s from %s (%s), %s\n", e.Manifest.ID, o.to, from, humanBytes(e.Manifest.StoredSize), how)
 				}
 			}
 			if s.output == "json" {

@@ -17,7 +17,7 @@ const Placeholder = "REDACTED"
 // know, none of which holds a secret. Any other parameter's value is replaced, whatever its
 // name, since its name cannot tell whether it holds one.
 var safeParams = map[string]bool{
-	"endpoint": true, "region": true, "storage-class": true, "name": true, "media": true, "offline": true,
+	"endpoint": true, "region": true, "storage-class": true, "archive": true, "name": true, "media": true, "offline": true,
 }
 
 // knownSchemes are the schemes shown in front of an opaque part.

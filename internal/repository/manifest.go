@@ -103,6 +103,10 @@ type TargetResult struct {
 	Error string `json:"error,omitempty"`
 	// CopiedFrom names the target a later `snapshot copy` read the data from.
 	CopiedFrom string `json:"copied_from,omitempty"`
+	// Check says how a copied data object was checked once written: "read-back" (read from the
+	// medium and hashed) or "server-crc32c" (an archive storage class, which cannot be read back
+	// at once: the server's CRC-32C of the whole object against the one computed while sending).
+	Check string `json:"check,omitempty"`
 }
 
 // Target result states.

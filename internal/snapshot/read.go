@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
+	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
@@ -303,25 +305,26 @@ func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir str
 // the copy in dst before writing dst's manifest. It never saves over an object of dst (SaveNew:
 // an object already under the name fails the copy with backend.ErrExist and is left as it is),
 // and removes only the data object it wrote itself.
-func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repository, now time.Time) error {
+func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repository, now time.Time) (string, error) {
 	m := src.Manifest
 	rc, err := src.Repo.OpenData(ctx, m)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer rc.Close()
-	vr := &verifyingReader{r: rc, h: sha256.New(), size: m.StoredSize, sum: m.StoredSHA256, name: src.Repo.Target.Name + ":" + m.Data}
+	crc := crc32.New(crc32.MakeTable(crc32.Castagnoli))
+	vr := &verifyingReader{r: io.TeeReader(rc, crc), h: sha256.New(), size: m.StoredSize, sum: m.StoredSHA256, name: src.Repo.Target.Name + ":" + m.Data}
 	if _, err := dst.SaveNew(ctx, m.Data, vr); err != nil {
-		return fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
+		return "", fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
 	}
-	// Read the copy back from the medium: for tape and removable disks, this is the check.
-	if err := readBack(ctx, dst, m); err != nil {
+	check, err := checkCopy(ctx, dst, m, crc.Sum32())
+	if err != nil {
 		_ = dst.Backend().Remove(ctx, m.Data) // written by this copy, just now
-		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
+		return "", fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
 	result := repository.TargetResult{
 		Name: dst.Target.Name, URL: dst.Target.Redacted(), Media: dst.Target.Media, Offline: dst.Target.Offline,
-		State: repository.StateStored, CopiedFrom: src.Repo.Target.Name,
+		State: repository.StateStored, CopiedFrom: src.Repo.Target.Name, Check: check,
 	}
 	replaced := false
 	for i, t := range m.Targets {
@@ -335,10 +338,38 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	if err := dst.SaveNewManifest(ctx, m); err != nil {
 		// The data object stays: without a manifest it is incomplete, and the next run that
 		// holds the lock removes it (unless something odd is under the manifest's name).
-		return fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
+		return "", fmt.Errorf("copy %s to %s: %w", m.ID, dst.Target.Name, err)
 	}
-	lg.Info("copied backup", "id", m.ID, "from", src.Repo.Target.Name, "to", dst.Target.Name, "bytes", m.StoredSize)
-	return nil
+	lg.Info("copied backup", "id", m.ID, "from", src.Repo.Target.Name, "to", dst.Target.Name, "bytes", m.StoredSize, "check", check)
+	return check, nil
+}
+
+// Copy checks.
+const (
+	CheckReadBack     = "read-back"
+	CheckServerCRC32C = "server-crc32c"
+)
+
+// checkCopy checks a data object just copied: read back from the medium (for tape and removable
+// disks this is the check), or, where it cannot be read back at once (an archive storage class),
+// by the CRC-32C the server computed and kept against sent, the one computed while sending.
+func checkCopy(ctx context.Context, dst *repository.Repository, m repository.Manifest, sent uint32) (string, error) {
+	ar, archival := dst.Backend().(backend.Archival)
+	if !archival || !ar.Archived(m.Data) {
+		return CheckReadBack, readBack(ctx, dst, m)
+	}
+	cs, ok := dst.Backend().(backend.Checksumer)
+	if !ok {
+		return "", fmt.Errorf("%s cannot be read back at once and its storage keeps no checksum: it cannot be checked", m.Data)
+	}
+	got, err := cs.ServerCRC32C(ctx, m.Data)
+	if err != nil {
+		return "", err
+	}
+	if got != sent {
+		return "", fmt.Errorf("%w: the server's CRC-32C of %s is %08x; %08x was sent", ErrCorrupt, m.Data, got, sent)
+	}
+	return CheckServerCRC32C, nil
 }
 
 // readBack reads a stored data object back and compares its size and SHA-256 with the manifest.

@@ -5,6 +5,8 @@ package s3
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +89,10 @@ type Config struct {
 	PartSize uint64
 	// Concurrency is how many parts Save uploads at once; zero means DefaultConcurrency.
 	Concurrency uint
+	// Archive marks every object StorageClass applies to as not readable at once, as GLACIER and
+	// DEEP_ARCHIVE objects are (a gateway to tape, say): copies into it are checked by the
+	// server's checksum instead of being read back.
+	Archive bool
 }
 
 // ParseURL reads a Config from a URL of the form
@@ -121,8 +128,14 @@ func ParseURL(u *url.URL) (Config, error) {
 			cfg.Region = v
 		case "storage-class":
 			cfg.StorageClass = strings.ToUpper(v)
+		case "archive":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return Config{}, fmt.Errorf("parse S3 URL %s: archive=%q is not true or false", redacted, v)
+			}
+			cfg.Archive = b
 		default:
-			return Config{}, fmt.Errorf("parse S3 URL %s: unknown parameter %q (known: endpoint, region, storage-class)", redacted, key)
+			return Config{}, fmt.Errorf("parse S3 URL %s: unknown parameter %q (known: endpoint, region, storage-class, archive)", redacted, key)
 		}
 	}
 	if err := cfg.validate(); err != nil {
@@ -189,11 +202,56 @@ type S3 struct {
 	location     string
 	storageClass string
 	classApplies func(name string) bool
+	archive      bool
 	partSize     uint64
 	concurrency  uint
 }
 
-var _ backend.Backend = (*S3)(nil)
+var (
+	_ backend.Backend    = (*S3)(nil)
+	_ backend.Archival   = (*S3)(nil)
+	_ backend.Checksumer = (*S3)(nil)
+)
+
+// classOf is the storage class an object is saved in ("" for the bucket's default).
+func (s *S3) classOf(name string) string {
+	if s.classApplies != nil && !s.classApplies(name) {
+		return ""
+	}
+	return s.storageClass
+}
+
+// Archived reports whether an object saved under name cannot be read back at once: it is in an
+// archive storage class (GLACIER, DEEP_ARCHIVE), or the target is marked archive=true.
+func (s *S3) Archived(name string) bool {
+	switch c := s.classOf(name); {
+	case c == "GLACIER" || c == "DEEP_ARCHIVE":
+		return true
+	case s.archive:
+		return s.classApplies == nil || s.classApplies(name)
+	}
+	return false
+}
+
+// ServerCRC32C returns the CRC-32C of the whole object that the server computed and checked when
+// it was saved. It fails with backend.ErrNotExist when there is no such object, and when the
+// server kept no full-object checksum (an object saved before etcdguard asked for one).
+func (s *S3) ServerCRC32C(ctx context.Context, name string) (uint32, error) {
+	key, err := s.key(name)
+	if err != nil {
+		return 0, fmt.Errorf("checksum of %s in %s: %w", name, s.bucketURL(), err)
+	}
+	doing := fmt.Sprintf("checksum of %s in %s", name, s.bucketURL())
+	info, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{Checksum: true})
+	if err != nil {
+		return 0, s.mapErr(ctx, doing, err)
+	}
+	raw, err := base64.StdEncoding.DecodeString(info.ChecksumCRC32C)
+	if err != nil || len(raw) != 4 || (info.ChecksumMode != "" && info.ChecksumMode != "FULL_OBJECT") {
+		return 0, fmt.Errorf("%s: %w: the server kept no CRC-32C of the whole object (%q, %s)", doing, backend.ErrNotExist, info.ChecksumCRC32C, info.ChecksumMode)
+	}
+	return binary.BigEndian.Uint32(raw), nil
+}
 
 // New connects to the bucket cfg names and checks that it exists and that the credentials may
 // use it. A bucket that does not exist, credentials the server refuses and an endpoint that
@@ -219,6 +277,7 @@ func New(ctx context.Context, cfg Config) (*S3, error) {
 		location:     "s3://" + cfg.Bucket,
 		storageClass: cfg.StorageClass,
 		classApplies: cfg.StorageClassApplies,
+		archive:      cfg.Archive,
 		partSize:     cfg.PartSize,
 		concurrency:  cfg.Concurrency,
 	}
@@ -304,15 +363,13 @@ func (s *S3) Save(ctx context.Context, name string, rd io.Reader) (int64, error)
 	if err != nil {
 		return 0, s.saveErr(ctx, doing, cr, key, false, err)
 	}
-	class := s.storageClass
-	if s.classApplies != nil && !s.classApplies(name) {
-		class = ""
-	}
 	opts := minio.PutObjectOptions{
 		ContentType:  "application/octet-stream",
-		StorageClass: class,
-		Checksum:     minio.ChecksumCRC32C,
-		PartSize:     s.partSize,
+		StorageClass: s.classOf(name),
+		// A CRC-32C of the whole object, checked by the server when the upload completes and
+		// kept with the object: ServerCRC32C returns it.
+		Checksum: minio.ChecksumFullObjectCRC32C,
+		PartSize: s.partSize,
 	}
 	var info minio.UploadInfo
 	if eof {

@@ -3,8 +3,10 @@ package s3_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/url"
 	"runtime"
@@ -48,7 +50,7 @@ func TestParseURL(t *testing.T) {
 		{url: "s3:///p", wantErr: "want s3://bucket/prefix"},
 		{url: "s3://Bad_Bucket/p", wantErr: `bucket "Bad_Bucket"`},
 		{url: "s3://bkt/p?storage-class=COLD", wantErr: `storage class "COLD" is not supported: use one of STANDARD, STANDARD_IA, GLACIER, DEEP_ARCHIVE`},
-		{url: "s3://bkt/p?sotrage-class=GLACIER", wantErr: `unknown parameter "sotrage-class" (known: endpoint, region, storage-class)`},
+		{url: "s3://bkt/p?sotrage-class=GLACIER", wantErr: `unknown parameter "sotrage-class" (known: endpoint, region, storage-class, archive)`},
 		{url: "s3://bkt/p?region=a&region=b", wantErr: "parameter region is given 2 times"},
 		{url: "s3://bkt/p?endpoint=127.0.0.1:9000", wantErr: "want http://host[:port] or https://host[:port]"},
 		{url: "s3://bkt/p?endpoint=ftp://host", wantErr: "want http://host[:port] or https://host[:port]"},
@@ -492,4 +494,48 @@ func TestStorageClassApplies(t *testing.T) {
 	require.NoError(t, err, "saved in the default class")
 	_, err = b.Save(t.Context(), "data", strings.NewReader("bytes"))
 	require.ErrorContains(t, err, `does not accept storage class "DEEP_ARCHIVE"`)
+}
+
+// TestServerCRC32C: the server keeps a CRC-32C of each whole object, single-part or multipart,
+// equal to the one computed over the bytes sent; objects of an archive storage class (or of an
+// archive=true target) are the ones that cannot be read back at once.
+func TestServerCRC32C(t *testing.T) {
+	m := testenv.StartMinIO(t)
+	m.CreateBucket(t, "crc")
+	b := newS3(t, m, s3.Config{Bucket: "crc", PartSize: 5 << 20})
+	table := crc32.MakeTable(crc32.Castagnoli)
+	for _, size := range []int{1000, 12 << 20} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			data := make([]byte, size)
+			_, _ = rand.Read(data)
+			name := fmt.Sprintf("snapshots/x/snapshot.db-%d", size)
+			_, err := b.Save(t.Context(), name, bytes.NewReader(data))
+			require.NoError(t, err)
+			got, err := b.ServerCRC32C(t.Context(), name)
+			require.NoError(t, err)
+			require.Equal(t, crc32.Checksum(data, table), got)
+		})
+	}
+	_, err := b.ServerCRC32C(t.Context(), "snapshots/none")
+	require.ErrorIs(t, err, backend.ErrNotExist)
+
+	isData := func(name string) bool { return strings.HasSuffix(name, ".db") }
+	cases := []struct {
+		cfg  s3.Config
+		name string
+		want bool
+	}{
+		{s3.Config{}, "a.db", false},
+		{s3.Config{StorageClass: "STANDARD_IA", StorageClassApplies: isData}, "a.db", false},
+		{s3.Config{StorageClass: "DEEP_ARCHIVE", StorageClassApplies: isData}, "a.db", true},
+		{s3.Config{StorageClass: "GLACIER", StorageClassApplies: isData}, "a.db", true},
+		{s3.Config{StorageClass: "GLACIER", StorageClassApplies: isData}, "manifest.json", false},
+		{s3.Config{Archive: true, StorageClassApplies: isData}, "a.db", true},
+		{s3.Config{Archive: true, StorageClassApplies: isData}, "manifest.json", false},
+	}
+	for _, tc := range cases {
+		cfg := tc.cfg
+		cfg.Bucket = "crc"
+		require.Equal(t, tc.want, newS3(t, m, cfg).Archived(tc.name), "%+v %s", tc.cfg, tc.name)
+	}
 }
