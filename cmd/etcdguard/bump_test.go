@@ -107,48 +107,52 @@ func TestBackupAfterBumpedRestore(t *testing.T) {
 // further; a bump of 2^63-1, or one that would wrap the revision past it, is a usage error
 // (exit 2) naming the flag, and no data dir is created.
 func TestRestoreBumpBounds(t *testing.T) {
-	c := startCluster(t, "3.6")
-	loadData(t, c, 100, 20)
-	repo := filepath.Join(t.TempDir(), "repo")
-	m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
-	file := filepath.Join(t.TempDir(), "snapshot.db")
-	r := etcdguard(t, "snapshot", "get", m.ID, "--output", file, "--target", "file://"+repo)
-	require.Equal(t, 0, r.code, r.stderr)
-	rev := m.Revision
-	require.Positive(t, rev)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadData(t, c, 100, 20)
+			repo := filepath.Join(t.TempDir(), "repo")
+			m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
+			file := filepath.Join(t.TempDir(), "snapshot.db")
+			r := etcdguard(t, "snapshot", "get", m.ID, "--output", file, "--target", "file://"+repo)
+			require.Equal(t, 0, r.code, r.stderr)
+			rev := m.Revision
+			require.Positive(t, rev)
 
-	largest := uint64(restore.MaxBumpedRevision - rev)
-	cases := []struct {
-		name   string
-		bump   uint64
-		code   int
-		stderr []string
-	}{
-		{"2^63-1", math.MaxInt64, 2, []string{"--bump-revision 9223372036854775807", "wrap around"}},
-		{"wraps past 2^63-1", uint64(math.MaxInt64-rev) + 1, 2, []string{fmt.Sprintf("--bump-revision %d", uint64(math.MaxInt64-rev)+1), "wrap around"}},
-		{"one past 2^53", largest + 1, 2, []string{fmt.Sprintf("--bump-revision %d", largest+1), fmt.Sprintf("the largest bump for this snapshot is %d", largest)}},
-		{"up to 2^53", largest, 0, nil},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			mem := c.Members()[0]
-			parent := t.TempDir()
-			dataDir := filepath.Join(parent, "member")
-			r := etcdguard(t, "restore", file, "--data-dir", dataDir, "--name", mem.Name, "--initial-cluster", c.InitialCluster(),
-				"--initial-advertise-peer-urls", mem.PeerURL, "--bump-revision", fmt.Sprint(tc.bump))
-			require.Equal(t, tc.code, r.code, r.stderr)
-			for _, s := range tc.stderr {
-				require.Contains(t, r.stderr, s)
+			largest := uint64(restore.MaxBumpedRevision - rev)
+			cases := []struct {
+				name   string
+				bump   uint64
+				code   int
+				stderr []string
+			}{
+				{"2^63-1", math.MaxInt64, 2, []string{"--bump-revision 9223372036854775807", "wrap around"}},
+				{"wraps past 2^63-1", uint64(math.MaxInt64-rev) + 1, 2, []string{fmt.Sprintf("--bump-revision %d", uint64(math.MaxInt64-rev)+1), "wrap around"}},
+				{"one past 2^53", largest + 1, 2, []string{fmt.Sprintf("--bump-revision %d", largest+1), fmt.Sprintf("the largest bump for this snapshot is %d", largest)}},
+				{"up to 2^53", largest, 0, nil},
 			}
-			if tc.code != 0 {
-				entries, err := os.ReadDir(parent)
-				require.NoError(t, err)
-				require.Empty(t, entries, "a refused restore leaves nothing behind")
-				return
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					mem := c.Members()[0]
+					parent := t.TempDir()
+					dataDir := filepath.Join(parent, "member")
+					r := etcdguard(t, "restore", file, "--data-dir", dataDir, "--name", mem.Name, "--initial-cluster", c.InitialCluster(),
+						"--initial-advertise-peer-urls", mem.PeerURL, "--bump-revision", fmt.Sprint(tc.bump))
+					require.Equal(t, tc.code, r.code, r.stderr)
+					for _, s := range tc.stderr {
+						require.Contains(t, r.stderr, s)
+					}
+					if tc.code != 0 {
+						entries, err := os.ReadDir(parent)
+						require.NoError(t, err)
+						require.Empty(t, entries, "a refused restore leaves nothing behind")
+						return
+					}
+					st, err := snapshot.ReadStatus(t.Context(), filepath.Join(dataDir, "member", "snap", "db"))
+					require.NoError(t, err)
+					require.Equal(t, restore.MaxBumpedRevision, st.Revision, "the revision went up to 2^53, not around")
+				})
 			}
-			st, err := snapshot.ReadStatus(t.Context(), filepath.Join(dataDir, "member", "snap", "db"))
-			require.NoError(t, err)
-			require.Equal(t, restore.MaxBumpedRevision, st.Revision, "the revision went up to 2^53, not around")
 		})
 	}
 }

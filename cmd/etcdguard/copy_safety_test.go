@@ -67,62 +67,66 @@ func putObject(t *testing.T, targetURL, name string, data []byte) {
 // manifest that cannot be read is never replaced (it was taken for absent, and both the data and
 // the manifest were written over).
 func TestCopyNeverOverwrites(t *testing.T) {
-	c := startCluster(t, "3.6")
-	loadData(t, c, 300, 100)
-	_, s3URL := startS3(t)
-	dsts := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"local", func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "dst") + "?name=dst" }},
-		{"s3", func(t *testing.T) string {
-			return s3URL[:len("s3://etcd-backups/")] + filepath.Base(t.TempDir()) + s3URL[len("s3://etcd-backups/prod"):] + "&name=dst"
-		}},
-	}
-	for _, d := range dsts {
-		t.Run(d.name, func(t *testing.T) {
-			src := "file://" + filepath.Join(t.TempDir(), "src") + "?name=src"
-			dst := d.url(t)
-			both := []string{"--target", src, "--target", dst}
-			x := saveJSON(t, 0, append([]string{"--target", dst}, tlsFlags(c)...)...)
-			xSum := objectSum(t, dst, x.Data)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadData(t, c, 300, 100)
+			_, s3URL := startS3(t)
+			dsts := []struct {
+				name string
+				url  func(t *testing.T) string
+			}{
+				{"local", func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "dst") + "?name=dst" }},
+				{"s3", func(t *testing.T) string {
+					return s3URL[:len("s3://etcd-backups/")] + filepath.Base(t.TempDir()) + s3URL[len("s3://etcd-backups/prod"):] + "&name=dst"
+				}},
+			}
+			for _, d := range dsts {
+				t.Run(d.name, func(t *testing.T) {
+					src := "file://" + filepath.Join(t.TempDir(), "src") + "?name=src"
+					dst := d.url(t)
+					both := []string{"--target", src, "--target", dst}
+					x := saveJSON(t, 0, append([]string{"--target", dst}, tlsFlags(c)...)...)
+					xSum := objectSum(t, dst, x.Data)
 
-			t.Run("source manifest naming another backup's data", func(t *testing.T) {
-				// In src, backup y's manifest names the data object of backup x (which src does
-				// not hold), and y's data is stored under that name: what y's manifest says of
-				// the stored bytes is true, so only the name check can catch it.
-				y := saveJSON(t, 0, append([]string{"--target", src}, tlsFlags(c)...)...)
-				forged := y
-				forged.Data = x.Data
-				data, err := json.Marshal(forged)
-				require.NoError(t, err)
-				putObject(t, src, repository.ManifestName(y.ID), data)
-				putObject(t, src, x.Data, readObject(t, src, y.Data))
+					t.Run("source manifest naming another backup's data", func(t *testing.T) {
+						// In src, backup y's manifest names the data object of backup x (which src does
+						// not hold), and y's data is stored under that name: what y's manifest says of
+						// the stored bytes is true, so only the name check can catch it.
+						y := saveJSON(t, 0, append([]string{"--target", src}, tlsFlags(c)...)...)
+						forged := y
+						forged.Data = x.Data
+						data, err := json.Marshal(forged)
+						require.NoError(t, err)
+						putObject(t, src, repository.ManifestName(y.ID), data)
+						putObject(t, src, x.Data, readObject(t, src, y.Data))
 
-				r := etcdguard(t, append([]string{"snapshot", "copy", "--to", "dst"}, both...)...)
-				require.Contains(t, r.stderr, "names the data object")
-				require.Equal(t, xSum, objectSum(t, dst, x.Data), "backup %s in dst is untouched", x.ID)
-				r = etcdguard(t, "snapshot", "verify", "--all", "--target", dst)
-				require.Equal(t, 0, r.code, r.stderr)
-				l := list(t, "--target", dst)
-				require.Len(t, l.Backups, 1, "the forged backup was not copied")
-				require.Equal(t, x.ID, l.Backups[0].ID)
-			})
+						r := etcdguard(t, append([]string{"snapshot", "copy", "--to", "dst"}, both...)...)
+						require.Contains(t, r.stderr, "names the data object")
+						require.Equal(t, xSum, objectSum(t, dst, x.Data), "backup %s in dst is untouched", x.ID)
+						r = etcdguard(t, "snapshot", "verify", "--all", "--target", dst)
+						require.Equal(t, 0, r.code, r.stderr)
+						l := list(t, "--target", dst)
+						require.Len(t, l.Backups, 1, "the forged backup was not copied")
+						require.Equal(t, x.ID, l.Backups[0].ID)
+					})
 
-			t.Run("destination manifest that cannot be read", func(t *testing.T) {
-				z := saveJSON(t, 0, append(both, tlsFlags(c)...)...)
-				garbage := []byte("{\"format\": 1, \"id\": \"" + z.ID + "\", cut short by a crash")
-				putObject(t, dst, repository.ManifestName(z.ID), garbage)
-				zSum := objectSum(t, dst, z.Data)
+					t.Run("destination manifest that cannot be read", func(t *testing.T) {
+						z := saveJSON(t, 0, append(both, tlsFlags(c)...)...)
+						garbage := []byte("{\"format\": 1, \"id\": \"" + z.ID + "\", cut short by a crash")
+						putObject(t, dst, repository.ManifestName(z.ID), garbage)
+						zSum := objectSum(t, dst, z.Data)
 
-				r := etcdguard(t, append([]string{"snapshot", "copy", "--to", "dst"}, both...)...)
-				require.NotEqual(t, 0, r.code, "the copy of %s fails", z.ID)
-				require.Contains(t, r.stderr, "not replaced")
-				sum := sha256.Sum256(garbage)
-				require.Equal(t, sum[:], objectSum(t, dst, repository.ManifestName(z.ID)), "the unreadable manifest is left as it is")
-				require.Equal(t, zSum, objectSum(t, dst, z.Data), "its data object is left as it is")
-				require.Equal(t, xSum, objectSum(t, dst, x.Data))
-			})
+						r := etcdguard(t, append([]string{"snapshot", "copy", "--to", "dst"}, both...)...)
+						require.NotEqual(t, 0, r.code, "the copy of %s fails", z.ID)
+						require.Contains(t, r.stderr, "not replaced")
+						sum := sha256.Sum256(garbage)
+						require.Equal(t, sum[:], objectSum(t, dst, repository.ManifestName(z.ID)), "the unreadable manifest is left as it is")
+						require.Equal(t, zSum, objectSum(t, dst, z.Data), "its data object is left as it is")
+						require.Equal(t, xSum, objectSum(t, dst, x.Data))
+					})
+				})
+			}
 		})
 	}
 }
@@ -131,38 +135,42 @@ func TestCopyNeverOverwrites(t *testing.T) {
 // was taken for an incomplete upload and its data deleted by the next save. Now it is left as it
 // is and reported.
 func TestSaveKeepsOddBackups(t *testing.T) {
-	c := startCluster(t, "3.6")
-	loadData(t, c, 100, 10)
-	cases := []struct {
-		name string
-		odd  func(t *testing.T, manifest string)
-	}{
-		{"symlink", func(t *testing.T, manifest string) {
-			moved := filepath.Join(t.TempDir(), "manifest.json")
-			require.NoError(t, os.Rename(manifest, moved))
-			require.NoError(t, os.Symlink(moved, manifest))
-		}},
-		{"folder", func(t *testing.T, manifest string) {
-			require.NoError(t, os.Remove(manifest))
-			require.NoError(t, os.Mkdir(manifest, 0o700))
-		}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			repo := filepath.Join(t.TempDir(), "repo")
-			m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
-			data := filepath.Join(repo, filepath.FromSlash(m.Data))
-			before, err := os.ReadFile(data)
-			require.NoError(t, err)
-			tc.odd(t, filepath.Join(repo, filepath.FromSlash(repository.ManifestName(m.ID))))
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadData(t, c, 100, 10)
+			cases := []struct {
+				name string
+				odd  func(t *testing.T, manifest string)
+			}{
+				{"symlink", func(t *testing.T, manifest string) {
+					moved := filepath.Join(t.TempDir(), "manifest.json")
+					require.NoError(t, os.Rename(manifest, moved))
+					require.NoError(t, os.Symlink(moved, manifest))
+				}},
+				{"folder", func(t *testing.T, manifest string) {
+					require.NoError(t, os.Remove(manifest))
+					require.NoError(t, os.Mkdir(manifest, 0o700))
+				}},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					repo := filepath.Join(t.TempDir(), "repo")
+					m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
+					data := filepath.Join(repo, filepath.FromSlash(m.Data))
+					before, err := os.ReadFile(data)
+					require.NoError(t, err)
+					tc.odd(t, filepath.Join(repo, filepath.FromSlash(repository.ManifestName(m.ID))))
 
-			r := etcdguard(t, append([]string{"snapshot", "save", "--target", "file://" + repo}, tlsFlags(c)...)...)
-			require.Equal(t, 0, r.code, r.stderr)
-			require.Contains(t, r.stderr, "odd backup folder left as it is")
-			require.Contains(t, r.stderr, m.ID)
-			after, err := os.ReadFile(data)
-			require.NoError(t, err, "the data of backup %s is still there", m.ID)
-			require.Equal(t, before, after)
+					r := etcdguard(t, append([]string{"snapshot", "save", "--target", "file://" + repo}, tlsFlags(c)...)...)
+					require.Equal(t, 0, r.code, r.stderr)
+					require.Contains(t, r.stderr, "odd backup folder left as it is")
+					require.Contains(t, r.stderr, m.ID)
+					after, err := os.ReadFile(data)
+					require.NoError(t, err, "the data of backup %s is still there", m.ID)
+					require.Equal(t, before, after)
+				})
+			}
 		})
 	}
 }

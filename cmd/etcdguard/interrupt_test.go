@@ -22,6 +22,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
 // TestMain lets the test binary act as etcdguard itself when ETCDGUARD_TEST_AS_MAIN is set, so
@@ -174,72 +175,76 @@ func startSave(t *testing.T, repo string, args ...string) (*exec.Cmd, *bytes.Buf
 // target") and leave nothing behind; SIGKILL leaves the plain scratch snapshot, which the next
 // run sweeps (it stayed on disk, one more per crash).
 func TestSaveSignals(t *testing.T) {
-	c := startCluster(t, "3.6")
-	loadBulk(t, c, 96)
-	minio, s3URL := startS3(t)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			c := startCluster(t, version)
+			loadBulk(t, c, 96)
+			minio, s3URL := startS3(t)
 
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-		t.Run(sig.String(), func(t *testing.T) {
-			repo := filepath.Join(t.TempDir(), "repo")
-			work := t.TempDir()
-			prefix := "sig-" + filepath.Base(t.TempDir())
-			s3Target := strings.Replace(s3URL, "/prod?", "/"+prefix+"?", 1)
-			cmd, out := startSave(t, repo, append([]string{"--target", s3Target, "--work-dir", work}, tlsFlags(c)...)...)
-			require.NoError(t, cmd.Process.Signal(sig))
-			err := cmd.Wait()
-			var exitErr *exec.ExitError
-			require.ErrorAs(t, err, &exitErr, "%s", out)
-			require.Equal(t, 130, exitErr.ExitCode(), "%s", out)
-			require.Contains(t, out.String(), "Error: interrupted by a signal")
-			requireNoSecrets(t, out.String())
+			for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+				t.Run(sig.String(), func(t *testing.T) {
+					repo := filepath.Join(t.TempDir(), "repo")
+					work := t.TempDir()
+					prefix := "sig-" + filepath.Base(t.TempDir())
+					s3Target := strings.Replace(s3URL, "/prod?", "/"+prefix+"?", 1)
+					cmd, out := startSave(t, repo, append([]string{"--target", s3Target, "--work-dir", work}, tlsFlags(c)...)...)
+					require.NoError(t, cmd.Process.Signal(sig))
+					err := cmd.Wait()
+					var exitErr *exec.ExitError
+					require.ErrorAs(t, err, &exitErr, "%s", out)
+					require.Equal(t, 130, exitErr.ExitCode(), "%s", out)
+					require.Contains(t, out.String(), "Error: interrupted by a signal")
+					requireNoSecrets(t, out.String())
 
-			left, _ := filepath.Glob(filepath.Join(repo, "snapshots", "*", "*"))
-			require.Empty(t, left, "no partial file is left in the local target")
-			locks, _ := filepath.Glob(filepath.Join(repo, "locks", "*"))
-			require.Empty(t, locks, "the lock is released")
-			scratch, _ := os.ReadDir(work)
-			require.Empty(t, scratch, "the scratch snapshot is removed")
-			mc := minio.Client(t)
-			for obj := range mc.ListObjects(t.Context(), "etcd-backups", minio7ListOptions(prefix+"/")) {
-				require.NoError(t, obj.Err)
-				require.Fail(t, "an object is left in S3", obj.Key)
+					left, _ := filepath.Glob(filepath.Join(repo, "snapshots", "*", "*"))
+					require.Empty(t, left, "no partial file is left in the local target")
+					locks, _ := filepath.Glob(filepath.Join(repo, "locks", "*"))
+					require.Empty(t, locks, "the lock is released")
+					scratch, _ := os.ReadDir(work)
+					require.Empty(t, scratch, "the scratch snapshot is removed")
+					mc := minio.Client(t)
+					for obj := range mc.ListObjects(t.Context(), "etcd-backups", minio7ListOptions(prefix+"/")) {
+						require.NoError(t, obj.Err)
+						require.Fail(t, "an object is left in S3", obj.Key)
+					}
+					for u := range mc.ListIncompleteUploads(t.Context(), "etcd-backups", prefix+"/", true) {
+						require.NoError(t, u.Err)
+						require.Fail(t, "an incomplete multipart upload is left in S3", u.Key)
+					}
+				})
 			}
-			for u := range mc.ListIncompleteUploads(t.Context(), "etcd-backups", prefix+"/", true) {
-				require.NoError(t, u.Err)
-				require.Fail(t, "an incomplete multipart upload is left in S3", u.Key)
-			}
+
+			t.Run("SIGKILL, then the next run sweeps the scratch snapshot", func(t *testing.T) {
+				repo := filepath.Join(t.TempDir(), "repo")
+				work := t.TempDir()
+				// A live run's scratch folder (this process's): never swept.
+				live, err := snapshot.MakeScratch(work, "save")
+				require.NoError(t, err)
+				cmd, out := startSave(t, repo, append([]string{"--work-dir", work}, tlsFlags(c)...)...)
+				require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+				_ = cmd.Wait()
+				var killed []string
+				dirs, _ := filepath.Glob(filepath.Join(work, "etcdguard-save-*"))
+				for _, d := range dirs {
+					if d != live {
+						killed = append(killed, d)
+					}
+				}
+				require.Len(t, killed, 1, "the killed run left its scratch folder: %s", out)
+				st, err := os.Stat(filepath.Join(killed[0], "snapshot.db"))
+				require.NoError(t, err)
+				require.Positive(t, st.Size(), "with a plain snapshot in it")
+
+				r := etcdguard(t, append([]string{"snapshot", "save", "--compression", "none", "--target", "file://" + repo, "--work-dir", work}, tlsFlags(c)...)...)
+				require.Equal(t, 0, r.code, r.stderr)
+				require.Contains(t, r.stderr, "removed scratch folders of interrupted runs")
+				_, err = os.Stat(killed[0])
+				require.ErrorIs(t, err, os.ErrNotExist, "the killed run's scratch folder is gone")
+				require.DirExists(t, live, "a live run's scratch folder is left alone")
+				require.Len(t, list(t, "--target", "file://"+repo).Backups, 1)
+			})
 		})
 	}
-
-	t.Run("SIGKILL, then the next run sweeps the scratch snapshot", func(t *testing.T) {
-		repo := filepath.Join(t.TempDir(), "repo")
-		work := t.TempDir()
-		// A live run's scratch folder (this process's): never swept.
-		live, err := snapshot.MakeScratch(work, "save")
-		require.NoError(t, err)
-		cmd, out := startSave(t, repo, append([]string{"--work-dir", work}, tlsFlags(c)...)...)
-		require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
-		_ = cmd.Wait()
-		var killed []string
-		dirs, _ := filepath.Glob(filepath.Join(work, "etcdguard-save-*"))
-		for _, d := range dirs {
-			if d != live {
-				killed = append(killed, d)
-			}
-		}
-		require.Len(t, killed, 1, "the killed run left its scratch folder: %s", out)
-		st, err := os.Stat(filepath.Join(killed[0], "snapshot.db"))
-		require.NoError(t, err)
-		require.Positive(t, st.Size(), "with a plain snapshot in it")
-
-		r := etcdguard(t, append([]string{"snapshot", "save", "--compression", "none", "--target", "file://" + repo, "--work-dir", work}, tlsFlags(c)...)...)
-		require.Equal(t, 0, r.code, r.stderr)
-		require.Contains(t, r.stderr, "removed scratch folders of interrupted runs")
-		_, err = os.Stat(killed[0])
-		require.ErrorIs(t, err, os.ErrNotExist, "the killed run's scratch folder is gone")
-		require.DirExists(t, live, "a live run's scratch folder is left alone")
-		require.Len(t, list(t, "--target", "file://"+repo).Backups, 1)
-	})
 }
 
 // sourceRecorder is a slog handler that remembers the endpoint of the last "taking snapshot".

@@ -8,6 +8,8 @@ import (
 
 	"filippo.io/age"
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
 // TestKeyMaterialNeverPrinted passes age identities (secret keys) where recipients belong, and
@@ -76,61 +78,65 @@ func TestKeyMaterialNeverPrinted(t *testing.T) {
 // a URL that does not even parse) to the commands that name targets, against a real cluster
 // and MinIO: no message, log line, report or manifest shows them.
 func TestTargetCredentialsNeverPrinted(t *testing.T) {
-	const key, secret = "AKIDLEAKED", "SECRETLEAKED"
-	c := startCluster(t, "3.6")
-	loadData(t, c, 100, 10)
-	minio, s3URL := startS3(t)
-	host := strings.TrimPrefix(minio.Endpoint, "http://")
-	dir := t.TempDir()
-	repo := filepath.Join(dir, "repo")
-	withCreds := []string{
-		"s3://" + key + ":" + secret + "@etcd-backups/prod?endpoint=" + minio.Endpoint,
-		"s3://etcd-backups/prod?endpoint=http://" + key + ":" + secret + "@" + host,
-		"s3://etcd-backups/prod?endpoint=http%3A%2F%2F" + key + "%3A" + secret + "%40" + host,
-		s3URL + "&secret-key=" + secret + "&access-key=" + key,
-		"s3://" + key + ":" + secret + "%zz@etcd-backups/prod",
-		"file://" + key + ":" + secret + "@localhost" + repo,
-		"file://" + repo + "?offline=maybe&password=" + secret,
-	}
-	cfg := filepath.Join(dir, "etcdguard.yaml")
-	require.NoError(t, os.WriteFile(cfg, []byte("targets:\n  - name: s3\n    url: "+withCreds[1]+"\n"), 0o600))
-
-	type run struct {
-		name string
-		args []string
-		code int
-	}
-	var runs []run
-	for i, u := range withCreds {
-		runs = append(runs, run{"save to URL " + itoa(i), append([]string{"snapshot", "save", "--target", "file://" + repo, "--target", u}, tlsFlags(c)...), -1})
-		runs = append(runs, run{"list URL " + itoa(i), []string{"snapshot", "list", "--target", u}, -1})
-	}
-	runs = append(runs,
-		run{"save to a local URL with a secret parameter", append([]string{"snapshot", "save", "-o", "json", "--target", "file://" + repo + "?token=" + secret}, tlsFlags(c)...), 0},
-		run{"list it", []string{"snapshot", "list", "--target", "file://" + repo + "?token=" + secret}, 0},
-		run{"status of the latest", []string{"snapshot", "status", "latest", "--target", "file://" + repo}, 0},
-		run{"config file target", append([]string{"snapshot", "save", "--config", cfg, "--target", "file://" + repo, "--target", "s3"}, tlsFlags(c)...), -1},
-		run{"doctor with the config file", append([]string{"doctor", "--config", cfg}, tlsFlags(c)...), -1},
-	)
-	for _, r := range runs {
-		t.Run(r.name, func(t *testing.T) {
-			res := etcdguard(t, r.args...)
-			if r.code >= 0 {
-				require.Equal(t, r.code, res.code, res.stderr)
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			const key, secret = "AKIDLEAKED", "SECRETLEAKED"
+			c := startCluster(t, version)
+			loadData(t, c, 100, 10)
+			minio, s3URL := startS3(t)
+			host := strings.TrimPrefix(minio.Endpoint, "http://")
+			dir := t.TempDir()
+			repo := filepath.Join(dir, "repo")
+			withCreds := []string{
+				"s3://" + key + ":" + secret + "@etcd-backups/prod?endpoint=" + minio.Endpoint,
+				"s3://etcd-backups/prod?endpoint=http://" + key + ":" + secret + "@" + host,
+				"s3://etcd-backups/prod?endpoint=http%3A%2F%2F" + key + "%3A" + secret + "%40" + host,
+				s3URL + "&secret-key=" + secret + "&access-key=" + key,
+				"s3://" + key + ":" + secret + "%zz@etcd-backups/prod",
+				"file://" + key + ":" + secret + "@localhost" + repo,
+				"file://" + repo + "?offline=maybe&password=" + secret,
 			}
-			out := res.stdout + res.stderr
-			require.NotContains(t, out, secret)
-			require.NotContains(t, out, key)
+			cfg := filepath.Join(dir, "etcdguard.yaml")
+			require.NoError(t, os.WriteFile(cfg, []byte("targets:\n  - name: s3\n    url: "+withCreds[1]+"\n"), 0o600))
+
+			type run struct {
+				name string
+				args []string
+				code int
+			}
+			var runs []run
+			for i, u := range withCreds {
+				runs = append(runs, run{"save to URL " + itoa(i), append([]string{"snapshot", "save", "--target", "file://" + repo, "--target", u}, tlsFlags(c)...), -1})
+				runs = append(runs, run{"list URL " + itoa(i), []string{"snapshot", "list", "--target", u}, -1})
+			}
+			runs = append(runs,
+				run{"save to a local URL with a secret parameter", append([]string{"snapshot", "save", "-o", "json", "--target", "file://" + repo + "?token=" + secret}, tlsFlags(c)...), 0},
+				run{"list it", []string{"snapshot", "list", "--target", "file://" + repo + "?token=" + secret}, 0},
+				run{"status of the latest", []string{"snapshot", "status", "latest", "--target", "file://" + repo}, 0},
+				run{"config file target", append([]string{"snapshot", "save", "--config", cfg, "--target", "file://" + repo, "--target", "s3"}, tlsFlags(c)...), -1},
+				run{"doctor with the config file", append([]string{"doctor", "--config", cfg}, tlsFlags(c)...), -1},
+			)
+			for _, r := range runs {
+				t.Run(r.name, func(t *testing.T) {
+					res := etcdguard(t, r.args...)
+					if r.code >= 0 {
+						require.Equal(t, r.code, res.code, res.stderr)
+					}
+					out := res.stdout + res.stderr
+					require.NotContains(t, out, secret)
+					require.NotContains(t, out, key)
+				})
+			}
+			// The manifests on disk name the targets without the credentials either.
+			files, err := filepath.Glob(filepath.Join(repo, "snapshots", "*", "manifest.json"))
+			require.NoError(t, err)
+			require.NotEmpty(t, files)
+			for _, f := range files {
+				data, err := os.ReadFile(f)
+				require.NoError(t, err)
+				require.NotContains(t, string(data), secret)
+				require.NotContains(t, string(data), key)
+			}
 		})
-	}
-	// The manifests on disk name the targets without the credentials either.
-	files, err := filepath.Glob(filepath.Join(repo, "snapshots", "*", "manifest.json"))
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		require.NoError(t, err)
-		require.NotContains(t, string(data), secret)
-		require.NotContains(t, string(data), key)
 	}
 }
