@@ -19,18 +19,8 @@ import (
 // objectSum returns the SHA-256 of one object of a target, read through its backend.
 func objectSum(t *testing.T, targetURL, name string) []byte {
 	t.Helper()
-	tg, err := repository.ParseTarget(targetURL)
-	require.NoError(t, err)
-	repo, err := repository.Open(t.Context(), tg)
-	require.NoError(t, err)
-	defer repo.Close()
-	rc, err := repo.Backend().Open(t.Context(), name)
-	require.NoError(t, err)
-	defer rc.Close()
-	h := sha256.New()
-	_, err = io.Copy(h, rc)
-	require.NoError(t, err)
-	return h.Sum(nil)
+	sum := sha256.Sum256(readObject(t, targetURL, name))
+	return sum[:]
 }
 
 // readObject returns one object of a target.

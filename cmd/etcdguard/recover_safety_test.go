@@ -39,15 +39,6 @@ func (e *recoverEnv) memberFlag(i int, set map[string]string) string {
 	return v
 }
 
-// flagsWith is e.flags() with the given --member values instead of the environment's.
-func (e *recoverEnv) flagsWith(members ...string) []string {
-	f := append(tlsFlags(e.c), "--target", "file://"+e.repo, "--state-dir", e.state)
-	for _, m := range members {
-		f = append(f, "--member", m)
-	}
-	return f
-}
-
 func quarantines(t *testing.T, dataDir string) []string {
 	t.Helper()
 	q, err := filepath.Glob(dataDir + ".quarantine-*")

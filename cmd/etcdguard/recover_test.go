@@ -68,9 +68,12 @@ func newRecoverEnv(t *testing.T, version string) *recoverEnv {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // flags are the flags every recover command of the test gets.
-func (e *recoverEnv) flags() []string {
+func (e *recoverEnv) flags() []string { return e.flagsWith(e.members...) }
+
+// flagsWith is flags with the given --member values instead of the environment's.
+func (e *recoverEnv) flagsWith(members ...string) []string {
 	f := append(tlsFlags(e.c), "--target", "file://"+e.repo, "--state-dir", e.state)
-	for _, m := range e.members {
+	for _, m := range members {
 		f = append(f, "--member", m)
 	}
 	return f
