@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -18,19 +21,50 @@ import (
 )
 
 // armFailpoint makes this process (the test binary acting as etcdguard) kill itself with SIGKILL,
-// as a power cut would, the first time it reaches the failpoint name.
-func armFailpoint(name string) {
+// as a power cut would, the first time it reaches the failpoint name; with signal "INT" it sends
+// itself SIGINT instead, as an operator's Ctrl-C at that moment, and goes on.
+func armFailpoint(name, signal string) {
 	if name == "" {
 		return
 	}
+	var once sync.Once
 	failpoint.Arm(func(at string) {
 		if at != name {
+			return
+		}
+		if signal == "INT" {
+			once.Do(func() {
+				fmt.Fprintf(os.Stderr, "failpoint %s reached: interrupting etcdguard\n", at)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGINT)
+				time.Sleep(100 * time.Millisecond) // let the signal be delivered
+			})
 			return
 		}
 		fmt.Fprintf(os.Stderr, "failpoint %s reached: killing etcdguard\n", at)
 		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		select {}
 	})
+}
+
+// interruptAt runs etcdguard as its own process, interrupted (SIGINT) at the failpoint, and
+// returns its exit code and output; it fails the test if the failpoint was not reached.
+func interruptAt(t *testing.T, point string, args ...string) (int, string) {
+	t.Helper()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), "ETCDGUARD_TEST_AS_MAIN=1", "ETCDGUARD_FAILPOINT="+point, "ETCDGUARD_FAILPOINT_SIGNAL=INT")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	t.Logf("etcdguard %s, interrupted at %s:\n%s", strings.Join(args, " "), point, out.String())
+	require.Contains(t, out.String(), "failpoint "+point+" reached", "the run reached the failpoint")
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), out.String()
+	}
+	require.NoError(t, err)
+	return 0, out.String()
 }
 
 // crashAt runs etcdguard as its own process, killed with SIGKILL at the failpoint; it fails the

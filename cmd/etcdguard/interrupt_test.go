@@ -29,7 +29,7 @@ import (
 // that tests can run it as a separate process and kill it.
 func TestMain(m *testing.M) {
 	if os.Getenv("ETCDGUARD_TEST_AS_MAIN") == "1" {
-		armFailpoint(os.Getenv("ETCDGUARD_FAILPOINT"))
+		armFailpoint(os.Getenv("ETCDGUARD_FAILPOINT"), os.Getenv("ETCDGUARD_FAILPOINT_SIGNAL"))
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	// What a host's own PKI holds must not decide the tests' exit codes.

@@ -71,6 +71,15 @@ func TestRecoverLeavesOtherHostsAlone(t *testing.T) {
 				require.Equal(t, pid, ms[0].PID())
 				require.Empty(t, quarantines(t, ms[0].DataDir), "its data dir was not moved")
 				require.NoError(t, ms[0].WaitHealthy(t.Context()), "the cluster keeps its quorum")
+
+				// The other host does its part (here: m3 is started again), and recover run here
+				// again carries the plan on and verifies the cluster.
+				require.NoError(t, ms[2].Restart(t.Context()))
+				r = etcdguard(t, append([]string{"recover", "--yes"}, e.flagsWith(e.members[0], e.members[1], m3)...)...)
+				require.Equal(t, 0, r.code, r.stderr)
+				require.Contains(t, r.stdout, "resuming recovery")
+				require.Contains(t, r.stdout, "verified: 3 members healthy")
+				require.Equal(t, pid, ms[0].PID(), "the member of this host was never stopped")
 			})
 
 			t.Run("restore path with --lost: one restore per data dir of this host", func(t *testing.T) {
@@ -163,7 +172,7 @@ func TestRecoverStalePlan(t *testing.T) {
 
 			r = etcdguard(t, append([]string{"recover", "--yes", "--age-identity", idFile}, e.flags()...)...)
 			require.Equal(t, 9, r.code, r.stderr)
-			require.Contains(t, r.stderr, "the cluster changed since the unfinished recovery")
+			require.Contains(t, r.stderr, "the cluster changed since the recovery plan")
 			require.Contains(t, r.stderr, "when planned it did not answer; data dir damaged")
 			require.Contains(t, r.stderr, "now it answered with a leader")
 			for _, m := range e.c.Members() {

@@ -71,6 +71,11 @@ until the recovery is verified. For members on several hosts, make the plan on o
 				return err
 			}
 			ctx := commandContext(cmd)
+			unlock, err := r.LockState()
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			var plan restore.Plan
 			resumed := false
 			if o.fresh {
@@ -87,7 +92,7 @@ until the recovery is verified. For members on several hosts, make the plan on o
 			} else if p != nil {
 				// Look again before carrying on: a plan made before the cluster changed must not
 				// stop a member brought back by hand or restore old data over new.
-				if err := r.CheckResume(ctx, *p); err != nil {
+				if err := r.CheckResume(ctx, *p, nil); err != nil {
 					return err
 				}
 				plan, resumed = *p, true
@@ -128,7 +133,7 @@ until the recovery is verified. For members on several hosts, make the plan on o
 	cmd.Flags().BoolVar(&o.yes, "yes", false, "carry out the plan without asking")
 	cmd.Flags().BoolVar(&o.dryRun, "dry-run", false, "show the plan and stop")
 	cmd.Flags().BoolVar(&o.fresh, "new-plan", false, "assess and plan again even if an earlier recovery was not finished (its plan is kept, renamed .superseded.json)")
-	cmd.Flags().DurationVar(&o.maxPlanAge, "max-plan-age", restore.DefaultMaxPlanAge, "an unfinished recovery older than this is not resumed (make a new plan with --new-plan)")
+	cmd.PersistentFlags().DurationVar(&o.maxPlanAge, "max-plan-age", restore.DefaultMaxPlanAge, "a plan older than this is not carried on (an unfinished recovery, or recover apply's plan file): make a new one")
 	cmd.AddCommand(newRecoverPlanCommand(env, g, o), newRecoverApplyCommand(env, g, o))
 	return cmd
 }
@@ -385,7 +390,18 @@ apply runs for every member, it also verifies the cluster.`,
 			if err != nil {
 				return err
 			}
-			rep, err := r.Apply(commandContext(cmd), p, ro.members)
+			ctx := commandContext(cmd)
+			unlock, err := r.LockState()
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			// A plan file may be old, or made before somebody else recovered the cluster: the
+			// members this host is to act on must still be as the plan recorded them.
+			if err := r.CheckResume(ctx, p, ro.members); err != nil {
+				return err
+			}
+			rep, err := r.Apply(ctx, p, ro.members)
 			return writeReport(env, s, rep, err, "etcdguard recover apply --plan "+o.plan+" (with the same --member flags)")
 		},
 	}

@@ -126,11 +126,11 @@ Restore every member of the cluster from the same backup with the same --initial
 			if st, err := os.Stat(args[0]); err == nil && !st.IsDir() {
 				rep.File = args[0]
 				plain = args[0]
-				f, err := os.Open(plain)
+				f, err := snapshot.OpenFile(plain)
 				if err != nil {
-					return err
+					return fmt.Errorf("%w: %w", ErrUsage, err)
 				}
-				sum, _, terr := snapshot.CheckTrailer(f)
+				sum, _, terr := snapshot.CheckTrailer(ctx, f)
 				if o.token == "" && len(sum) >= 16 {
 					o.token = "etcdguard-file-" + sum[:16]
 				}
@@ -186,6 +186,9 @@ Restore every member of the cluster from the same backup with the same --initial
 					if err == nil {
 						rep.Copy, chosen = &cr, &candidates[i]
 						break
+					}
+					if ctx.Err() != nil {
+						return err // interrupted: no older backup is tried, and none is blamed
 					}
 					failures = append(failures, err)
 				}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/config"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/redact"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
@@ -228,8 +230,12 @@ func (g *globalOptions) resolve(env Env) (settings, error) {
 	}
 	cfg.Targets = targets
 	s.cfg = cfg
+	endpoints := normalizeEndpoints(cfg.Endpoints, cfg.CACert != "" || cfg.Cert != "")
+	if err := checkEndpoints(endpoints); err != nil {
+		return s, err
+	}
 	s.etcd = etcdx.Config{
-		Endpoints:      normalizeEndpoints(cfg.Endpoints, cfg.CACert != "" || cfg.Cert != ""),
+		Endpoints:      endpoints,
 		CACert:         cfg.CACert,
 		Cert:           cfg.Cert,
 		Key:            cfg.Key,
@@ -275,6 +281,22 @@ func targetNames(ts []repository.Target) string {
 		return "none configured"
 	}
 	return strings.Join(names, ", ")
+}
+
+// checkEndpoints refuses endpoints that carry credentials (user:password@ or a query): etcd's
+// client URLs take none, and every message that names an endpoint would print them. The error
+// shows the endpoint redacted.
+func checkEndpoints(eps []string) error {
+	for _, ep := range eps {
+		u, err := url.Parse(ep)
+		if err != nil {
+			return fmt.Errorf("%w: endpoint %s is not a URL: give host:port or https://host:port", ErrUsage, redact.URL(ep))
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("%w: endpoint %s carries credentials or parameters, which etcd's client URLs do not take: give https://host:port, and authenticate with --cert and --key", ErrUsage, redact.URL(ep))
+		}
+	}
+	return nil
 }
 
 // normalizeEndpoints adds a scheme to bare host:port endpoints, as etcdctl accepts them.

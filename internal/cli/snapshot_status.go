@@ -118,9 +118,12 @@ func statusTable(env Env, st snapshot.Status) error {
 
 // statusOfFile reads a snapshot file, decoding it first when it is a stored data object.
 func statusOfFile(ctx context.Context, env Env, s settings, path string, maxSize int64) error {
-	f, err := os.Open(path)
+	f, err := snapshot.OpenFile(path)
 	if err != nil {
-		return fmt.Errorf("read snapshot file: %w", err)
+		if errors.Is(err, snapshot.ErrNotFile) {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		return err
 	}
 	defer f.Close()
 	br := bufio.NewReader(f)
@@ -176,7 +179,7 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string, maxSize
 		in = pf
 	}
 	fs := fileStatus{File: path}
-	sum, n, terr := snapshot.CheckTrailer(in)
+	sum, n, terr := snapshot.CheckTrailer(ctx, in)
 	fs.SHA256, fs.Size = sum, n
 	switch {
 	case terr == nil:

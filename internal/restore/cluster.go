@@ -47,7 +47,7 @@ func (c Cluster) Validate() error {
 	if len(c.Members) == 0 {
 		return fmt.Errorf("no cluster members described: list them under cluster.members in --config, or give --member")
 	}
-	names, peers, dirs := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	names, peers, clients, dirs := map[string]bool{}, map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, m := range c.Members {
 		if m.Name == "" {
 			return fmt.Errorf("a cluster member has no name")
@@ -66,13 +66,17 @@ func (c Cluster) Validate() error {
 			return fmt.Errorf("member %s: peer-url %s is used twice", m.Name, m.PeerURL)
 		}
 		peers[m.PeerURL] = true
+		if clients[m.ClientURL] {
+			return fmt.Errorf("member %s: client-url %s is used twice: each member answers on its own", m.Name, m.ClientURL)
+		}
+		clients[m.ClientURL] = true
 		if !filepath.IsAbs(m.DataDir) {
 			return fmt.Errorf("member %s: data-dir %q must be an absolute path", m.Name, m.DataDir)
 		}
-		if dirs[m.Host+":"+m.DataDir] {
+		if dirs[m.Host+":"+filepath.Clean(m.DataDir)] {
 			return fmt.Errorf("member %s: data-dir %s is used twice on one host (give each member its host)", m.Name, m.DataDir)
 		}
-		dirs[m.Host+":"+m.DataDir] = true
+		dirs[m.Host+":"+filepath.Clean(m.DataDir)] = true
 		ways := 0
 		if m.SystemdUnit != "" {
 			ways++

@@ -111,7 +111,8 @@ func (r *Recoverer) otherHostsError(p Plan, planFile string) error {
 		}
 		parts = append(parts, fmt.Sprintf("on host %s run: etcdguard recover apply --plan %s %s", h, planFile, strings.Join(flags, " ")))
 	}
-	return fmt.Errorf("%w: this host (%s) did its part and left them alone; copy the plan to each host, then %s", ErrOtherHost, r.hostname(), strings.Join(parts, "; "))
+	return fmt.Errorf("%w: this host (%s) did its part and left them alone; copy the plan to each host, then %s (with the same --config, or the same --target, TLS and --age-identity flags, so that it reaches the backups and the members)",
+		ErrOtherHost, r.hostname(), strings.Join(parts, "; "))
 }
 
 // othersServing reports whether every member of another host that the plan has work for already

@@ -76,6 +76,9 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	if err != nil {
 		return res, err
 	}
+	if dataDir, err = resolveDataDir(dataDir); err != nil {
+		return res, err
+	}
 	res.DataDir = dataDir
 	empty, err := isEmptyOrAbsent(dataDir)
 	if err != nil {
@@ -97,8 +100,7 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 		return res, fmt.Errorf("create %s: %w", parent, err)
 	}
 	staging := filepath.Join(parent, "."+filepath.Base(dataDir)+".etcdguard-restore-"+randomHex())
-	lg := zap.NewNop()
-	err = snapshot.NewV3(lg).Restore(snapshot.RestoreConfig{
+	err = etcdutlRestore(snapshot.RestoreConfig{
 		SnapshotPath:        opts.Snapshot,
 		Name:                opts.Name,
 		OutputDataDir:       staging,
@@ -152,6 +154,34 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
+}
+
+// resolveDataDir follows a data dir that is a symlink (/var/lib/etcd pointing at a disk mounted
+// for etcd) to the folder it names: the restore is built beside that folder, on the same disk,
+// and the symlink is left as it is. Replacing the symlink itself would move etcd's data onto
+// another filesystem, with nothing quarantined.
+func resolveDataDir(dir string) (string, error) {
+	fi, err := os.Lstat(dir)
+	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return dir, nil
+	}
+	target, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		link, _ := os.Readlink(dir)
+		return "", fmt.Errorf("data dir %s is a symlink to %s, which cannot be followed (%w): create the folder it points to, or give the real data dir", dir, link, err)
+	}
+	return target, nil
+}
+
+// etcdutlRestore runs etcd's own restore. etcdutl reports some failures (a database it cannot
+// open) by panicking through its logger; they are returned as errors here.
+func etcdutlRestore(cfg snapshot.RestoreConfig) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("etcd's restore failed: %v", r)
+		}
+	}()
+	return snapshot.NewV3(zap.NewNop()).Restore(cfg)
 }
 
 // Quarantine moves a data dir aside, to a sibling folder named after it and the time, and

@@ -3,9 +3,12 @@ package restore
 import (
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/etcdguard/etcdguard/internal/datadir"
 )
 
 // DefaultMaxPlanAge is how long an unfinished recovery may be resumed: an interruption is
@@ -13,38 +16,55 @@ import (
 // changed, and a new one is made instead (recover --new-plan).
 const DefaultMaxPlanAge = 12 * time.Hour
 
-// ResumeDiff compares what a plan recorded of its members with a fresh look at them. Members the
-// plan already acted on (touched) are expected to differ and are skipped. It returns one line per
-// member that differs, saying how it was and how it is; none means the plan still describes the
-// cluster. It is pure.
-func ResumeDiff(p Plan, now []Assessment, touched map[string]bool) []string {
+// ResumeDiff compares what a plan recorded of its members with a fresh look at them (now). It is
+// pure, and returns one line per member that differs, saying how it was and how it is; none means
+// the plan still describes the cluster. The rules:
+//   - a member the plan has restored (restored: its marker holds the plan's id) is the plan's own;
+//   - on a start or replace path, a member the plan has acted on (touched) may differ: those
+//     steps repeat safely (a serving member is left alone, a quarantine moves data aside);
+//   - on a restore path, a member the plan has only stopped must still be down, with its data as
+//     recorded or moved aside (absent): one that answers, or whose data changed, was brought back
+//     by somebody else, and restoring over it would lose what it holds;
+//   - any other member must be as recorded: answering or not, and a member that was down with the
+//     same data (when its data dir was read at all).
+func ResumeDiff(p Plan, now []Assessment, touched, restored map[string]bool) []string {
 	planned := map[string]Assessment{}
 	for _, a := range p.Assessments {
 		planned[a.Name] = a
 	}
 	var diffs []string
 	for _, b := range now {
-		if touched[b.Name] {
-			continue
-		}
 		a, ok := planned[b.Name]
-		if !ok {
+		switch {
+		case !ok:
 			diffs = append(diffs, fmt.Sprintf("member %s is not in the plan", b.Name))
 			continue
+		case restored[b.Name]:
+			continue
+		case touched[b.Name] && p.Path != PathRestore:
+			continue
+		case touched[b.Name]:
+			if !b.Online && (b.Disk == nil || b.Disk.Verdict == string(datadir.VerdictMissing) || sameDisk(a.Disk, b.Disk)) {
+				continue
+			}
+			diffs = append(diffs, fmt.Sprintf("member %s: stopped by this plan and not restored by it, but now %s (when planned %s)", b.Name, describeAssessment(b), describeAssessment(a)))
+			continue
 		}
-		if was, is := describeAssessment(a), describeAssessment(b); a.Online != b.Online || (!a.Online && !sameDisk(a.Disk, b.Disk)) {
-			diffs = append(diffs, fmt.Sprintf("member %s: when planned %s; now %s", b.Name, was, is))
+		if a.Online != b.Online || (!a.Online && !sameDisk(a.Disk, b.Disk)) {
+			diffs = append(diffs, fmt.Sprintf("member %s: when planned %s; now %s", b.Name, describeAssessment(a), describeAssessment(b)))
 		}
 	}
 	return diffs
 }
 
+// sameDisk reports whether a data dir is as planned. A data dir the plan did not read (another
+// host's, seen from where the plan was made) or declared lost is not compared.
 func sameDisk(a, b *DiskState) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
+	if a == nil || a.Verdict == verdictLost {
+		return true
 	}
-	if a.Verdict == verdictLost {
-		return true // declared lost when planned: what is there now is not used
+	if b == nil {
+		return false
 	}
 	return a.Verdict == b.Verdict && a.DBRevision == b.DBRevision && a.DBModTime.Equal(b.DBModTime) &&
 		a.WALLastIndex == b.WALLastIndex && a.ClusterID == b.ClusterID && a.DBOK == b.DBOK
@@ -68,26 +88,33 @@ func describeAssessment(a Assessment) string {
 	return s
 }
 
-// CheckResume decides whether an unfinished plan may be carried on: it must be younger than
-// MaxPlanAge, and every member it has not acted on yet must be as it was when planned (answering
-// or not, the same data). Otherwise the cluster changed under the plan (a member brought back by
-// hand, new writes) and carrying it on could stop a healthy member or restore old data over new:
-// it is refused, showing how each member was and is, and the operator makes a new plan.
-func (r *Recoverer) CheckResume(ctx context.Context, p Plan) error {
+// CheckResume decides whether a plan may be carried on, by recover (an unfinished plan, only nil)
+// or by recover apply (a plan file, for the members in only, all when empty): it must be younger
+// than MaxPlanAge, and the members of this host it is to act on must be as ResumeDiff requires.
+// Otherwise the cluster changed under the plan (a member brought back by hand, new writes, a
+// newer recovery) and carrying it on could stop a healthy member or restore old data over new: it
+// is refused, showing how each member was and is, and the operator makes a new plan. Members of
+// other hosts are checked where they are, by their own recover apply.
+func (r *Recoverer) CheckResume(ctx context.Context, p Plan, only []string) error {
 	maxAge := r.MaxPlanAge
 	if maxAge == 0 {
 		maxAge = DefaultMaxPlanAge
 	}
 	if age := r.now().Sub(p.Created); age > maxAge {
-		return fmt.Errorf("%w: the unfinished recovery %s was planned %s ago (%s), more than %s: the cluster has most likely changed since; run recover --new-plan to assess it again",
+		return fmt.Errorf("%w: the recovery plan %s was made %s ago (%s), more than %s (--max-plan-age): the cluster has most likely changed since; make a new plan (recover --new-plan, or recover plan)",
 			ErrPlanMismatch, p.ID, age.Round(time.Minute), p.Created.Format(time.RFC3339), maxAge)
 	}
 	touched := r.touched(p.ID)
+	restored := map[string]bool{}
 	var mu sync.Mutex
 	var now []Assessment
 	var wg sync.WaitGroup
 	for _, m := range p.Cluster.Members {
-		if touched[m.Name] {
+		if !r.local(m) || (len(only) > 0 && !containsString(only, m.Name)) {
+			continue
+		}
+		if marker, _ := readMarker(m.DataDir); marker == p.ID {
+			restored[m.Name] = true
 			continue
 		}
 		wg.Go(func() {
@@ -101,8 +128,9 @@ func (r *Recoverer) CheckResume(ctx context.Context, p Plan) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if diffs := ResumeDiff(p, now, touched); len(diffs) > 0 {
-		return fmt.Errorf("%w: the cluster changed since the unfinished recovery %s was planned (%s), so it is not carried on: %s; run recover --new-plan to assess it again",
+	sort.Slice(now, func(i, j int) bool { return now[i].Name < now[j].Name })
+	if diffs := ResumeDiff(p, now, touched, restored); len(diffs) > 0 {
+		return fmt.Errorf("%w: the cluster changed since the recovery plan %s was made (%s), so it is not carried on: %s; make a new plan (recover --new-plan, or recover plan)",
 			ErrPlanMismatch, p.ID, p.Created.Format(time.RFC3339), strings.Join(diffs, "; "))
 	}
 	return nil

@@ -2,11 +2,13 @@ package restore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -206,4 +208,40 @@ func ReadPlan(path string) (Plan, error) {
 		return Plan{}, fmt.Errorf("plan %s: %w", path, err)
 	}
 	return p, nil
+}
+
+// ErrRecoveryRunning is returned (wrapped) when another recover or recover apply holds the state
+// dir: two recoveries of one cluster at once would undo each other's steps.
+var ErrRecoveryRunning = errors.New("another recovery is running")
+
+// LockState takes the state dir's lock for this run, so that one recovery at a time uses it. The
+// lock is an flock on STATE/recover.lock, which the kernel releases when the process ends,
+// however it ends: a crashed run never leaves it held. The returned function releases it.
+func (r *Recoverer) LockState() (func(), error) {
+	if r.StateDir == "" {
+		return func() {}, nil
+	}
+	if err := os.MkdirAll(r.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir %s: %w", r.StateDir, err)
+	}
+	path := filepath.Join(r.StateDir, "recover.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open the state dir's lock %s: %w", path, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: another etcdguard recover (%s) holds %s: wait for it to finish, or give it its own --state-dir if it recovers another cluster",
+				ErrRecoveryRunning, strings.TrimSpace(string(holder)), path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d\n", os.Getpid())), 0)
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
 }

@@ -181,7 +181,9 @@ func memberListProblems(c Cluster, list []*etcdserverpb.Member) []string {
 			}
 			problems = append(problems, fmt.Sprintf("the member list holds %s %016x (name %q, peer URLs %s) that the plan does not describe: remove it with etcdctl member remove %x if it is a leftover of the old cluster",
 				kind, mem.ID, mem.Name, strings.Join(mem.PeerURLs, ","), mem.ID))
-		} else if mem.Name != "" && mem.Name != name {
+		} else if mem.Name == "" {
+			problems = append(problems, fmt.Sprintf("member %016x on %s's peer URL has never started (it has no name)", mem.ID, name))
+		} else if mem.Name != name {
 			problems = append(problems, fmt.Sprintf("member %016x on %s's peer URL is named %q", mem.ID, name, mem.Name))
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
@@ -183,12 +184,16 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	m := cp.Manifest
 	rep := CopyReport{ID: m.ID, Target: cp.Repo.Target.Name}
 	fail := func(err error) (CopyReport, error) {
+		if cerr := ctx.Err(); cerr != nil {
+			// Interrupted (Ctrl-C, a deadline): the copy is not to blame.
+			err = fmt.Errorf("interrupted: %w", cerr)
+		}
 		rep.Error = err.Error()
 		rep.Elapsed = time.Since(start)
 		return rep, fmt.Errorf("copy of %s in target %s: %w", m.ID, rep.Target, err)
 	}
 	dir := filepath.Dir(dst)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(dst)+".partial-")
+	tmp, err := os.CreateTemp(dir, partialPrefix(dst)+scratchOwner()+"-")
 	if err != nil {
 		return fail(fmt.Errorf("create a file in %s: %w", dir, err))
 	}
@@ -214,6 +219,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	defer dec.Close()
 	trailer := newTrailerCheck() // also gives the snapshot's SHA-256, in the same pass
 	buf := make([]byte, 1<<20)
+	failpoint.Here("fetch/opened")
 	if _, err := io.CopyBuffer(io.MultiWriter(tmp, trailer), dec, buf); err != nil {
 		if errors.Is(err, repository.ErrWrongKey) {
 			return fail(err)
@@ -262,6 +268,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		return fail(fmt.Errorf("%w: status differs from the manifest: hash %d revision %d keys %d, want %d %d %d", ErrCorrupt, st.Hash, st.Revision, st.TotalKey, m.Status.Hash, m.Status.Revision, m.Status.TotalKey))
 	}
 	rep.Checks = append(rep.Checks, "bbolt-check", "status")
+	failpoint.Here("fetch/partial-written")
 	// Link, not rename: a file that appeared at dst meanwhile is never replaced.
 	if err := os.Link(tmp.Name(), dst); err != nil {
 		return fail(fmt.Errorf("move the verified snapshot into place at %s: %w", dst, err))
@@ -278,10 +285,14 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 // check of Fetch. Each copy that fails is logged and returned in skipped; the error says that no
 // copy passed.
 func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.Identity, dst string) (rep CopyReport, skipped []error, err error) {
+	SweepPartials(dst, lg)
 	for _, c := range PreferredOrder(e.Copies) {
 		rep, err := Fetch(ctx, c, identities, dst)
 		if err == nil {
 			return rep, skipped, nil
+		}
+		if ctx.Err() != nil {
+			return CopyReport{}, skipped, err
 		}
 		lg.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
 		skipped = append(skipped, err)

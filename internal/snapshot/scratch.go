@@ -66,18 +66,12 @@ func SweepScratch(dir string, lg *slog.Logger) []string {
 		}
 		owner := parseOwner(rest)
 		p := filepath.Join(dir, name)
-		switch {
-		case owner == nil:
+		if owner == nil {
 			lg.Warn("scratch folder of an older etcdguard left as it is: it may hold a plain snapshot; remove it if no etcdguard run is using it", "folder", p)
 			continue
-		case owner.host != mine.host:
-			continue // another host's (a shared work dir): its process cannot be checked
-		case owner.boot != mine.boot:
-			// its run ended with the boot it ran in
-		case owner.ns != mine.ns:
-			continue // another PID namespace (a container): its process cannot be checked
-		case proc.Alive(owner.pid):
-			continue // a live run's
+		}
+		if !owner.gone(mine) {
+			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
 			lg.Warn("could not remove the scratch folder of an interrupted run", "folder", p, "error", err)
@@ -104,6 +98,58 @@ func scratchRest(name string) (string, bool) {
 type owner struct {
 	host, boot, ns string
 	pid            int
+}
+
+// gone reports whether the run that owns a scratch file is known to have ended: it ran on this
+// host in an earlier boot, or in this boot and PID namespace and its process is gone. Another
+// host's or PID namespace's run cannot be checked, so it is never taken for gone.
+func (o *owner) gone(mine *owner) bool {
+	switch {
+	case o.host != mine.host:
+		return false
+	case o.boot != mine.boot:
+		return true
+	case o.ns != mine.ns:
+		return false
+	}
+	return !proc.Alive(o.pid)
+}
+
+// partialPrefix is how a partial file being written for dst is named: hidden, beside dst, after
+// dst's name and its owner, so that SweepPartials can tell a dead run's from a live one's.
+func partialPrefix(dst string) string {
+	return "." + filepath.Base(dst) + ".partial-"
+}
+
+// SweepPartials removes the partial files that runs which are gone left beside dst (a snapshot
+// get killed half-way leaves a decrypted, plain snapshot there), and returns them.
+func SweepPartials(dst string, lg *slog.Logger) []string {
+	dir := filepath.Dir(dst)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	mine := parseOwner(scratchOwner())
+	var removed []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), partialPrefix(dst))
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if o := parseOwner(rest); o == nil || !o.gone(mine) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			lg.Warn("could not remove the partial file of an interrupted run", "file", p, "error", err)
+			continue
+		}
+		removed = append(removed, p)
+	}
+	if len(removed) > 0 {
+		lg.Info("removed partial files of interrupted runs (plain snapshots)", "count", len(removed), "dir", dir)
+	}
+	return removed
 }
 
 // parseOwner reads "h<host>-b<boot>-n<ns>-p<pid>[-<random>]", or returns nil.

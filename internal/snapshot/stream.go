@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/failpoint"
@@ -82,12 +83,36 @@ func (t *trailerCheck) Check() error {
 	return nil
 }
 
+// ErrNotFile is returned (wrapped) for a snapshot path that is not a regular file: a device such
+// as /dev/zero, a FIFO or a socket would be read without end.
+var ErrNotFile = errors.New("not a regular file")
+
+// OpenFile opens a plain snapshot file, refusing what is not a regular file.
+func OpenFile(path string) (*os.File, error) {
+	// Looked at before it is opened: opening a FIFO waits for a writer.
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("read snapshot file: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is %w (%s): give a snapshot file", path, ErrNotFile, st.Mode().Type())
+	}
+	// O_NONBLOCK: should it have been swapped for a FIFO meanwhile, the open does not hang.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot file: %w", err)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is %w: give a snapshot file", path, ErrNotFile)
+	}
+	return f, nil
+}
+
 // CheckTrailer reads a whole plain snapshot and checks etcd's trailer, returning the snapshot's
 // SHA-256 (of every byte, trailer included) and size. A snapshot without a trailer (copied from a
 // data dir rather than saved) is reported with ErrNoTrailer.
-func CheckTrailer(r io.Reader) (sum string, n int64, err error) {
+func CheckTrailer(ctx context.Context, r io.Reader) (sum string, n int64, err error) {
 	tc := newTrailerCheck()
-	n, err = io.CopyBuffer(tc, r, make([]byte, 1<<20))
+	n, err = io.CopyBuffer(tc, ctxReader{ctx: ctx, r: r}, make([]byte, 1<<20))
 	if err != nil {
 		return "", n, err
 	}

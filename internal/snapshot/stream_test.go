@@ -66,13 +66,13 @@ func repeat(n, times int) []int {
 
 func TestCheckTrailer(t *testing.T) {
 	good := snapshotBytes(8192)
-	sum, n, err := CheckTrailer(bytes.NewReader(good))
+	sum, n, err := CheckTrailer(t.Context(), bytes.NewReader(good))
 	require.NoError(t, err)
 	require.Equal(t, int64(len(good)), n)
 	want := sha256.Sum256(good)
 	require.Equal(t, want[:], mustHex(t, sum))
 
-	_, _, err = CheckTrailer(bytes.NewReader(good[:8192]))
+	_, _, err = CheckTrailer(t.Context(), bytes.NewReader(good[:8192]))
 	require.ErrorIs(t, err, ErrNoTrailer, "a db copied out of a data dir has no trailer")
 }
 
