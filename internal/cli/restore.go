@@ -114,9 +114,15 @@ Restore every member of the cluster from the same backup with the same --initial
 			rep := restoreReport{}
 
 			// Scratch space beside the data dir: same file system, and as private as the data.
-			scratch, err := os.MkdirTemp(firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir))), ".etcdguard-restore-snapshot-")
+			scratchParent := firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir)))
+			if s.cfg.WorkDir == "" {
+				if _, err := os.Stat(scratchParent); err != nil {
+					return fmt.Errorf("%w: the folder of --data-dir %s: %w: create it (the restore is built beside the data dir, on the same disk)", ErrUsage, absPath(o.dataDir), err)
+				}
+			}
+			scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-restore-snapshot-")
 			if err != nil {
-				return fmt.Errorf("create a scratch folder (set --work-dir): %w", err)
+				return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
 			}
 			defer os.RemoveAll(scratch)
 			plain := filepath.Join(scratch, "snapshot.db")
