@@ -183,3 +183,123 @@ func TestHostileInputs(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeAfterHandChanges: what a second hostile review found around resuming plans: a plan
+// carried on under another description of the cluster, a marker left beside a data dir that was
+// since restored by hand, symlinked data dirs crashed half-way, and two members sharing a folder
+// through a symlink.
+func TestResumeAfterHandChanges(t *testing.T) {
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			t.Run("a plan is not carried on under another description", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				damagedTwo(t, e, 0)
+				crashAt(t, "recover/plan-saved", append([]string{"recover", "--yes"}, e.flags()...)...)
+				m3 := e.memberFlag(2, map[string]string{"host": "cp3.other-host.invalid"})
+				r := etcdguard(t, append([]string{"recover", "--yes"}, e.flagsWith(e.members[0], e.members[1], m3)...)...)
+				require.Equal(t, 9, r.code, r.stderr)
+				require.Contains(t, r.stderr, "planned for another description of the cluster")
+				require.Contains(t, r.stderr, `member m3: host "" in the plan, "cp3.other-host.invalid" now`)
+				for _, m := range e.c.Members() {
+					require.Empty(t, quarantines(t, m.DataDir))
+				}
+			})
+
+			t.Run("a marker beside a data dir restored since by hand is not the plan's", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				damagedTwo(t, e, 0)
+				crashAt(t, "restore/marked", append([]string{"recover", "--yes"}, e.flags()...)...)
+				var marked *struct{ name, dir, peer string }
+				for _, m := range e.c.Members() {
+					if _, err := os.Stat(filepath.Join(filepath.Dir(m.DataDir), "."+filepath.Base(m.DataDir)+".etcdguard-recovery")); err == nil {
+						if _, err := os.Stat(m.DataDir); os.IsNotExist(err) {
+							marked = &struct{ name, dir, peer string }{m.Name, m.DataDir, m.PeerURL}
+						}
+					}
+				}
+				require.NotNil(t, marked, "the crash left a member marked, its data dir not yet in place")
+				r := etcdguard(t, "restore", "latest", "--target", "file://"+e.repo, "--data-dir", marked.dir, "--name", marked.name,
+					"--initial-cluster", e.c.InitialCluster(), "--initial-advertise-peer-urls", marked.peer, "--initial-cluster-token", "by-hand")
+				require.Equal(t, 0, r.code, r.stderr)
+				before := treeHashes(t, marked.dir)
+				r = etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)
+				require.Equal(t, 9, r.code, r.stderr)
+				require.Contains(t, r.stderr, "member "+marked.name+": stopped by this plan and not restored by it")
+				require.Equal(t, before, treeHashes(t, marked.dir), "the data dir restored by hand is left as it is")
+			})
+
+			t.Run("symlinked data dirs, killed after a quarantine: the next run finishes", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				disk := filepath.Join(e.dir, "disk")
+				require.NoError(t, os.Mkdir(disk, 0o700))
+				var members []string
+				links := map[string]string{}
+				for i, m := range e.c.Members() {
+					link := filepath.Join(e.dir, m.Name+"-link")
+					require.NoError(t, os.Symlink(m.DataDir, link))
+					links[m.Name] = link
+					members = append(members, e.memberFlag(i, map[string]string{"data-dir": link}))
+				}
+				damagedTwo(t, e, 0)
+				crashAt(t, "restore/quarantined", append([]string{"recover", "--yes"}, e.flagsWith(members...)...)...)
+				r := etcdguard(t, append([]string{"recover", "--yes"}, e.flagsWith(members...)...)...)
+				require.Equal(t, 0, r.code, r.stderr)
+				require.Contains(t, r.stdout, "verified: 3 members healthy")
+				for _, m := range e.c.Members() {
+					fi, err := os.Lstat(links[m.Name])
+					require.NoError(t, err)
+					require.NotZero(t, fi.Mode()&os.ModeSymlink)
+					require.Len(t, quarantines(t, m.DataDir), 1)
+					staging, _ := filepath.Glob(filepath.Join(filepath.Dir(m.DataDir), "."+filepath.Base(m.DataDir)+".etcdguard-restore-*"))
+					require.Empty(t, staging, "no half-built restore is left where the links point")
+				}
+			})
+
+			t.Run("two members sharing a folder through a symlink", func(t *testing.T) {
+				e := newRecoverEnv(t, version)
+				damagedTwo(t, e, 0)
+				link := filepath.Join(e.dir, "m3-is-m1")
+				require.NoError(t, os.Symlink(e.c.Members()[0].DataDir, link))
+				m3 := e.memberFlag(2, map[string]string{"data-dir": link})
+				r := etcdguard(t, append([]string{"recover", "--yes"}, e.flagsWith(e.members[0], e.members[1], m3)...)...)
+				require.Equal(t, 9, r.code, r.stderr)
+				require.Contains(t, r.stderr, "both have data-dir")
+				require.Empty(t, quarantines(t, e.c.Members()[0].DataDir))
+			})
+		})
+	}
+}
+
+// TestDescriptionChecks: URLs of a cluster description and endpoints are checked before anything
+// is contacted: credentials are refused and never printed, two spellings of one URL are one URL,
+// and only http(s) endpoints are taken.
+func TestDescriptionChecks(t *testing.T) {
+	for _, version := range testenv.EtcdVersions() {
+		t.Run("etcd-"+version, func(t *testing.T) {
+			e := newRecoverEnv(t, version)
+			m1 := e.c.Members()[0]
+			cases := []struct {
+				name string
+				args []string
+				want string
+			}{
+				{"credentials in a member's client-url", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
+					e.memberFlag(2, map[string]string{"client-url": "https://alice:S3cretPW@127.0.0.1:1"}))...), "carries credentials"},
+				{"a client-url that is not a URL, with credentials", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
+					e.memberFlag(2, map[string]string{"client-url": "htps://alice:S3cretPW@127.0.0.1:1"}))...), "is not an http(s) URL"},
+				{"one client-url spelled twice", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
+					e.memberFlag(2, map[string]string{"client-url": strings.ToUpper(m1.ClientURL[:5]) + m1.ClientURL[5:] + "/"}))...), "is used twice"},
+				{"a unix endpoint", []string{"snapshot", "save", "--target", "file://" + e.repo, "--endpoints", "unix:///tmp/etcd.sock"}, "over http:// or https://"},
+				{"a path in an endpoint", []string{"snapshot", "save", "--target", "file://" + e.repo, "--endpoints", "https://127.0.0.1:1/S3cretPW"}, "a path or parameters"},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					r := etcdguard(t, tc.args...)
+					require.Equal(t, 2, r.code, r.stderr)
+					require.Contains(t, r.stderr, tc.want)
+					require.NotContains(t, r.stdout+r.stderr, "S3cretPW")
+				})
+			}
+		})
+	}
+}

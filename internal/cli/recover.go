@@ -71,11 +71,13 @@ until the recovery is verified. For members on several hosts, make the plan on o
 				return err
 			}
 			ctx := commandContext(cmd)
-			unlock, err := r.LockState()
-			if err != nil {
-				return err
+			if !o.dryRun { // a dry run only reads: it creates no state dir and takes no lock
+				unlock, err := r.LockState()
+				if err != nil {
+					return err
+				}
+				defer unlock()
 			}
-			defer unlock()
 			var plan restore.Plan
 			resumed := false
 			if o.fresh {
@@ -90,6 +92,10 @@ until the recovery is verified. For members on several hosts, make the plan on o
 			if p, err := r.Unfinished(); err != nil {
 				return err
 			} else if p != nil {
+				if diffs := restore.DescriptionDiff(p.Cluster, r.Cluster); len(diffs) > 0 {
+					return fmt.Errorf("%w: the unfinished recovery %s was planned for another description of the cluster (%s): run recover with the description it was made for, or --new-plan to set it aside and plan for this one",
+						restore.ErrPlanMismatch, p.ID, strings.Join(diffs, "; "))
+				}
 				// Look again before carrying on: a plan made before the cluster changed must not
 				// stop a member brought back by hand or restore old data over new.
 				if err := r.CheckResume(ctx, *p, nil); err != nil {

@@ -292,8 +292,11 @@ func checkEndpoints(eps []string) error {
 		if err != nil {
 			return fmt.Errorf("%w: endpoint %s is not a URL: give host:port or https://host:port", ErrUsage, redact.URL(ep))
 		}
-		if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return fmt.Errorf("%w: endpoint %s carries credentials or parameters, which etcd's client URLs do not take: give https://host:port, and authenticate with --cert and --key", ErrUsage, redact.URL(ep))
+		if s := strings.ToLower(u.Scheme); s != "http" && s != "https" {
+			return fmt.Errorf("%w: endpoint %s: etcdguard reaches etcd over http:// or https:// (host:port, or https://host:port)", ErrUsage, redact.Parsed(&url.URL{Scheme: u.Scheme, Host: u.Host}))
+		}
+		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+			return fmt.Errorf("%w: endpoint %s carries credentials, a path or parameters, which etcd's client URLs do not take: give https://host:port, and authenticate with --cert and --key", ErrUsage, redact.Parsed(&url.URL{Scheme: u.Scheme, Host: u.Host}))
 		}
 	}
 	return nil

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/etcdguard/etcdguard/internal/redact"
 )
 
 // Member describes one member of the cluster to recover: where it listens, where its data is, and
@@ -59,17 +61,20 @@ func (c Cluster) Validate() error {
 		for what, u := range map[string]string{"peer-url": m.PeerURL, "client-url": m.ClientURL} {
 			pu, err := url.Parse(u)
 			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-				return fmt.Errorf("member %s: %s %q is not an http(s) URL", m.Name, what, u)
+				return fmt.Errorf("member %s: %s %s is not an http(s) URL such as https://10.0.0.1:2379", m.Name, what, redact.URL(u))
+			}
+			if pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" || strings.Trim(pu.Path, "/") != "" {
+				return fmt.Errorf("member %s: %s %s carries credentials, a path or parameters, which etcd's URLs do not take: give scheme://host:port", m.Name, what, redact.URL(u))
 			}
 		}
-		if peers[m.PeerURL] {
+		if peers[urlKey(m.PeerURL)] {
 			return fmt.Errorf("member %s: peer-url %s is used twice", m.Name, m.PeerURL)
 		}
-		peers[m.PeerURL] = true
-		if clients[m.ClientURL] {
+		peers[urlKey(m.PeerURL)] = true
+		if clients[urlKey(m.ClientURL)] {
 			return fmt.Errorf("member %s: client-url %s is used twice: each member answers on its own", m.Name, m.ClientURL)
 		}
-		clients[m.ClientURL] = true
+		clients[urlKey(m.ClientURL)] = true
 		if !filepath.IsAbs(m.DataDir) {
 			return fmt.Errorf("member %s: data-dir %q must be an absolute path", m.Name, m.DataDir)
 		}
@@ -95,6 +100,52 @@ func (c Cluster) Validate() error {
 		}
 	}
 	return nil
+}
+
+// urlKey is a URL as two URLs naming one listener compare: scheme and host without regard to
+// case, without a trailing slash.
+func urlKey(u string) string {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return u
+	}
+	return strings.ToLower(pu.Scheme) + "://" + strings.ToLower(pu.Host)
+}
+
+// DescriptionDiff lists, member by member, how a description of the cluster differs from the one a
+// plan was made for; none means the same cluster, described the same way. Both are compared in
+// their clean form.
+func DescriptionDiff(planned, now Cluster) []string {
+	planned, now = planned.Clean(), now.Clean()
+	var diffs []string
+	for _, a := range planned.Members {
+		b, ok := now.Member(a.Name)
+		if !ok {
+			diffs = append(diffs, fmt.Sprintf("member %s is in the plan, not in the description", a.Name))
+			continue
+		}
+		fa, fb := memberFields(&a), memberFields(&b)
+		keys := make([]string, 0, len(fa))
+		for k := range fa {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			if *fa[k] != *fb[k] {
+				was, is := *fa[k], *fb[k]
+				if strings.HasSuffix(k, "-url") {
+					was, is = redact.URL(was), redact.URL(is)
+				}
+				diffs = append(diffs, fmt.Sprintf("member %s: %s %q in the plan, %q now", a.Name, k, was, is))
+			}
+		}
+	}
+	for _, b := range now.Members {
+		if _, ok := planned.Member(b.Name); !ok {
+			diffs = append(diffs, fmt.Sprintf("member %s is in the description, not in the plan", b.Name))
+		}
+	}
+	return diffs
 }
 
 // Member returns the member of a name.

@@ -53,7 +53,18 @@ func (r *Recoverer) hostname() string {
 // local reports whether a member runs on this host: its host field is empty (a single-host
 // description) or names this host.
 func (r *Recoverer) local(m Member) bool {
-	return m.Host == "" || m.Host == r.hostname()
+	return m.Host == "" || sameHost(m.Host, r.hostname())
+}
+
+// sameHost compares host names as people write them: without regard to case, and a short name
+// (cp1) equal to its fully qualified one (cp1.example.com).
+func sameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	sa, _, _ := strings.Cut(a, ".")
+	sb, _, _ := strings.Cut(b, ".")
+	return sa != "" && strings.EqualFold(sa, sb)
 }
 
 // checkLocalPaths refuses a description in which two members of this host share a data dir or a
@@ -65,10 +76,11 @@ func (r *Recoverer) checkLocalPaths(c Cluster) error {
 		if !r.local(m) {
 			continue
 		}
-		if other, ok := dirs[m.DataDir]; ok {
-			return fmt.Errorf("%w: members %s and %s both have data-dir %s on this host (%s): give each member its own data dir, or the host it runs on", ErrPlanMismatch, other, m.Name, m.DataDir, r.hostname())
+		dir := realDataDir(m.DataDir) // two paths, one folder, through a symlink
+		if other, ok := dirs[dir]; ok {
+			return fmt.Errorf("%w: members %s and %s both have data-dir %s on this host (%s): give each member its own data dir, or the host it runs on", ErrPlanMismatch, other, m.Name, dir, r.hostname())
 		}
-		dirs[m.DataDir] = m.Name
+		dirs[dir] = m.Name
 		if m.StaticPodManifest != "" {
 			if other, ok := manifests[m.StaticPodManifest]; ok {
 				return fmt.Errorf("%w: members %s and %s both have static-pod-manifest %s on this host (%s)", ErrPlanMismatch, other, m.Name, m.StaticPodManifest, r.hostname())

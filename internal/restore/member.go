@@ -46,7 +46,7 @@ type DataDirOptions struct {
 	Now time.Time
 	// Marker, when set, is called once the old data dir is out of the way and just before the
 	// restored one is moved into place (recover records there which plan restored it).
-	Marker func() error
+	Marker func(staging string) error
 }
 
 // DataDirResult is what a member restore did.
@@ -134,7 +134,7 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 	// The marker goes down before the rename: after a crash between the two, the data dir is
 	// absent (nothing to quarantine again) and the restore is simply done again.
 	if opts.Marker != nil {
-		if err := opts.Marker(); err != nil {
+		if err := opts.Marker(staging); err != nil {
 			return res, err
 		}
 	}
@@ -160,17 +160,38 @@ func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
 // for etcd) to the folder it names: the restore is built beside that folder, on the same disk,
 // and the symlink is left as it is. Replacing the symlink itself would move etcd's data onto
 // another filesystem, with nothing quarantined.
+//
+// A link whose target is absent (moved aside by an interrupted restore of this data dir, or never
+// made) names where the restore goes: there is nothing there to lose.
 func resolveDataDir(dir string) (string, error) {
 	fi, err := os.Lstat(dir)
 	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 		return dir, nil
 	}
-	target, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		link, _ := os.Readlink(dir)
-		return "", fmt.Errorf("data dir %s is a symlink to %s, which cannot be followed (%w): create the folder it points to, or give the real data dir", dir, link, err)
+	if target, err := filepath.EvalSymlinks(dir); err == nil {
+		return target, nil
 	}
-	return target, nil
+	link, err := os.Readlink(dir)
+	if err != nil {
+		return "", fmt.Errorf("data dir %s is a symlink that cannot be read: %w", dir, err)
+	}
+	if !filepath.IsAbs(link) {
+		link = filepath.Join(filepath.Dir(dir), link)
+	}
+	link = filepath.Clean(link)
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		return "", fmt.Errorf("data dir %s is a chain of symlinks that cannot be followed to a folder: give the real data dir", dir)
+	}
+	return link, nil
+}
+
+// realDataDir is where a data dir's data is: the folder a symlinked data dir points to (see
+// resolveDataDir), else the path itself.
+func realDataDir(dir string) string {
+	if r, err := resolveDataDir(dir); err == nil {
+		return r
+	}
+	return dir
 }
 
 // etcdutlRestore runs etcd's own restore. etcdutl reports some failures (a database it cannot

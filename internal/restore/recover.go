@@ -327,8 +327,10 @@ type stepper struct {
 	mu    sync.Mutex
 	steps []Step
 	lg    *slog.Logger
-	// touch records that a step is about to act on a member, before it does.
+	// touch records that a step is about to act on a member, before it does; done, that it
+	// finished.
 	touch func(member string) error
+	done  func(member, step string) error
 }
 
 func (s *stepper) do(name, member string, fn func() (string, error)) error {
@@ -349,6 +351,11 @@ func (s *stepper) do(name, member string, fn func() (string, error)) error {
 			name += " " + member
 		}
 		return fmt.Errorf("%s: %w", name, err)
+	}
+	if s.done != nil && member != "" {
+		if err := s.done(member, name); err != nil {
+			return fmt.Errorf("%s %s: %w", name, member, err)
+		}
 	}
 	s.lg.Info("recovery step done", "step", name, "member", member, "seconds", st.Elapsed.Seconds(), "note", note)
 	failpoint.Here("recover/after-" + strings.ReplaceAll(name, " ", "-"))
@@ -383,7 +390,10 @@ func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, e
 		return rep, err
 	}
 	failpoint.Here("recover/plan-saved")
-	st := &stepper{lg: r.log(), touch: func(member string) error { return r.touch(p.ID, member) }}
+	st := &stepper{lg: r.log(),
+		touch: func(member string) error { return r.touch(p.ID, member) },
+		done:  func(member, step string) error { return r.stepDone(p.ID, member, step) },
+	}
 	var err error
 	switch p.Path {
 	case PathNone:
@@ -504,6 +514,17 @@ func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *ste
 	// repaired by hand): leave it alone.
 	if r.linearizable(ctx, m.ClientURL) == nil {
 		return st.do("replace", m.Name, func() (string, error) { return "already serving: left alone", nil })
+	}
+	// Removed and added back by an earlier run of this plan: it has an empty data dir and a new
+	// member id, and may be receiving the data from the leader. Doing it again would quarantine
+	// what it received and remove it once more: it is only started (again) and waited for.
+	if _, done := r.progress(p.ID); done[m.Name]["member remove and add"] {
+		if err := st.do("start", m.Name, func() (string, error) {
+			return "added back by an earlier run of this plan", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+		}); err != nil {
+			return err
+		}
+		return st.do("wait for member", m.Name, func() (string, error) { return r.waitMember(ctx, m, 2*time.Minute) })
 	}
 	if err := st.do("stop", m.Name, func() (string, error) { return r.stopAndWait(ctx, m) }); err != nil {
 		return err
@@ -655,7 +676,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 			res, err := RestoreDataDir(DataDirOptions{
 				Snapshot: src, Name: m.Name, InitialCluster: p.Cluster.InitialCluster(), InitialClusterToken: p.Token,
 				PeerURLs: []string{m.PeerURL}, DataDir: m.DataDir, Bump: p.Bump, Quarantine: true, SkipHashCheck: skipHash, Now: r.now(),
-				Marker: func() error { return writeMarker(m.DataDir, p.ID) },
+				Marker: func(staging string) error { return writeMarker(m.DataDir, p.ID, staging) },
 			})
 			if res.Quarantined != "" {
 				mu.Lock()
@@ -766,7 +787,7 @@ func (r *Recoverer) stopAndWait(ctx context.Context, m Member) (string, error) {
 // copyMemberDB copies the source member's database, read-only, and checks it is the one the plan
 // was made on and that it passes bbolt's check.
 func (r *Recoverer) copyMemberDB(ctx context.Context, p Plan, dst string) (string, error) {
-	in, err := os.Open(p.Source.DBPath)
+	in, err := snapshot.OpenFile(p.Source.DBPath) // a plan file may name a device or a FIFO
 	if err != nil {
 		return "", fmt.Errorf("open the source database: %w", err)
 	}

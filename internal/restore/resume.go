@@ -16,6 +16,10 @@ import (
 // changed, and a new one is made instead (recover --new-plan).
 const DefaultMaxPlanAge = 12 * time.Hour
 
+// planClockSlack is how far in the future a plan's time may be before the clock is taken to have
+// moved back (plans made on another host carry its clock).
+const planClockSlack = 5 * time.Minute
+
 // ResumeDiff compares what a plan recorded of its members with a fresh look at them (now). It is
 // pure, and returns one line per member that differs, saying how it was and how it is; none means
 // the plan still describes the cluster. The rules:
@@ -99,6 +103,10 @@ func (r *Recoverer) CheckResume(ctx context.Context, p Plan, only []string) erro
 	maxAge := r.MaxPlanAge
 	if maxAge == 0 {
 		maxAge = DefaultMaxPlanAge
+	}
+	if ahead := p.Created.Sub(r.now()); ahead > planClockSlack {
+		return fmt.Errorf("%w: the recovery plan %s was made %s from now (%s): this host's clock moved back since (check it: timedatectl, chronyc tracking); make a new plan once it is right",
+			ErrPlanMismatch, p.ID, ahead.Round(time.Minute), p.Created.Format(time.RFC3339))
 	}
 	if age := r.now().Sub(p.Created); age > maxAge {
 		return fmt.Errorf("%w: the recovery plan %s was made %s ago (%s), more than %s (--max-plan-age): the cluster has most likely changed since; make a new plan (recover --new-plan, or recover plan)",

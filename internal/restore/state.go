@@ -20,21 +20,50 @@ func markerPath(dataDir string) string {
 	return filepath.Join(filepath.Dir(dataDir), "."+filepath.Base(dataDir)+".etcdguard-recovery")
 }
 
-func writeMarker(dataDir, planID string) error {
-	return atomicfile.Write(markerPath(dataDir), []byte(planID+"\n"), 0o600)
+// writeMarker records that the plan restored dataDir from the folder staging, which is about to
+// be renamed into place: the marker holds the plan id and the folder's inode number, which the
+// rename keeps.
+func writeMarker(dataDir, planID, staging string) error {
+	st, err := os.Stat(staging)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(markerPath(dataDir), []byte(fmt.Sprintf("%s %d\n", planID, inode(st))), 0o600)
 }
 
+// readMarker returns the id of the plan that restored dataDir, or "" with an error. The marker
+// counts only while the data dir is the very folder the plan built (same inode): a data dir put
+// there since, by hand or by another tool, is nobody's restore of this plan.
 func readMarker(dataDir string) (string, error) {
-	if _, err := os.Stat(filepath.Join(dataDir, "member")); err != nil {
+	st, err := os.Stat(dataDir)
+	if err != nil {
 		return "", err // a marker without its data dir means nothing
 	}
+	if _, err := os.Stat(filepath.Join(dataDir, "member")); err != nil {
+		return "", err
+	}
 	b, err := os.ReadFile(markerPath(dataDir))
-	return strings.TrimSpace(string(b)), err
+	if err != nil {
+		return "", err
+	}
+	id, ino, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	if ino != fmt.Sprint(inode(st)) {
+		return "", fmt.Errorf("the marker of %s names another folder than the one there now", dataDir)
+	}
+	return id, nil
+}
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
 }
 
 // cleanStaging removes the half-built restores an interrupted run left beside a data dir: they
 // are etcdguard's own scratch, never etcd data.
 func cleanStaging(dataDir string) {
+	dataDir = realDataDir(dataDir) // a restore is built beside the folder a symlink points to
 	entries, _ := os.ReadDir(filepath.Dir(dataDir))
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), "."+filepath.Base(dataDir)+".etcdguard-restore-") {
@@ -140,15 +169,25 @@ func (r *Recoverer) touchedPath(id string) string {
 // touch records, durably and before the action, that the plan acts on a member: a resumed run
 // expects such a member to differ from what the plan recorded, and any other difference means
 // somebody else changed the cluster.
-func (r *Recoverer) touch(id, member string) error {
-	if r.StateDir == "" || member == "" {
+func (r *Recoverer) touch(id, member string) error { return r.journal(id, member) }
+
+// stepDone records, durably, that a step on a member finished, so that a resumed run does not
+// repeat a step whose effect it would undo (a replaced member quarantined and re-added again).
+func (r *Recoverer) stepDone(id, member, step string) error {
+	return r.journal(id, member+"\tdone "+step)
+}
+
+// journal appends one line to the plan's progress file, recovery-ID.touched: "NAME" before a step
+// acts on member NAME, "NAME<TAB>done STEP" once it has finished.
+func (r *Recoverer) journal(id, line string) error {
+	if r.StateDir == "" || line == "" {
 		return nil
 	}
 	f, err := os.OpenFile(r.touchedPath(id), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("record progress in %s: %w", r.StateDir, err)
 	}
-	if _, err := f.WriteString(member + "\n"); err != nil {
+	if _, err := f.WriteString(line + "\n"); err != nil {
 		f.Close()
 		return fmt.Errorf("record progress in %s: %w", r.StateDir, err)
 	}
@@ -159,19 +198,34 @@ func (r *Recoverer) touch(id, member string) error {
 	return f.Close()
 }
 
-// touched returns the members a plan has acted on.
-func (r *Recoverer) touched(id string) map[string]bool {
-	out := map[string]bool{}
+// progress reads the plan's progress file: the members it has acted on, and the steps finished
+// on each.
+func (r *Recoverer) progress(id string) (touched map[string]bool, done map[string]map[string]bool) {
+	touched, done = map[string]bool{}, map[string]map[string]bool{}
 	if r.StateDir == "" {
-		return out
+		return touched, done
 	}
 	b, _ := os.ReadFile(r.touchedPath(id))
 	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			out[l] = true
+		name, rest, _ := strings.Cut(strings.TrimSpace(l), "\t")
+		if name == "" {
+			continue
+		}
+		touched[name] = true
+		if step, ok := strings.CutPrefix(rest, "done "); ok {
+			if done[name] == nil {
+				done[name] = map[string]bool{}
+			}
+			done[name][step] = true
 		}
 	}
-	return out
+	return touched, done
+}
+
+// touched returns the members a plan has acted on.
+func (r *Recoverer) touched(id string) map[string]bool {
+	t, _ := r.progress(id)
+	return t
 }
 
 // WritePlan writes a plan file atomically.
