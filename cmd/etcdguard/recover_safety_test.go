@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -148,23 +146,7 @@ func TestRecoverStalePlan(t *testing.T) {
 			require.Contains(t, errb.String(), "--new-plan")
 
 			// The operator brings the cluster back by hand and writes new keys.
-			for _, m := range e.c.Members() {
-				r := etcdguard(t, "restore", "latest", "--target", "file://"+e.repo, "--age-identity", idFile, "--data-dir", m.DataDir, "--name", m.Name,
-					"--initial-cluster", e.c.InitialCluster(), "--initial-advertise-peer-urls", m.PeerURL, "--quarantine")
-				require.Equal(t, 0, r.code, r.stderr)
-			}
-			var wg sync.WaitGroup
-			errs := make([]error, 3)
-			for i, m := range e.c.Members() {
-				wg.Go(func() { errs[i] = m.Restart(t.Context()) })
-			}
-			wg.Wait()
-			require.NoError(t, errors.Join(errs...))
-			cli, err := e.c.Client(t.Context())
-			require.NoError(t, err)
-			defer cli.Close()
-			_, err = cli.Put(t.Context(), "/registry/configmaps/ns/written-after-the-hand-restore", "new")
-			require.NoError(t, err)
+			restoreByHand(t, e, "/registry/configmaps/ns/written-after-the-hand-restore", "--age-identity", idFile)
 			byHand := map[string][]string{}
 			for _, m := range e.c.Members() {
 				byHand[m.Name] = quarantines(t, m.DataDir)
