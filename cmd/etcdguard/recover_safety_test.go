@@ -105,7 +105,7 @@ func TestRecoverLeavesOtherHostsAlone(t *testing.T) {
 				r := etcdguard(t, append([]string{"recover", "plan", "--out", planFile, "--lost", "m3"}, e.flagsWith(e.members[0], e.members[1], m3)...)...)
 				require.Equal(t, 0, r.code, r.stderr)
 				before := treeHashes(t, ms[0].DataDir)
-				r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", "m3"}, tlsFlags(e.c)...)...)
+				r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", "m3", "--state-dir", e.state}, tlsFlags(e.c)...)...)
 				require.Equal(t, 12, r.code, r.stderr)
 				require.Contains(t, r.stderr, "member m3 runs on host "+other)
 				require.Equal(t, before, treeHashes(t, ms[0].DataDir), "nothing was touched")

@@ -343,11 +343,11 @@ func TestRecoverPlanApply(t *testing.T) {
 			require.Equal(t, before, treeHashes(t, m1.DataDir), "a refused apply touches nothing")
 
 			for _, m := range e.c.Members() {
-				r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", m.Name, "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
+				r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "--member", m.Name, "--target", "file://" + e.repo, "--state-dir", e.state}, tlsFlags(e.c)...)...)
 				require.Equal(t, 0, r.code, r.stderr)
 			}
 			// Applying the whole plan again restores nothing twice and verifies the cluster.
-			r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "-o", "json", "--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
+			r = etcdguard(t, append([]string{"recover", "apply", "--plan", planFile, "-o", "json", "--target", "file://" + e.repo, "--state-dir", e.state}, tlsFlags(e.c)...)...)
 			require.Equal(t, 0, r.code, r.stderr)
 			var out recoverJSON
 			require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
@@ -392,7 +392,7 @@ func TestRecoverBadInput(t *testing.T) {
 				code int
 				want string
 			}{
-				{"unknown member name", []string{"recover", "apply", "--plan", planFile, "--member", "m9"}, 9, `member "m9" is not in the plan`},
+				{"unknown member name", []string{"recover", "apply", "--plan", planFile, "--member", "m9", "--state-dir", e.state}, 9, `member "m9" is not in the plan`},
 				{"a data dir that does not exist", append([]string{"recover", "--yes"}, withMember(1, func(s string) string {
 					return strings.Replace(s, "data-dir="+m2.DataDir, "data-dir=/nonexistent/etcd/m2", 1)
 				})...), 9, "the folder of data-dir /nonexistent/etcd/m2 does not exist"},
