@@ -1,0 +1,152 @@
+// Package layering holds the test that keeps etcdguard's imports one-way:
+// cmd -> cli | agent -> capabilities -> repository -> backend -> foundations. docs/design.md,
+// "Package map", lists the packages of each layer.
+package layering
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/etcdguard/etcdguard/"
+
+// layers ranks etcdguard's packages: a package may import packages of its own layer or of deeper
+// (higher-numbered) ones, never of a layer above it. A package missing here fails the test, so
+// that a new package is placed on purpose.
+var layers = map[string]int{
+	"cmd/etcdguard": 0,
+
+	"internal/cli": 1,
+
+	"internal/snapshot": 2, "internal/restore": 2, "internal/doctor": 2, "internal/config": 2, "internal/certs": 2,
+
+	"internal/repository": 3,
+
+	"internal/backend": 4, "internal/backend/local": 4, "internal/backend/s3": 4, "internal/backend/backendtest": 4,
+
+	"internal/etcdx": 5, "internal/datadir": 5, "internal/atomicfile": 5, "internal/failpoint": 5,
+	"internal/proc": 5, "internal/redact": 5,
+
+	// Test helpers: real etcd clusters and MinIO, for tests (and, today, the demo).
+	"internal/testcluster": 6, "internal/testenv": 6,
+}
+
+// forbidden are imports between packages that the layers alone allow but that must not exist.
+var forbidden = map[[2]string]string{
+	{"internal/config", "internal/restore"}: "config describes settings; the cluster description moves to a cluster package (issue 9)",
+	{"internal/doctor", "internal/restore"}: "doctor and recover share a cluster package instead (issue 9)",
+}
+
+// known are today's violations, each to be removed by the issue named; the test fails when one
+// of them disappears too, so that this list shrinks with the code.
+var known = map[[2]string]string{
+	{"internal/config", "internal/restore"}:  "issue 9",
+	{"internal/doctor", "internal/restore"}:  "issue 9",
+	{"internal/cli", "internal/testcluster"}: "issue 9: the demo's test-only helpers move out of the shipped path",
+}
+
+// violations returns every import of graph (package -> its imports, both relative to the module)
+// that goes up the layers, reaches a test helper from shipped code, or is forbidden.
+func violations(graph map[string][]string) []string {
+	var out []string
+	for pkg, imports := range graph {
+		from, ok := layers[pkg]
+		if !ok {
+			out = append(out, fmt.Sprintf("%s is in no layer: add it to layers", pkg))
+			continue
+		}
+		for _, imp := range imports {
+			to, ok := layers[imp]
+			switch {
+			case !ok:
+				out = append(out, fmt.Sprintf("%s imports %s, which is in no layer", pkg, imp))
+			case to < from:
+				out = append(out, fmt.Sprintf("%s imports %s, against the direction of the layers", pkg, imp))
+			case to == 6 && from < 6:
+				out = append(out, fmt.Sprintf("%s imports the test helper %s", pkg, imp))
+			case forbidden[[2]string{pkg, imp}] != "":
+				out = append(out, fmt.Sprintf("%s imports %s: %s", pkg, imp, forbidden[[2]string{pkg, imp}]))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestViolations(t *testing.T) {
+	cases := []struct {
+		name  string
+		graph map[string][]string
+		want  []string
+	}{
+		{"the direction of the layers", map[string][]string{
+			"cmd/etcdguard": {"internal/cli"}, "internal/cli": {"internal/snapshot"}, "internal/snapshot": {"internal/repository", "internal/etcdx"},
+			"internal/repository": {"internal/backend/local"}, "internal/backend/local": {"internal/backend", "internal/atomicfile"},
+		}, nil},
+		{"a deliberately wrong import: the backend reaching up into the repository", map[string][]string{
+			"internal/backend/s3": {"internal/repository"},
+		}, []string{"internal/backend/s3 imports internal/repository, against the direction of the layers"}},
+		{"a capability importing the CLI", map[string][]string{"internal/restore": {"internal/cli"}},
+			[]string{"internal/restore imports internal/cli, against the direction of the layers"}},
+		{"shipped code importing a test helper", map[string][]string{"internal/snapshot": {"internal/testenv"}},
+			[]string{"internal/snapshot imports the test helper internal/testenv"}},
+		{"a forbidden import within a layer", map[string][]string{"internal/doctor": {"internal/restore"}},
+			[]string{"internal/doctor imports internal/restore: doctor and recover share a cluster package instead (issue 9)"}},
+		{"a package in no layer", map[string][]string{"internal/types": {"internal/backend"}},
+			[]string{"internal/types is in no layer: add it to layers"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.want, violations(tc.graph))
+		})
+	}
+}
+
+// TestImportDirection checks etcdguard's real import graph (shipped code, not tests).
+func TestImportDirection(t *testing.T) {
+	out, err := exec.CommandContext(t.Context(), "go", "list", "-json", module+"...").Output()
+	require.NoError(t, err, "go list")
+	graph := map[string][]string{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p struct {
+			ImportPath string
+			Imports    []string
+		}
+		require.NoError(t, dec.Decode(&p))
+		pkg, ok := strings.CutPrefix(p.ImportPath, module)
+		if !ok || pkg == "internal/layering" || strings.HasPrefix(pkg, "bench") || strings.HasPrefix(pkg, "tools") {
+			continue
+		}
+		graph[pkg] = nil
+		for _, imp := range p.Imports {
+			if rel, ok := strings.CutPrefix(imp, module); ok {
+				graph[pkg] = append(graph[pkg], rel)
+			}
+		}
+	}
+	require.NotEmpty(t, graph)
+	var unexpected []string
+	seen := map[string]bool{}
+	for _, v := range violations(graph) {
+		isKnown := false
+		for k := range known {
+			if strings.HasPrefix(v, k[0]+" imports ") && strings.Contains(v, " "+k[1]) {
+				isKnown, seen[k[0]+" "+k[1]] = true, true
+			}
+		}
+		if !isKnown {
+			unexpected = append(unexpected, v)
+		}
+	}
+	require.Empty(t, unexpected, "imports against the layers")
+	for k, why := range known {
+		require.True(t, seen[k[0]+" "+k[1]], "%s no longer imports %s (%s): remove it from known", k[0], k[1], why)
+	}
+}
