@@ -17,6 +17,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"github.com/etcdguard/etcdguard/internal/restore"
+	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
@@ -130,7 +131,10 @@ func TestRecoverCrashAtEveryStep(t *testing.T) {
 			loadData(t, e.c, 200, 100)
 			m3 := e.c.Members()[2]
 			require.NoError(t, m3.Kill())
+			// Damaged for certain: zeroed pages may be free ones, a flipped WAL record is not.
 			damageDB(t, m3.DataDir)
+			_, _, err := testcluster.FlipWALRecord(m3.DataDir, 0)
+			require.NoError(t, err)
 			before := treeHashes(t, m3.DataDir)
 			require.NoError(t, e.c.Members()[0].WaitHealthy(t.Context()))
 			w := startWriter(t, e.c, "replace-crash")

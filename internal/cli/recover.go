@@ -92,10 +92,6 @@ until the recovery is verified. For members on several hosts, make the plan on o
 			if p, err := r.Unfinished(); err != nil {
 				return err
 			} else if p != nil {
-				if diffs := restore.DescriptionDiff(p.Cluster, r.Cluster); len(diffs) > 0 {
-					return fmt.Errorf("%w: the unfinished recovery %s was planned for another description of the cluster (%s): run recover with the description it was made for, or --new-plan to set it aside and plan for this one",
-						restore.ErrPlanMismatch, p.ID, strings.Join(diffs, "; "))
-				}
 				// Look again before carrying on: a plan made before the cluster changed must not
 				// stop a member brought back by hand or restore old data over new.
 				if err := r.CheckResume(ctx, *p, nil); err != nil {

@@ -519,12 +519,7 @@ func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *ste
 	// member id, and may be receiving the data from the leader. Doing it again would quarantine
 	// what it received and remove it once more: it is only started (again) and waited for.
 	if _, done := r.progress(p.ID); done[m.Name]["member remove and add"] {
-		if err := st.do("start", m.Name, func() (string, error) {
-			return "added back by an earlier run of this plan", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
-		}); err != nil {
-			return err
-		}
-		return st.do("wait for member", m.Name, func() (string, error) { return r.waitMember(ctx, m, 2*time.Minute) })
+		return r.startReplaced(ctx, p, m, st, "added back by an earlier run of this plan")
 	}
 	if err := st.do("stop", m.Name, func() (string, error) { return r.stopAndWait(ctx, m) }); err != nil {
 		return err
@@ -553,8 +548,14 @@ func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *ste
 	}); err != nil {
 		return err
 	}
+	return r.startReplaced(ctx, p, m, st, "")
+}
+
+// startReplaced starts a member that was removed and added back, joining the existing cluster
+// on an empty data dir, and waits until it serves.
+func (r *Recoverer) startReplaced(ctx context.Context, p Plan, m Member, st *stepper, note string) error {
 	if err := st.do("start", m.Name, func() (string, error) {
-		return "", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+		return note, r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
 	}); err != nil {
 		return err
 	}

@@ -94,7 +94,8 @@ func describeAssessment(a Assessment) string {
 
 // CheckResume decides whether a plan may be carried on, by recover (an unfinished plan, only nil)
 // or by recover apply (a plan file, for the members in only, all when empty): it must be younger
-// than MaxPlanAge, and the members of this host it is to act on must be as ResumeDiff requires.
+// than MaxPlanAge and not from the future, made for the cluster this Recoverer describes, and the
+// members of this host it is to act on must be as ResumeDiff requires.
 // Otherwise the cluster changed under the plan (a member brought back by hand, new writes, a
 // newer recovery) and carrying it on could stop a healthy member or restore old data over new: it
 // is refused, showing how each member was and is, and the operator makes a new plan. Members of
@@ -103,6 +104,10 @@ func (r *Recoverer) CheckResume(ctx context.Context, p Plan, only []string) erro
 	maxAge := r.MaxPlanAge
 	if maxAge == 0 {
 		maxAge = DefaultMaxPlanAge
+	}
+	if diffs := DescriptionDiff(p.Cluster, r.Cluster); len(diffs) > 0 {
+		return fmt.Errorf("%w: the unfinished recovery %s was planned for another description of the cluster (%s): run recover with the description it was made for, or --new-plan to set it aside and plan for this one",
+			ErrPlanMismatch, p.ID, strings.Join(diffs, "; "))
 	}
 	if ahead := p.Created.Sub(r.now()); ahead > planClockSlack {
 		return fmt.Errorf("%w: the recovery plan %s was made %s from now (%s): this host's clock moved back since (check it: timedatectl, chronyc tracking); make a new plan once it is right",
