@@ -288,7 +288,9 @@ func TestDescriptionChecks(t *testing.T) {
 				{"a client-url that is not a URL, with credentials", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
 					e.memberFlag(2, map[string]string{"client-url": "htps://alice:S3cretPW@127.0.0.1:1"}))...), "is not an http(s) URL"},
 				{"one client-url spelled twice", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
-					e.memberFlag(2, map[string]string{"client-url": strings.ToUpper(m1.ClientURL[:5]) + m1.ClientURL[5:] + "/"}))...), "is used twice"},
+					e.memberFlag(2, map[string]string{"client-url": strings.ToUpper(m1.ClientURL[:5]) + m1.ClientURL[5:]}))...), "is used twice"},
+				{"a peer-url with a trailing slash, which etcd refuses", append([]string{"recover", "--dry-run"}, e.flagsWith(e.members[0], e.members[1],
+					e.memberFlag(2, map[string]string{"peer-url": e.c.Members()[2].PeerURL + "/"}))...), "carries credentials, a path or parameters"},
 				{"a unix endpoint", []string{"snapshot", "save", "--target", "file://" + e.repo, "--endpoints", "unix:///tmp/etcd.sock"}, "over http:// or https://"},
 				{"a path in an endpoint", []string{"snapshot", "save", "--target", "file://" + e.repo, "--endpoints", "https://127.0.0.1:1/S3cretPW"}, "a path or parameters"},
 			}

@@ -63,7 +63,9 @@ func (c Cluster) Validate() error {
 			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
 				return fmt.Errorf("member %s: %s %s is not an http(s) URL such as https://10.0.0.1:2379", m.Name, what, redact.URL(u))
 			}
-			if pu.User != nil || pu.RawQuery != "" || pu.Fragment != "" || strings.Trim(pu.Path, "/") != "" {
+			// etcd refuses any path in its URLs, a lone "/" included: refused here, before
+			// anything is stopped, rather than by etcd in the middle of a recovery.
+			if pu.User != nil || pu.RawQuery != "" || pu.ForceQuery || pu.Fragment != "" || pu.Path != "" || pu.RawPath != "" {
 				return fmt.Errorf("member %s: %s %s carries credentials, a path or parameters, which etcd's URLs do not take: give scheme://host:port", m.Name, what, redact.URL(u))
 			}
 		}
@@ -112,9 +114,13 @@ func urlKey(u string) string {
 	return strings.ToLower(pu.Scheme) + "://" + strings.ToLower(pu.Host)
 }
 
+// controlKeys are the description's keys that say how a member is stopped and started.
+var controlKeys = map[string]bool{"systemd-unit": true, "static-pod-manifest": true, "start-command": true, "stop-command": true}
+
 // DescriptionDiff lists, member by member, how a description of the cluster differs from the one a
-// plan was made for; none means the same cluster, described the same way. Both are compared in
-// their clean form.
+// plan was made for; none means the same cluster: the same members, URLs, data dirs and hosts.
+// How a member is stopped and started may change (that is how a failed start is fixed), so it is
+// not compared. Both are compared in their clean form.
 func DescriptionDiff(planned, now Cluster) []string {
 	planned, now = planned.Clean(), now.Clean()
 	var diffs []string
@@ -131,6 +137,9 @@ func DescriptionDiff(planned, now Cluster) []string {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
+			if controlKeys[k] {
+				continue
+			}
 			if *fa[k] != *fb[k] {
 				was, is := *fa[k], *fb[k]
 				if strings.HasSuffix(k, "-url") {

@@ -57,14 +57,15 @@ func (r *Recoverer) local(m Member) bool {
 }
 
 // sameHost compares host names as people write them: without regard to case, and a short name
-// (cp1) equal to its fully qualified one (cp1.example.com).
+// (cp1) equal to a fully qualified one it begins (cp1.example.com). Two fully qualified names are
+// compared whole: cp1.dc1.example is not cp1.dc2.example.
 func sameHost(a, b string) bool {
 	if strings.EqualFold(a, b) {
 		return true
 	}
-	sa, _, _ := strings.Cut(a, ".")
-	sb, _, _ := strings.Cut(b, ".")
-	return sa != "" && strings.EqualFold(sa, sb)
+	sa, _, aQualified := strings.Cut(a, ".")
+	sb, _, bQualified := strings.Cut(b, ".")
+	return aQualified != bQualified && sa != "" && strings.EqualFold(sa, sb)
 }
 
 // checkLocalPaths refuses a description in which two members of this host share a data dir or a
@@ -79,6 +80,11 @@ func (r *Recoverer) checkLocalPaths(c Cluster) error {
 		dir := realDataDir(m.DataDir) // two paths, one folder, through a symlink
 		if other, ok := dirs[dir]; ok {
 			return fmt.Errorf("%w: members %s and %s both have data-dir %s on this host (%s): give each member its own data dir, or the host it runs on", ErrPlanMismatch, other, m.Name, dir, r.hostname())
+		}
+		for d, other := range dirs {
+			if strings.HasPrefix(dir, d+"/") || strings.HasPrefix(d, dir+"/") {
+				return fmt.Errorf("%w: the data dirs of members %s (%s) and %s (%s) are one inside the other on this host: moving one aside would move the other", ErrPlanMismatch, other, d, m.Name, dir)
+			}
 		}
 		dirs[dir] = m.Name
 		if m.StaticPodManifest != "" {

@@ -84,3 +84,37 @@ func TestMemberListProblems(t *testing.T) {
 		})
 	}
 }
+
+func TestSameHost(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"cp1", "cp1", true}, {"CP1", "cp1", true}, {"cp1", "cp1.example.com", true}, {"cp1.Example.COM", "cp1", true},
+		{"cp1.dc1.example", "cp1.dc2.example", false}, {"cp1.example.com", "CP1.EXAMPLE.COM", true},
+		{"cp1", "cp10", false}, {"cp1", "cp1-backup", false}, {".example", "cp1", false},
+	} {
+		require.Equal(t, tc.want, sameHost(tc.a, tc.b), "%s vs %s", tc.a, tc.b)
+	}
+}
+
+func TestCheckLocalPathsNested(t *testing.T) {
+	root := t.TempDir()
+	c := testCluster(3)
+	c.Members[0].DataDir = root + "/m1"
+	c.Members[1].DataDir = root + "/m1/inside"
+	c.Members[2].DataDir = root + "/m3"
+	err := (&Recoverer{}).checkLocalPaths(c)
+	require.ErrorIs(t, err, ErrPlanMismatch)
+	require.ErrorContains(t, err, "one inside the other")
+	c.Members[1].DataDir = root + "/m10" // a sibling whose name starts the same is fine
+	require.NoError(t, (&Recoverer{}).checkLocalPaths(c))
+}
+
+func TestDescriptionDiffIgnoresControl(t *testing.T) {
+	a, b := testCluster(3), testCluster(3)
+	b.Members[0].SystemdUnit = "etcd-fixed.service"
+	require.Empty(t, DescriptionDiff(a, b), "how a member is started may change between runs")
+	b.Members[1].Host = "cp9"
+	require.Equal(t, []string{`member m2: host "" in the plan, "cp9" now`}, DescriptionDiff(a, b))
+}
