@@ -132,7 +132,7 @@ func TestRecoverCrashAtEveryStep(t *testing.T) {
 			m3 := e.c.Members()[2]
 			require.NoError(t, m3.Kill())
 			// Damaged for certain: zeroed pages may be free ones, a flipped WAL record is not.
-			damageDB(t, m3.DataDir)
+			damageDB(t, m3)
 			_, _, err := testcluster.FlipWALRecord(m3.DataDir, 0)
 			require.NoError(t, err)
 			before := treeHashes(t, m3.DataDir)

@@ -227,8 +227,8 @@ func TestDoctorOffline(t *testing.T) {
 			putBig(t, c)
 			powerCut(t, c)
 			ms := c.Members()
-			require.NoError(t, testcluster.TearWALTail(ms[0].DataDir))
-			require.NoError(t, testcluster.ZeroDBPages(ms[1].DataDir, 2, 4))
+			require.NoError(t, ms[0].TearWALTail())
+			require.NoError(t, ms[1].ZeroDBPages(2, 4))
 			require.NoError(t, testcluster.ZeroWALTail(ms[2].DataDir))
 			before := map[string]map[string]string{}
 			var args []string

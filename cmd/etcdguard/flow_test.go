@@ -27,7 +27,7 @@ func TestRecoverBackupRestoreFlow(t *testing.T) {
 			want := readAll(t, e.c, first.Revision)
 			powerCut(t, e.c)
 			for _, m := range e.c.Members() {
-				damageDB(t, m.DataDir)
+				damageDB(t, m)
 			}
 			out := runRecover(t, e)
 			require.Equal(t, restore.PathRestore, out.Plan.Path)

@@ -129,7 +129,7 @@ func TestRecoverStalePlan(t *testing.T) {
 			saveJSON(t, 0, append([]string{"--target", "file://" + e.repo, "--age-recipient", id.Recipient().String()}, tlsFlags(e.c)...)...)
 			powerCut(t, e.c)
 			for _, m := range e.c.Members() {
-				damageDB(t, m.DataDir)
+				damageDB(t, m)
 			}
 
 			r := etcdguard(t, append([]string{"recover", "--yes"}, e.flags()...)...)

@@ -97,14 +97,14 @@ func powerCut(t *testing.T, c *testcluster.Cluster) {
 	wg.Wait()
 }
 
-func damageDB(t *testing.T, dataDir string) {
+func damageDB(t *testing.T, m *testcluster.Member) {
 	t.Helper()
-	require.NoError(t, testcluster.ZeroDBPages(dataDir, 2, 4))
+	require.NoError(t, m.ZeroDBPages(2, 4))
 }
 
-func tearWAL(t *testing.T, dataDir string) {
+func tearWAL(t *testing.T, m *testcluster.Member) {
 	t.Helper()
-	require.NoError(t, testcluster.TearWALTail(dataDir))
+	require.NoError(t, m.TearWALTail())
 }
 
 // present returns how many of keys the cluster has.
@@ -195,9 +195,9 @@ func TestRecover(t *testing.T) {
 				time.Sleep(300 * time.Millisecond) // let the members commit their databases
 				powerCut(t, e.c)
 				ms := e.c.Members()
-				tearWAL(t, ms[0].DataDir)
-				damageDB(t, ms[0].DataDir)
-				damageDB(t, ms[2].DataDir)
+				tearWAL(t, ms[0])
+				damageDB(t, ms[0])
+				damageDB(t, ms[2])
 				before := treeHashes(t, ms[1].DataDir)
 
 				out := runRecover(t, e)
@@ -259,8 +259,8 @@ func damagedTwo(t *testing.T, e *recoverEnv, mib int) {
 	}
 	saveJSON(t, 0, append([]string{"--target", "file://" + e.repo}, tlsFlags(e.c)...)...)
 	powerCut(t, e.c)
-	damageDB(t, e.c.Members()[0].DataDir)
-	damageDB(t, e.c.Members()[2].DataDir)
+	damageDB(t, e.c.Members()[0])
+	damageDB(t, e.c.Members()[2])
 }
 
 // TestRecoverInterrupted kills recover half-way through a restore; running it again finishes

@@ -20,7 +20,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
-	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/scratch"
 )
 
 type demoOptions struct {
@@ -74,7 +74,7 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	}
 
 	say("starting a 3-member etcd cluster with TLS in %s", dir)
-	cluster, err := testcluster.Start(ctx, testcluster.Options{
+	cluster, err := scratch.Start(ctx, scratch.Options{
 		Size: 3, TLS: true, Command: []string{self, "etcd"}, Dir: filepath.Join(dir, "cluster"),
 	})
 	if err != nil {
@@ -152,7 +152,7 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 
 	// The incident: a steady write load, a backup, then the power goes.
 	say("a steady Kubernetes-shaped write load starts; every acknowledged write is logged")
-	w := testcluster.StartWriter(ctx, cli, "default")
+	w := scratch.StartWriter(ctx, cli, "default")
 	time.Sleep(time.Second)
 	if err := run("snapshot", "save"); err != nil {
 		w.Halt()
@@ -169,11 +169,11 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	acked := w.Halt()
 	fmt.Fprintf(env.Stdout, "   the writer had %d writes acknowledged before the cut\n", len(acked))
 	ms := cluster.Members()
-	if err := testcluster.TearWALTail(ms[0].DataDir); err != nil {
+	if err := ms[0].TearWALTail(); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "   %s: WAL tail torn (the last record cut short)\n", ms[0].Name)
-	if err := testcluster.ZeroDBPages(ms[1].DataDir, 2, 4); err != nil {
+	if err := ms[1].ZeroDBPages(2, 4); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "   %s: database pages 2-5 zeroed\n", ms[1].Name)
@@ -242,7 +242,7 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 }
 
 // demoControl stops and starts a demo member, which the demo runs itself.
-type demoControl struct{ m *testcluster.Member }
+type demoControl struct{ m *scratch.Member }
 
 func (d demoControl) Describe() string { return "the demo" }
 

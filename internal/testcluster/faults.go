@@ -5,39 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"sort"
+
+	"github.com/etcdguard/etcdguard/internal/scratch"
 )
-
-// TearWALTail cuts the last WAL segment of a data dir inside its last record, as a power cut in
-// the middle of a write does. etcd repairs this itself on start, dropping the torn record.
-func TearWALTail(dataDir string) error {
-	last, _, end, err := lastSegment(dataDir)
-	if err != nil {
-		return fmt.Errorf("tear WAL: %w", err)
-	}
-	if end < 64 {
-		return errors.New("tear WAL: the last segment holds no record")
-	}
-	if err := os.Truncate(last, int64(end-20)); err != nil {
-		return fmt.Errorf("tear WAL: %w", err)
-	}
-	return nil
-}
-
-// ZeroDBPages overwrites n 4 KiB pages of a data dir's database with zeroes, from page first, as
-// a write cut by a power loss can leave them.
-func ZeroDBPages(dataDir string, first, n int) error {
-	f, err := os.OpenFile(filepath.Join(dataDir, "member", "snap", "db"), os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("damage database: %w", err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, n*4096), int64(first)*4096); err != nil {
-		return fmt.Errorf("damage database: %w", err)
-	}
-	return f.Sync()
-}
 
 // ZeroWALTail zeroes the end of the last WAL segment of a data dir as a power cut that loses
 // the last sector written leaves it: 512 bytes from the start of the sector that holds the end
@@ -45,7 +15,7 @@ func ZeroDBPages(dataDir string, first, n int) error {
 // records follow. A piece of that record is then all zeroes, which etcd takes for a torn write
 // and repairs on start.
 func ZeroWALTail(dataDir string) error {
-	last, data, end, err := lastSegment(dataDir)
+	last, data, end, err := scratch.LastWALSegment(dataDir)
 	if err != nil {
 		return fmt.Errorf("zero WAL tail: %w", err)
 	}
@@ -70,7 +40,7 @@ func ZeroWALTail(dataDir string) error {
 // a data dir, a record from the middle of the segment: damage etcd cannot repair when the
 // segment is not the last. It returns the segment's path and the offset of the record's frame.
 func FlipWALRecord(dataDir string, seg int) (path string, frameOff int64, err error) {
-	segs, err := walSegments(dataDir)
+	segs, err := scratch.WALSegments(dataDir)
 	if err != nil {
 		return "", 0, fmt.Errorf("flip WAL record: %w", err)
 	}
@@ -125,33 +95,6 @@ func WALFrames(data []byte) ([]WALFrame, error) {
 		off = f.End
 	}
 	return frames, nil
-}
-
-// lastSegment returns the last WAL segment of a data dir, its bytes, and where its written
-// data ends (segments are preallocated with zeroes).
-func lastSegment(dataDir string) (path string, data []byte, end int, err error) {
-	segs, err := walSegments(dataDir)
-	if err != nil {
-		return "", nil, 0, err
-	}
-	path = segs[len(segs)-1]
-	if data, err = os.ReadFile(path); err != nil {
-		return "", nil, 0, err
-	}
-	end = len(data)
-	for end > 0 && data[end-1] == 0 {
-		end--
-	}
-	return path, data, end, nil
-}
-
-func walSegments(dataDir string) ([]string, error) {
-	segs, err := filepath.Glob(filepath.Join(dataDir, "member", "wal", "*.wal"))
-	if err != nil || len(segs) == 0 {
-		return nil, fmt.Errorf("%s: no WAL segment found", dataDir)
-	}
-	sort.Strings(segs)
-	return segs, nil
 }
 
 func writeAt(path string, off int64, b []byte) error {

@@ -1,4 +1,4 @@
-package testcluster
+package scratch
 
 import (
 	"crypto/ecdsa"

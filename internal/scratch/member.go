@@ -1,4 +1,4 @@
-package testcluster
+package scratch
 
 import (
 	"bytes"
@@ -242,7 +242,7 @@ func (m *Member) start(state string) error {
 	}
 	defer logf.Close() // the child has its own copy of the descriptor
 	args := append(slices.Clone(c.opts.Command[1:]), m.flags(state)...)
-	if _, err := fmt.Fprintf(logf, "--- testcluster: %s starting %s at %s: %s %s\n",
+	if _, err := fmt.Fprintf(logf, "--- scratch: %s starting %s at %s: %s %s\n",
 		m.Name, state, time.Now().Format(time.RFC3339Nano), c.opts.Command[0], strings.Join(args, " ")); err != nil {
 		return fmt.Errorf("start etcd member %s: write log file: %w", m.Name, err)
 	}

@@ -1,11 +1,13 @@
-// Package testcluster starts real etcd clusters, as child processes on 127.0.0.1, for etcdguard's
-// tests and for the `etcdguard demo` command. A member can be a real etcd binary or etcdguard's
-// embedded server; either way it is a separate process that tests can kill, stop and restart.
+// Package scratch starts throw-away etcd clusters, as child processes on 127.0.0.1: for the
+// `etcdguard demo` command, for etcdguard's tests (through internal/testcluster), and for what
+// needs an etcd of its own beside the real cluster (restore drills, replay). A member can be a real
+// etcd binary or etcdguard's embedded server; either way it is a separate process that can be
+// killed, stopped and restarted.
 //
 // Members never outlive the process that started them (they get SIGKILL when it dies), and
 // their output goes to a log file per member, whose last lines are quoted in every error about
 // that member.
-package testcluster
+package scratch
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package testcluster_test
+package scratch_test
 
 import (
 	"bufio"
@@ -15,14 +15,14 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/etcdguard/etcdguard/internal/testcluster"
+	"github.com/etcdguard/etcdguard/internal/scratch"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
 // start starts a cluster that is closed when the test ends.
-func start(t *testing.T, opts testcluster.Options) *testcluster.Cluster {
+func start(t *testing.T, opts scratch.Options) *scratch.Cluster {
 	t.Helper()
-	c, err := testcluster.Start(t.Context(), opts)
+	c, err := scratch.Start(t.Context(), opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, c.Close()) })
 	return c
@@ -61,7 +61,7 @@ func TestCluster(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(version+"/"+tt.name, func(t *testing.T) {
 				dir := t.TempDir()
-				c := start(t, testcluster.Options{
+				c := start(t, scratch.Options{
 					Size:    tt.size,
 					TLS:     tt.tls,
 					Command: []string{testenv.Etcd(t, version, "etcd")},
@@ -140,18 +140,18 @@ func TestCluster(t *testing.T) {
 func TestClusterRefusesBadClientCertificates(t *testing.T) {
 	for _, version := range testenv.EtcdVersions() {
 		t.Run(version, func(t *testing.T) {
-			c := start(t, testcluster.Options{
+			c := start(t, scratch.Options{
 				TLS:     true,
 				Command: []string{testenv.Etcd(t, version, "etcd")},
 				Dir:     t.TempDir(),
 			})
-			stranger, err := testcluster.NewPKI(filepath.Join(t.TempDir(), "other-ca"))
+			stranger, err := scratch.NewPKI(filepath.Join(t.TempDir(), "other-ca"))
 			require.NoError(t, err)
 			now := time.Now()
 
 			tests := []struct {
 				name     string
-				issuer   *testcluster.PKI
+				issuer   *scratch.PKI
 				from, to time.Time
 				// reason is what the member logs when it refuses the certificate; empty
 				// when the certificate is good.
@@ -167,7 +167,7 @@ func TestClusterRefusesBadClientCertificates(t *testing.T) {
 					t.Parallel()
 					certFile, keyFile, err := tt.issuer.IssueClient(tt.name, tt.from, tt.to)
 					require.NoError(t, err)
-					tlsConfig, err := testcluster.ClientTLS(c.CAFile, certFile, keyFile)
+					tlsConfig, err := scratch.ClientTLS(c.CAFile, certFile, keyFile)
 					require.NoError(t, err)
 					cfg := c.ClientConfig()
 					cfg.TLS = tlsConfig
@@ -209,7 +209,7 @@ func TestClusterRefusesBadClientCertificates(t *testing.T) {
 
 func TestStartReportsMemberLog(t *testing.T) {
 	// A member that exits at once: Start fails, quoting what the member wrote.
-	_, err := testcluster.Start(t.Context(), testcluster.Options{
+	_, err := scratch.Start(t.Context(), scratch.Options{
 		Command:   []string{testenv.Etcd(t, "3.6", "etcd")},
 		Dir:       t.TempDir(),
 		ExtraArgs: []string{"--no-such-flag"},
@@ -231,7 +231,7 @@ if [ ! -e "$marker" ]; then
   exit 1
 fi
 exec "$etcd" "$@"`
-	c := start(t, testcluster.Options{
+	c := start(t, scratch.Options{
 		Command: []string{"/bin/sh", "-c", script, "sh", marker, testenv.Etcd(t, "3.6", "etcd")},
 		Dir:     t.TempDir(),
 	})
@@ -250,7 +250,7 @@ exec "$etcd" "$@"`
 // prints the members' process ids, kills that child, and checks the members are gone too.
 func TestMembersDieWithTheirParent(t *testing.T) {
 	if dir := os.Getenv("TESTCLUSTER_HELPER_DIR"); dir != "" {
-		c, err := testcluster.Start(t.Context(), testcluster.Options{
+		c, err := scratch.Start(t.Context(), scratch.Options{
 			Size:    3,
 			Command: []string{testenv.Etcd(t, "3.6", "etcd")},
 			Dir:     dir,
