@@ -50,8 +50,8 @@ var forbidden = map[[2]string]string{
 // known are today's violations, each to be removed by the issue named; the test fails when one
 // of them disappears too, so that this list shrinks with the code.
 var known = map[[2]string]string{
-	{"internal/config", "internal/restore"}:  "issue 9",
-	{"internal/doctor", "internal/restore"}:  "issue 9",
+	{"internal/config", "internal/restore"}: "issue 9",
+	{"internal/doctor", "internal/restore"}: "issue 9",
 }
 
 // violations returns every import of graph (package -> its imports, both relative to the module)
