@@ -14,11 +14,9 @@ import (
 // describes it.
 const FormatVersion = 1
 
-// Kind says what a backup holds. Only full snapshots exist today; the format leaves room for
-// delta segments chained to a full snapshot (continuous protection).
-const (
-	KindFull = "full"
-)
+// KindFull is the kind of a full snapshot's manifest (a delta segment's is KindDelta, in its
+// own SegmentManifest: see delta.go).
+const KindFull = "full"
 
 // Manifest describes one backup. It is written last, after the data object is stored and
 // verified: a backup without a manifest is incomplete and never listed.
@@ -26,8 +24,6 @@ type Manifest struct {
 	Format int    `json:"format"`
 	ID     string `json:"id"`
 	Kind   string `json:"kind"`
-	// Parent is the backup a delta segment applies to; empty for full snapshots.
-	Parent string `json:"parent,omitempty"`
 
 	ClusterID   string `json:"cluster_id"`
 	Source      Source `json:"source"`
