@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -15,12 +16,15 @@ import (
 )
 
 type restoreOptions struct {
+	// from is a backup id, "latest", or a plain snapshot file.
+	from           string
 	dataDir        string
 	name           string
 	initialCluster string
 	token          string
 	peerURLs       []string
 	bump           uint64
+	bumpGiven      bool // --bump-revision was given
 	noBump         bool
 	quarantine     bool
 	skipHashCheck  bool
@@ -109,175 +113,8 @@ Restore every member of the cluster from the same backup with the same --initial
 			if !strings.Contains(","+o.initialCluster, ","+o.name+"=") {
 				return fmt.Errorf("%w: --name %s does not appear in --initial-cluster %s", ErrUsage, o.name, o.initialCluster)
 			}
-			ctx := commandContext(cmd)
-			now := env.Now()
-			rep := restoreReport{}
-
-			// Scratch space beside the data dir: same file system, and as private as the data.
-			scratchParent := firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir)))
-			if s.cfg.WorkDir == "" {
-				if _, err := os.Stat(scratchParent); err != nil {
-					return fmt.Errorf("%w: the folder of --data-dir %s: %w: create it (the restore is built beside the data dir, on the same disk)", ErrUsage, absPath(o.dataDir), err)
-				}
-			}
-			scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-restore-snapshot-")
-			if err != nil {
-				return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
-			}
-			defer os.RemoveAll(scratch)
-			plain := filepath.Join(scratch, "snapshot.db")
-
-			var backupPoint restore.RevisionPoint
-			var history []restore.RevisionPoint
-			if st, err := os.Stat(args[0]); err == nil && !st.IsDir() {
-				rep.File = args[0]
-				plain = args[0]
-				f, err := snapshot.OpenFile(plain)
-				if err != nil {
-					return fmt.Errorf("%w: %w", ErrUsage, err)
-				}
-				sum, _, terr := snapshot.CheckTrailer(ctx, f)
-				if o.token == "" && len(sum) >= 16 {
-					o.token = "etcdguard-file-" + sum[:16]
-				}
-				f.Close()
-				switch {
-				case errors.Is(terr, snapshot.ErrNoTrailer) && !o.skipHashCheck:
-					return fmt.Errorf("%w: %s has no etcd SHA-256 trailer (a db copied from a data dir?): add --skip-hash-check to restore it anyway", snapshot.ErrCorrupt, plain)
-				case terr != nil && !errors.Is(terr, snapshot.ErrNoTrailer):
-					return fmt.Errorf("%s: %w", plain, terr)
-				}
-				rep.Status, err = snapshot.ReadStatus(ctx, plain)
-				if err != nil {
-					return err
-				}
-				backupPoint = restore.RevisionPoint{Revision: rep.Status.Revision, At: st.ModTime()}
-			} else {
-				if err := s.requireTargets(); err != nil {
-					return err
-				}
-				ids, err := loadIdentities(s)
-				if err != nil {
-					return err
-				}
-				cat, err := snapshot.Load(ctx, s.cfg.Targets)
-				if cat != nil {
-					defer cat.Close()
-				}
-				if err != nil {
-					return err
-				}
-				var candidates []snapshot.Entry
-				if args[0] == "latest" {
-					for i := len(cat.Entries) - 1; i >= 0; i-- {
-						candidates = append(candidates, cat.Entries[i])
-					}
-					if len(candidates) == 0 {
-						return cat.NotFoundError("latest")
-					}
-				} else {
-					e, err := cat.Find(args[0])
-					if err != nil {
-						return err
-					}
-					candidates = []snapshot.Entry{e}
-				}
-				var chosen *snapshot.Entry
-				var failures []error
-				for i := range candidates {
-					cr, skipped, err := snapshot.FetchBest(ctx, s.logger, candidates[i], ids, plain)
-					for _, sk := range skipped {
-						rep.Skipped = append(rep.Skipped, sk.Error())
-					}
-					if err == nil {
-						rep.Copy, chosen = &cr, &candidates[i]
-						break
-					}
-					if ctx.Err() != nil {
-						return err // interrupted: no older backup is tried, and none is blamed
-					}
-					failures = append(failures, err)
-				}
-				if chosen == nil {
-					return fmt.Errorf("no copy of %s passed its checks: %w", args[0], errors.Join(failures...))
-				}
-				m := chosen.Manifest
-				rep.Manifest, rep.Backup, rep.Target = &m, m.ID, rep.Copy.Target
-				if o.token == "" {
-					o.token = "etcdguard-" + m.ID
-				}
-				rep.Status = snapshot.Status{Hash: m.Status.Hash, Revision: m.Status.Revision, TotalKey: m.Status.TotalKey, TotalSize: m.Status.TotalSize, Version: m.Status.Version}
-				backupPoint = restore.RevisionPoint{Revision: m.Revision, At: m.Started}
-				for _, e := range cat.Entries {
-					if e.Manifest.ClusterID == m.ClusterID && e.Manifest.ID != m.ID {
-						history = append(history, restore.RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
-					}
-				}
-			}
-			rep.Revision = backupPoint.Revision
-
-			// Before anything moves: a backup of a newer etcd is not restored for an older one.
-			rep.VersionSkew, err = restoreVersionSkew(ctx, env.Stderr, o, plain, rep.Manifest)
-			if err != nil {
-				return err
-			}
-			if err := rep.VersionSkew.Err(); err != nil {
-				return fmt.Errorf("restore member %s into %s: %w; nothing was changed", o.name, absPath(o.dataDir), err)
-			}
-			switch rep.VersionSkew.Verdict {
-			case restore.SkewWarning:
-				fmt.Fprintf(env.Stderr, "warning: %s\n", rep.VersionSkew.Reason)
-			case restore.SkewUnknown:
-				fmt.Fprintf(env.Stderr, "note: %s\n", rep.VersionSkew.Reason)
-			}
-
-			switch {
-			case o.noBump:
-				rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
-			case cmd.Flags().Changed("bump-revision"):
-				if err := restore.CheckBump(backupPoint.Revision, o.bump); err != nil {
-					return fmt.Errorf("%w: --bump-revision %d: %w", ErrUsage, o.bump, err)
-				}
-				rep.Bump = o.bump
-				rep.BumpReasons = []string{"--bump-revision given"}
-			default:
-				b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
-				if b.Amount == 0 {
-					return fmt.Errorf("%w: %s", ErrUsage, b.Reasons[len(b.Reasons)-1])
-				}
-				rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
-			}
-
-			res, err := restore.RestoreDataDir(restore.DataDirOptions{
-				Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
-				PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
-				SkipHashCheck: o.skipHashCheck, Now: now,
-			})
-			rep.Member, rep.Token = res, o.token
-			if err != nil {
-				if res.Quarantined != "" {
-					fmt.Fprintf(env.Stderr, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
-				}
-				return err
-			}
-			if s.output == "json" {
-				return writeJSON(env.Stdout, rep)
-			}
-			from := rep.File
-			if rep.Backup != "" {
-				from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
-			}
-			fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, o.token)
-			if rep.Bump > 0 {
-				fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
-			} else {
-				fmt.Fprintln(env.Stdout, rep.BumpReasons[0])
-			}
-			if res.Quarantined != "" {
-				fmt.Fprintf(env.Stdout, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
-			}
-			fmt.Fprintf(env.Stdout, "next: restore the other members the same way (same backup, --initial-cluster and --initial-cluster-token), then start etcd on each with --initial-cluster-token %s\n", o.token)
-			return nil
+			o.from, o.bumpGiven = args[0], cmd.Flags().Changed("bump-revision")
+			return runRestore(commandContext(cmd), env, s, *o)
 		},
 	}
 	f := cmd.Flags()
@@ -301,4 +138,170 @@ func absPath(p string) string {
 		return p
 	}
 	return a
+}
+
+func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) error {
+	now := env.Now()
+	rep := restoreReport{}
+
+	// Scratch space beside the data dir: same file system, and as private as the data.
+	scratchParent := firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir)))
+	if s.cfg.WorkDir == "" {
+		if _, err := os.Stat(scratchParent); err != nil {
+			return fmt.Errorf("%w: the folder of --data-dir %s: %w: create it (the restore is built beside the data dir, on the same disk)", ErrUsage, absPath(o.dataDir), err)
+		}
+	}
+	scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-restore-snapshot-")
+	if err != nil {
+		return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
+	}
+	defer os.RemoveAll(scratch)
+	plain := filepath.Join(scratch, "snapshot.db")
+
+	var backupPoint restore.RevisionPoint
+	var history []restore.RevisionPoint
+	if st, err := os.Stat(o.from); err == nil && !st.IsDir() {
+		rep.File = o.from
+		plain = o.from
+		f, err := snapshot.OpenFile(plain)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrUsage, err)
+		}
+		sum, _, terr := snapshot.CheckTrailer(ctx, f)
+		if o.token == "" && len(sum) >= 16 {
+			o.token = "etcdguard-file-" + sum[:16]
+		}
+		f.Close()
+		switch {
+		case errors.Is(terr, snapshot.ErrNoTrailer) && !o.skipHashCheck:
+			return fmt.Errorf("%w: %s has no etcd SHA-256 trailer (a db copied from a data dir?): add --skip-hash-check to restore it anyway", snapshot.ErrCorrupt, plain)
+		case terr != nil && !errors.Is(terr, snapshot.ErrNoTrailer):
+			return fmt.Errorf("%s: %w", plain, terr)
+		}
+		rep.Status, err = snapshot.ReadStatus(ctx, plain)
+		if err != nil {
+			return err
+		}
+		backupPoint = restore.RevisionPoint{Revision: rep.Status.Revision, At: st.ModTime()}
+	} else {
+		if err := s.requireTargets(); err != nil {
+			return err
+		}
+		ids, err := loadIdentities(s)
+		if err != nil {
+			return err
+		}
+		cat, err := snapshot.Load(ctx, s.cfg.Targets)
+		if cat != nil {
+			defer cat.Close()
+		}
+		if err != nil {
+			return err
+		}
+		var chosen snapshot.Entry
+		if o.from == "latest" {
+			// The newest backup whose copy verifies: older ones are tried when none of a
+			// backup's copies passes; an interrupted fetch tries no older one.
+			f, err := snapshot.FetchLatest(ctx, s.logger, cat, snapshot.Query{}, ids, plain)
+			if err != nil {
+				return err
+			}
+			for _, sk := range f.Skipped {
+				rep.Skipped = append(rep.Skipped, sk.Error())
+			}
+			rep.Copy, chosen = &f.Copy, f.Entry
+		} else {
+			e, err := cat.Find(o.from)
+			if err != nil {
+				return err
+			}
+			cr, skipped, err := snapshot.FetchBest(ctx, s.logger, e, ids, plain)
+			if err != nil {
+				if ctx.Err() != nil {
+					return err // interrupted: the backup is not blamed
+				}
+				return fmt.Errorf("no copy of %s passed its checks: %w", o.from, err)
+			}
+			for _, sk := range skipped {
+				rep.Skipped = append(rep.Skipped, sk.Error())
+			}
+			rep.Copy, chosen = &cr, e
+		}
+		m := chosen.Manifest
+		rep.Manifest, rep.Backup, rep.Target = &m, m.ID, rep.Copy.Target
+		if o.token == "" {
+			o.token = "etcdguard-" + m.ID
+		}
+		rep.Status = snapshot.Status{Hash: m.Status.Hash, Revision: m.Status.Revision, TotalKey: m.Status.TotalKey, TotalSize: m.Status.TotalSize, Version: m.Status.Version}
+		backupPoint = restore.RevisionPoint{Revision: m.Revision, At: m.Started}
+		for _, e := range cat.Entries {
+			if e.Manifest.ClusterID == m.ClusterID && e.Manifest.ID != m.ID {
+				history = append(history, restore.RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
+			}
+		}
+	}
+	rep.Revision = backupPoint.Revision
+
+	// Before anything moves: a backup of a newer etcd is not restored for an older one.
+	rep.VersionSkew, err = restoreVersionSkew(ctx, env.Stderr, &o, plain, rep.Manifest)
+	if err != nil {
+		return err
+	}
+	if err := rep.VersionSkew.Err(); err != nil {
+		return fmt.Errorf("restore member %s into %s: %w; nothing was changed", o.name, absPath(o.dataDir), err)
+	}
+	switch rep.VersionSkew.Verdict {
+	case restore.SkewWarning:
+		fmt.Fprintf(env.Stderr, "warning: %s\n", rep.VersionSkew.Reason)
+	case restore.SkewUnknown:
+		fmt.Fprintf(env.Stderr, "note: %s\n", rep.VersionSkew.Reason)
+	}
+
+	switch {
+	case o.noBump:
+		rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
+	case o.bumpGiven:
+		if err := restore.CheckBump(backupPoint.Revision, o.bump); err != nil {
+			return fmt.Errorf("%w: --bump-revision %d: %w", ErrUsage, o.bump, err)
+		}
+		rep.Bump = o.bump
+		rep.BumpReasons = []string{"--bump-revision given"}
+	default:
+		b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
+		if b.Amount == 0 {
+			return fmt.Errorf("%w: %s", ErrUsage, b.Reasons[len(b.Reasons)-1])
+		}
+		rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
+	}
+
+	res, err := restore.RestoreDataDir(restore.DataDirOptions{
+		Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
+		PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
+		SkipHashCheck: o.skipHashCheck, Now: now,
+	})
+	rep.Member, rep.Token = res, o.token
+	if err != nil {
+		if res.Quarantined != "" {
+			fmt.Fprintf(env.Stderr, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
+		}
+		return err
+	}
+	if s.output == "json" {
+		return writeJSON(env.Stdout, rep)
+	}
+	from := rep.File
+	if rep.Backup != "" {
+		from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
+	}
+	fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, o.token)
+	if rep.Bump > 0 {
+		fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
+	} else {
+		fmt.Fprintln(env.Stdout, rep.BumpReasons[0])
+	}
+	if res.Quarantined != "" {
+		fmt.Fprintf(env.Stdout, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
+	}
+	fmt.Fprintf(env.Stdout, "next: restore the other members the same way (same backup, --initial-cluster and --initial-cluster-token), then start etcd on each with --initial-cluster-token %s\n", o.token)
+	return nil
 }

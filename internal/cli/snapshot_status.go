@@ -65,7 +65,7 @@ refused as corrupt).`,
 			if err != nil {
 				return err
 			}
-			e, err := findEntry(cat, arg)
+			e, err := findEntry(commandContext(cmd), cat, arg)
 			if err != nil {
 				return err
 			}

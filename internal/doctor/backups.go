@@ -38,11 +38,15 @@ func checkBackups(ctx context.Context, targets []repository.Target, rpo time.Dur
 		}
 		fs = append(fs, Finding{Severity: sev, Check: "backups", Subject: "target " + n, Summary: "cannot be read: " + cat.Unreadable[n]})
 	}
-	if err != nil || len(cat.Entries) == 0 {
+	var latest snapshot.Choice
+	if err == nil {
+		latest, err = cat.Latest(ctx, snapshot.Query{})
+	}
+	if err != nil {
 		return append(fs, Finding{Severity: Critical, Check: "backups", Subject: "backups",
 			Summary: "no verified backup found in any target", Next: "etcdguard snapshot save --config CONFIG"})
 	}
-	newest := cat.Entries[len(cat.Entries)-1]
+	newest := latest.Entry
 	age := now.Sub(newest.Manifest.Created)
 	f := Finding{Check: "backup-age", Subject: newest.Manifest.ID,
 		Evidence: []string{fmt.Sprintf("created %s, revision %d", newest.Manifest.Created.Format(time.RFC3339), newest.Manifest.Revision)}}

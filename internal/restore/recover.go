@@ -172,29 +172,22 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 	// A cluster restored earlier has a new id, and its older backups carry the old one: when no
 	// backup has this cluster's id, all are considered, and the plan (which the operator
 	// confirms) names the backup and its revision.
-	matching := 0
-	for _, e := range cat.Entries {
-		if e.Manifest.ClusterID == clusterID {
-			matching++
-		}
-	}
-	if clusterID != "" && matching == 0 && len(cat.Entries) > 0 {
+	ch, err := cat.Latest(ctx, snapshot.Query{ClusterID: clusterID, AnyClusterIfNone: true})
+	if ch.OtherClusters {
 		r.log().Warn("no backup has this cluster's id; considering backups of other cluster ids (a restored cluster gets a new id)", "cluster", clusterID)
-		clusterID = ""
 	}
-	var newest *BackupInfo
+	for _, e := range ch.Ignored {
+		r.log().Warn("ignoring a backup of another cluster", "id", e.Manifest.ID, "backup_cluster", e.Manifest.ClusterID, "cluster", clusterID)
+	}
+	if err != nil {
+		return as, nil, nil, nil // no backup: only the members' own data can be used
+	}
 	var history []RevisionPoint
-	for i := len(cat.Entries) - 1; i >= 0; i-- {
-		m := cat.Entries[i].Manifest
-		if clusterID != "" && m.ClusterID != clusterID {
-			r.log().Warn("ignoring a backup of another cluster", "id", m.ID, "backup_cluster", m.ClusterID, "cluster", clusterID)
-			continue
-		}
-		history = append(history, RevisionPoint{Revision: m.Revision, At: m.Started})
-		if newest == nil {
-			newest = &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
-		}
+	for _, e := range ch.Candidates {
+		history = append(history, RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
 	}
+	m := ch.Entry.Manifest
+	newest := &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
 	return as, newest, history, nil
 }
 
