@@ -51,7 +51,7 @@ mounted during 'snapshot save' is mounted again.`,
 				return err
 			}
 			defer dst.Close()
-			lock, err := dst.Lock(ctx, s.logger, "snapshot copy", env.Now())
+			lock, err := dst.Lock(ctx, s.logger, repository.LockShared, "snapshot copy", env.Now())
 			if err != nil {
 				return err
 			}
