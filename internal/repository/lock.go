@@ -319,15 +319,15 @@ func (c *lockConflict) err(r *Repository, waited time.Duration) error {
 		return fmt.Errorf("%w: target %s holds the lock file %s that cannot be read (%w): it may be another run's, being written; if no etcdguard run is using this target, remove %s from %s",
 			ErrLocked, r.Target.Name, c.name, c.bad, c.name, r.be.Location())
 	}
-	kind := "exclusive"
+	kind := "an exclusive"
 	if LockKind(c.info.Kind) == LockShared {
-		kind = "shared"
+		kind = "a shared"
 	}
 	after := ""
 	if waited > 0 {
 		after = fmt.Sprintf(", still after waiting %s", waited)
 	}
-	return fmt.Errorf("%w: target %s is locked by %q (pid %d on %s) since %s, a %s lock%s: wait for it to finish; if that process is gone for good, remove %s from %s",
+	return fmt.Errorf("%w: target %s is locked by %q (pid %d on %s) since %s, %s lock%s: wait for it to finish; if that process is gone for good, remove %s from %s",
 		ErrLocked, r.Target.Name, c.info.Command, c.info.PID, c.info.Host, c.info.Created.Format(time.RFC3339), kind, after, c.name, r.be.Location())
 }
 
