@@ -1,5 +1,5 @@
 // Package repository keeps etcdguard's backups on a backend: the layout of names, the manifests
-// that make a backup count, the lock that keeps two runs apart, and the clean-up of incomplete
+// that make a backup count, the shared and exclusive locks that keep runs that remove objects apart from the others, and the clean-up of incomplete
 // uploads. docs/design.md describes the format.
 package repository
 
