@@ -1,6 +1,7 @@
 // Package repository keeps etcdguard's backups on a backend: the layout of names, the manifests
-// that make a backup count, the shared and exclusive locks that keep runs that remove objects apart from the others, and the clean-up of incomplete
-// uploads. docs/design.md describes the format.
+// that make a backup count, the shared and exclusive locks that keep runs which remove objects
+// apart from the others, and the clean-up of incomplete uploads. docs/design.md describes the
+// format and the lock protocol.
 package repository
 
 import (
