@@ -72,7 +72,7 @@ func CopyMissing(ctx context.Context, lg *slog.Logger, o CopyMissingOptions) (Co
 		return rep, err
 	}
 	defer dst.Close()
-	lock, err := dst.Lock(ctx, lg, o.Command, o.Now())
+	lock, err := dst.Lock(ctx, lg, repository.LockShared, o.Command, o.Now())
 	if err != nil {
 		return rep, err
 	}

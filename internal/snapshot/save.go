@@ -216,7 +216,7 @@ func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, n
 		if ot.repo == nil {
 			continue
 		}
-		lock, err := ot.repo.Lock(ctx, lg, "snapshot save", now)
+		lock, err := ot.repo.Lock(ctx, lg, repository.LockShared, "snapshot save", now)
 		if errors.Is(err, repository.ErrLocked) {
 			return out, err
 		}
