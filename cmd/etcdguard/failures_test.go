@@ -90,17 +90,18 @@ func TestSaveFailures(t *testing.T) {
 		name  string
 		setup func(t *testing.T) string // returns the S3 target URL
 		want  string
+		kind  string // the report's error_kind for the S3 target
 	}{
 		{"S3 wrong credentials", func(t *testing.T) string {
 			t.Setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
 			return s3URL
-		}, "refused the secret key for this access key: check AWS_SECRET_ACCESS_KEY"},
+		}, "refused the secret key for this access key: check AWS_SECRET_ACCESS_KEY", "denied"},
 		{"S3 no such bucket", func(t *testing.T) string {
 			return strings.Replace(s3URL, "etcd-backups", "no-such-bucket", 1)
-		}, `bucket "no-such-bucket" does not exist`},
+		}, `bucket "no-such-bucket" does not exist`, "unavailable"},
 		{"S3 unreachable", func(t *testing.T) string {
 			return strings.Replace(s3URL, minio.Endpoint, "http://127.0.0.1:"+itoa(freePorts(t, 1)[0]), 1)
-		}, "cannot reach http://127.0.0.1:"},
+		}, "cannot reach http://127.0.0.1:", "unreachable"},
 	}
 	for _, tc := range s3Cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -114,8 +115,33 @@ func TestSaveFailures(t *testing.T) {
 			l := list(t, "--target", "file://"+repo)
 			require.Len(t, l.Backups, 1)
 			require.Equal(t, []string{"local"}, l.Backups[0].Copies)
+
+			// The JSON report states the kind of the target's failure beside its message.
+			m := saveJSON(t, 3, append([]string{"--target", "file://" + repo, "--target", target}, tlsFlags(c)...)...)
+			require.Len(t, m.Targets, 2)
+			require.Equal(t, "failed", m.Targets[1].State)
+			require.Contains(t, m.Targets[1].Error, tc.want)
+			require.Equal(t, tc.kind, m.Targets[1].ErrorKind)
+			require.Empty(t, m.Targets[0].ErrorKind)
 		})
 	}
+
+	t.Run("read-only local target", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "ro")
+		require.NoError(t, os.Mkdir(dir, 0o700))
+		if os.Geteuid() != 0 {
+			t.Skip("mounting a read-only tmpfs needs root; CI runs as root")
+		}
+		out, err := execCommand(t, "mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir)
+		require.NoError(t, err, "mounting a read-only tmpfs needs root: %s", out)
+		t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+		r := etcdguard(t, append([]string{"snapshot", "save", "--target", "file://" + dir}, tlsFlags(c)...)...)
+		require.Equal(t, 8, r.code, "storage: the target refuses writes")
+		msg := oneLineError(t, r)
+		require.Contains(t, msg, "access denied by the storage")
+		require.Contains(t, msg, "read-only file system")
+		require.Contains(t, msg, dir)
+	})
 
 	t.Run("full disk on the local target", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "small")

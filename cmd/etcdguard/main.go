@@ -48,7 +48,7 @@ func exitCodes() []exitCode {
 		{5, "integrity: a backup copy or snapshot failed verification, or the age key does not match", []error{snapshot.ErrCorrupt, repository.ErrWrongKey}},
 		{6, "locked: another etcdguard run holds the repository lock, or another recover holds the recovery state dir", []error{repository.ErrLocked, restore.ErrRecoveryRunning}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
-		{8, "storage: no target could store or read the backup (unreachable, full, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace}},
+		{8, "storage: no target could store or read the backup (unreachable, full, access denied, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace, backend.ErrDenied, backend.ErrUnreachable}},
 		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), or the CA to renew from is itself invalid", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid}},
 		{12, "unfinished: this host's part of a recovery is done; members on other hosts must be recovered there (the message says the command for each host)", []error{restore.ErrOtherHost}},
 		{10, "doctor, certs check: the worst finding is a warning", []error{doctor.ErrWarning}},
@@ -110,8 +110,11 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 		err = fmt.Errorf("%w: %w", errInterrupted, err)
 	}
 	code := codeFor(err)
+	// cobra (args.go, legacyArgs) reports a mistyped command with a plain fmt.Errorf("unknown
+	// command ...") and has no type or sentinel for it (SetFlagErrorFunc covers flags only), so
+	// its text is the one thing to go by. Every other error is matched by errors.Is on the table.
 	if code == 1 && strings.HasPrefix(err.Error(), "unknown command") {
-		code = 2 // cobra's own error for a mistyped command
+		code = 2
 	}
 	fmt.Fprintln(stderr, "Error:", oneLine(err))
 	return code

@@ -6,6 +6,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -15,8 +16,19 @@ var ErrNotExist = errors.New("object does not exist")
 
 // ErrUnavailable is returned (wrapped) when the storage itself cannot be reached: an unmounted
 // offline medium, an S3 endpoint that does not answer, a bucket that does not exist, or credentials
-// the store refuses. Callers treat such a target as failed, not the whole operation.
+// the store refuses. Callers treat such a target as failed, not the whole operation. Where the
+// cause is known, the error also matches ErrUnreachable or ErrDenied.
 var ErrUnavailable = errors.New("storage unavailable")
+
+// ErrUnreachable is returned (wrapped) when the storage did not answer: a refused or reset
+// connection, a name that does not resolve, a timeout, a network mount that stopped answering.
+// Unlike the other sentinels, it may heal by itself: the retry decorator (package retry) tries
+// again on it.
+var ErrUnreachable = errors.New("storage unreachable")
+
+// ErrDenied is returned (wrapped) when the storage refuses the operation: file permissions, a
+// read-only file system, credentials the server does not accept, a bucket policy that denies it.
+var ErrDenied = errors.New("access denied by the storage")
 
 // ErrExist is returned (wrapped) by SaveNew when something is already stored under the name.
 var ErrExist = errors.New("object already exists")
@@ -30,6 +42,38 @@ var ErrNotObject = errors.New("not a plain object")
 
 // ErrNoSpace is returned (wrapped) when the storage is full.
 var ErrNoSpace = errors.New("no space left on storage")
+
+// Error kinds, as Kind returns them: a small fixed set, for reports and metric labels.
+const (
+	KindNoSpace     = "no_space"
+	KindDenied      = "denied"
+	KindUnreachable = "unreachable"
+	KindUnavailable = "unavailable"
+	KindNotExist    = "not_exist"
+	KindExist       = "exist"
+)
+
+// Kind names the sentinel a backend error matches, the most precise first: one of the Kind
+// constants, or "" for an error that matches none (and for nil). Reports carry it beside the
+// error's text, so that a reader can tell a full target from a refused one without parsing.
+func Kind(err error) string {
+	for _, k := range []struct {
+		err  error
+		kind string
+	}{
+		{ErrNoSpace, KindNoSpace},
+		{ErrDenied, KindDenied},
+		{ErrUnreachable, KindUnreachable},
+		{ErrUnavailable, KindUnavailable},
+		{ErrExist, KindExist},
+		{ErrNotExist, KindNotExist},
+	} {
+		if errors.Is(err, k.err) {
+			return k.kind
+		}
+	}
+	return ""
+}
 
 // FileInfo describes one stored object.
 type FileInfo struct {
@@ -105,4 +149,56 @@ type Archival interface {
 type Checksumer interface {
 	// ServerCRC32C returns the CRC-32C the server kept for the object.
 	ServerCRC32C(ctx context.Context, name string) (uint32, error)
+}
+
+// Loader is implemented by backends that read a whole small object in one call and can repeat
+// that call as a whole when it fails midway (the retry decorator). Use the function Load, which
+// falls back to Open on other backends.
+type Loader interface {
+	// Load returns the first limit bytes of the object (all of it if it is shorter). It fails
+	// with ErrNotExist if the object does not exist.
+	Load(ctx context.Context, name string, limit int64) ([]byte, error)
+}
+
+// Load reads a small object whole (manifests, locks, markers), at most limit bytes of it:
+// through be's Loader if it has one, by Open and a read otherwise.
+func Load(ctx context.Context, be Backend, name string, limit int64) ([]byte, error) {
+	if l, ok := be.(Loader); ok {
+		return l.Load(ctx, name, limit)
+	}
+	rc, err := be.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, limit))
+	if err != nil {
+		return nil, fmt.Errorf("read %s in %s: %w", name, be.Location(), err)
+	}
+	return data, nil
+}
+
+// Wrapper is implemented by backends that decorate another one (the retry decorator). The
+// optional interfaces above (Creator, Sweeper, Archival, Checksumer) belong to the backend
+// underneath: find them with As, not with a type assertion on the decorator.
+type Wrapper interface {
+	// Unwrap returns the backend decorated.
+	Unwrap() Backend
+}
+
+// As returns be, or the first backend under it in its chain of decorators (Wrapper), that
+// implements T, and whether there is one.
+func As[T any](be Backend) (T, bool) {
+	for be != nil {
+		if t, ok := be.(T); ok {
+			return t, true
+		}
+		w, ok := be.(Wrapper)
+		if !ok {
+			break
+		}
+		be = w.Unwrap()
+	}
+	var zero T
+	return zero, false
 }

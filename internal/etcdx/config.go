@@ -3,6 +3,7 @@
 package etcdx
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -101,7 +102,7 @@ func (c Config) TLS() (*tls.Config, error) {
 	}
 	if c.Cert != "" {
 		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
-		if err != nil && strings.Contains(err.Error(), "does not match") {
+		if err != nil && keyMismatch(c.Cert, c.Key) {
 			return nil, withFault(FaultKeyMismatch, fmt.Errorf("%w: the key --key %s does not belong to the client certificate --cert %s: give the key file issued with that certificate", ErrUnavailable, c.Key, c.Cert))
 		}
 		if err != nil {
@@ -129,6 +130,53 @@ func (c Config) TLS() (*tls.Config, error) {
 		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &pair, nil }
 	}
 	return cfg, nil
+}
+
+// keyMismatch reports whether keyFile holds a private key that is not the one of certFile's
+// first certificate, both parsed. tls.LoadX509KeyPair says so only in its message, so the
+// check is made again here, on the keys themselves.
+func keyMismatch(certFile, keyFile string) bool {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return false
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return false
+	}
+	certs := parseCertificates(certPEM)
+	key := parsePrivateKey(keyPEM)
+	if len(certs) == 0 || key == nil {
+		return false
+	}
+	pub, ok := certs[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && !pub.Equal(key.Public())
+}
+
+// parsePrivateKey returns the first private key of a PEM file in any of the encodings
+// tls.X509KeyPair reads (PKCS #1, PKCS #8, SEC 1), or nil.
+func parsePrivateKey(data []byte) crypto.Signer {
+	for len(data) > 0 {
+		var block *pem.Block
+		if block, data = pem.Decode(data); block == nil {
+			break
+		}
+		if block.Type != "PRIVATE KEY" && !strings.HasSuffix(block.Type, " PRIVATE KEY") {
+			continue
+		}
+		if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+			return k
+		}
+		if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+			if s, ok := k.(crypto.Signer); ok {
+				return s
+			}
+		}
+		if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+			return k
+		}
+	}
+	return nil
 }
 
 // usableForClientAuth reports whether cert may authenticate a client: no extended key usage at

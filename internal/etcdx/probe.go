@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -98,7 +99,7 @@ func explainDial(endpoint string, err error) error {
 		return withFault(FaultRefused, fmt.Errorf("%s: connection refused: etcd is not running there or listens on another port; check the member (systemctl status etcd, crictl ps -a | grep etcd) and its logs", endpoint))
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return withFault(FaultTimeout, fmt.Errorf("%s: no answer within the dial timeout: the host is down, unreachable or filtered; check it and the network (or raise --dial-timeout)", endpoint))
-	case strings.Contains(err.Error(), "no such host"):
+	case errors.As(err, new(*net.DNSError)):
 		return withFault(FaultDNS, fmt.Errorf("%s: the host name does not resolve: fix --endpoints or DNS", endpoint))
 	}
 	return fmt.Errorf("%s: connect: %w", endpoint, err)
@@ -153,20 +154,48 @@ func certNames(cert *x509.Certificate) []string {
 }
 
 func (c Config) explainHandshake(endpoint string, err error) error {
-	msg := err.Error()
+	alert, _ := remoteAlert(err)
 	switch {
 	case isTimeout(err), errors.Is(err, context.DeadlineExceeded):
 		return withFault(FaultHung, fmt.Errorf("%s: accepted the connection but did not answer the TLS handshake within the dial timeout (%s): "+
 			"the member is hung or overloaded (a stalled disk after a power event?), or another program holds the port; check the process and its logs there (or raise --dial-timeout)",
 			endpoint, c.dialTimeout()))
-	case strings.Contains(msg, "certificate required"), c.Cert == "" && strings.Contains(msg, "bad certificate"):
+	case alert == alertCertificateRequired, c.Cert == "" && alert == alertBadCertificate:
 		return withFault(FaultClientCertRequired, fmt.Errorf("%s: the member requires a client certificate: pass --cert and --key (kubeadm: /etc/kubernetes/pki/etcd/healthcheck-client.crt and .key)", endpoint))
-	case strings.Contains(msg, "expired certificate"):
+	case alert == alertCertificateExpired:
 		return withFault(FaultClientCertExpired, fmt.Errorf("%s: the member rejected the client certificate %s as expired (or not yet valid by its clock): renew it, or check the member's clock", endpoint, c.Cert))
-	case strings.Contains(msg, "unknown certificate authority"), strings.Contains(msg, "bad certificate"):
+	case alert == alertUnknownCA, alert == alertBadCertificate:
 		return withFault(FaultClientCertRejected, fmt.Errorf("%s: the member rejected the client certificate %s: it is not signed by the CA the member trusts (--trusted-ca-file); use a client certificate issued by etcd's CA", endpoint, c.Cert))
-	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+	case errors.As(err, new(tls.RecordHeaderError)):
 		return withFault(FaultNotTLS, fmt.Errorf("%s: the member does not speak TLS on this port: use an http:// endpoint", endpoint))
 	}
 	return fmt.Errorf("%s: TLS handshake: %w", endpoint, err)
+}
+
+// TLS alerts a member sends about the client's certificate (RFC 8446, section 6).
+const (
+	alertBadCertificate      = 42
+	alertCertificateExpired  = 45
+	alertUnknownCA           = 48
+	alertCertificateRequired = 116
+)
+
+// remoteAlert returns the code of the TLS alert the peer sent, if err is one. crypto/tls
+// reports a received alert as a *net.OpError with Op "remote error" whose Err is of the
+// unexported type tls.alert, a uint8; the code is read from that value (by its kind, as the
+// type cannot be named), never from the message. tls.AlertError, which crypto/tls uses for
+// QUIC, is taken too.
+func remoteAlert(err error) (uint8, bool) {
+	var ae tls.AlertError
+	if errors.As(err, &ae) {
+		return uint8(ae), true
+	}
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "remote error" || op.Err == nil {
+		return 0, false
+	}
+	if v := reflect.ValueOf(op.Err); v.Kind() == reflect.Uint8 {
+		return uint8(v.Uint()), true
+	}
+	return 0, false
 }

@@ -136,6 +136,8 @@ func TestProbeFaults(t *testing.T) {
 	}{
 		{"not a URL", func(*testing.T) string { return "10.0.0.1" }, good, etcdx.FaultBadEndpoint},
 		{"connection refused", refused, good, etcdx.FaultRefused},
+		// .invalid never resolves (RFC 6761); the resolver fails without asking the network.
+		{"host name does not resolve", func(*testing.T) string { return "https://etcd-0.invalid:2379" }, good, etcdx.FaultDNS},
 		{"not TLS", plain, good, etcdx.FaultNotTLS},
 		{"server signed by another CA", func(t *testing.T) string { return serve(t, "127.0.0.1", serverCert, serverKey, false) },
 			etcdx.Config{CACert: other.CAFile, Cert: clientCert, Key: clientKey}, etcdx.FaultUnknownAuthority},

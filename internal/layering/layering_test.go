@@ -28,7 +28,7 @@ var layers = map[string]int{
 
 	"internal/repository": 3,
 
-	"internal/backend": 4, "internal/backend/local": 4, "internal/backend/s3": 4, "internal/backend/backendtest": 4,
+	"internal/backend": 4, "internal/backend/local": 4, "internal/backend/s3": 4, "internal/backend/backendtest": 4, "internal/backend/retry": 4,
 
 	"internal/etcdx": 5, "internal/datadir": 5, "internal/atomicfile": 5, "internal/failpoint": 5,
 	"internal/proc": 5, "internal/redact": 5, "internal/scratch": 5,

@@ -1,11 +1,11 @@
 package repository
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
@@ -111,13 +111,12 @@ func staleReason(info, self lockInfo, age time.Duration, timing LockTiming) stri
 var errBadLock = errors.New("not a valid lock file")
 
 func (r *Repository) readLock(ctx context.Context, name string) (lockInfo, error) {
-	rc, err := r.be.Open(ctx, name)
+	data, err := backend.Load(ctx, r.be, name, 1<<16)
 	if err != nil {
 		return lockInfo{}, err
 	}
-	defer rc.Close()
 	var info lockInfo
-	if err := json.NewDecoder(io.LimitReader(rc, 1<<16)).Decode(&info); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&info); err != nil {
 		// Not stale: a run may be writing it (S3 shows an object only once whole, but a
 		// backend without atomic writes may not), or someone put it there. People decide.
 		return lockInfo{}, fmt.Errorf("%w: %v", errBadLock, err)

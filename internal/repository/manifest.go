@@ -97,6 +97,10 @@ type TargetResult struct {
 	// State is "stored", "failed" or "absent" (an offline target that was not mounted).
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
+	// ErrorKind says what kind of failure Error is, when the backend named it (backend.Kind:
+	// "no_space", "denied", "unreachable", "unavailable", ...), so that a report can be read
+	// without parsing the message.
+	ErrorKind string `json:"error_kind,omitempty"`
 	// CopiedFrom names the target a later `snapshot copy` read the data from.
 	CopiedFrom string `json:"copied_from,omitempty"`
 	// Check says how a copied data object was checked once written: "read-back" (read from the

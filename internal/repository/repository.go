@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/backend/retry"
 )
 
 // ErrLocked is returned (wrapped) when another live etcdguard run holds the repository's lock.
@@ -30,13 +31,15 @@ type Repository struct {
 	locks  lockState // see lock.go
 }
 
-// Open opens the repository of a target.
+// Open opens the repository of a target. Its backend is decorated with retries of small
+// objects (package retry): manifests, locks and markers survive a dropped connection; data
+// streams are passed through once, as their callers retry them as a whole.
 func Open(ctx context.Context, t Target) (*Repository, error) {
 	be, err := t.OpenBackend(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return &Repository{Target: t, be: be}, nil
+	return &Repository{Target: t, be: retry.New(be, retry.Options{})}, nil
 }
 
 // New wraps an already open backend; tests use it.
@@ -63,7 +66,7 @@ func (r *Repository) Save(ctx context.Context, name string, rd io.Reader) (int64
 // first, which leaves a window in which another writer could slip in: runs that write hold the
 // repository lock, and names are fresh.
 func (r *Repository) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error) {
-	if c, ok := r.be.(backend.Creator); ok {
+	if c, ok := backend.As[backend.Creator](r.be); ok {
 		n, err := c.SaveNew(ctx, name, rd)
 		if err != nil {
 			return n, fmt.Errorf("target %s: store %s: %w", r.Target.Name, name, err)
@@ -114,16 +117,15 @@ func (e *ManifestError) Unwrap() error { return e.Err }
 // Manifest loads the manifest of one backup; it fails with ErrNotFound if the repository has no
 // complete backup of that id.
 func (r *Repository) Manifest(ctx context.Context, id string) (Manifest, error) {
-	rc, err := r.be.Open(ctx, ManifestName(id))
+	data, err := backend.Load(ctx, r.be, ManifestName(id), 1<<20)
 	if errors.Is(err, backend.ErrNotExist) {
 		return Manifest{}, fmt.Errorf("%w: %s in target %s", ErrNotFound, id, r.Target.Name)
 	}
 	if err != nil {
 		return Manifest{}, fmt.Errorf("target %s: read manifest of %s: %w", r.Target.Name, id, err)
 	}
-	defer rc.Close()
 	var m Manifest
-	dec := json.NewDecoder(io.LimitReader(rc, 1<<20))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&m); err != nil {
 		return Manifest{}, fmt.Errorf("target %s: manifest of %s is not valid JSON: %w", r.Target.Name, id, err)
 	}
@@ -243,7 +245,7 @@ func (r *Repository) removeIncomplete(ctx context.Context) (removed, odd []strin
 			removed = append(removed, name)
 		}
 	}
-	if sw, ok := r.be.(backend.Sweeper); ok {
+	if sw, ok := backend.As[backend.Sweeper](r.be); ok {
 		swept, err := sw.SweepPartial(ctx, snapshotsDir)
 		removed = append(removed, swept...)
 		if err != nil {

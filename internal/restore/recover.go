@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"filippo.io/age"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
@@ -583,7 +584,7 @@ func (r *Recoverer) readdMember(ctx context.Context, endpoints []string, m Membe
 	var added *clientv3.MemberAddResponse
 	for {
 		added, err = cli.MemberAdd(cctx, []string{m.PeerURL})
-		if err == nil || !strings.Contains(err.Error(), "unhealthy cluster") {
+		if err == nil || !errors.Is(err, rpctypes.ErrUnhealthy) && !errors.Is(err, rpctypes.ErrGRPCUnhealthy) {
 			break
 		}
 		select {

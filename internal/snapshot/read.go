@@ -365,11 +365,11 @@ const (
 // disks this is the check), or, where it cannot be read back at once (an archive storage class),
 // by the CRC-32C the server computed and kept against sent, the one computed while sending.
 func checkCopy(ctx context.Context, dst *repository.Repository, m repository.Manifest, sent uint32) (string, error) {
-	ar, archival := dst.Backend().(backend.Archival)
+	ar, archival := backend.As[backend.Archival](dst.Backend())
 	if !archival || !ar.Archived(m.Data) {
 		return CheckReadBack, readBack(ctx, dst, m)
 	}
-	cs, ok := dst.Backend().(backend.Checksumer)
+	cs, ok := backend.As[backend.Checksumer](dst.Backend())
 	if !ok {
 		return "", fmt.Errorf("%s cannot be read back at once and its storage keeps no checksum: it cannot be checked", m.Data)
 	}

@@ -76,6 +76,13 @@ type openTarget struct {
 	repo   *repository.Repository
 	lock   *repository.Lock
 	result repository.TargetResult
+	err    error // the error of a failed or absent target, as result.Error says it
+}
+
+// fail records that the target failed (or, offline, is absent) with err.
+func (t *openTarget) fail(state string, err error) {
+	t.err = err
+	t.result.State, t.result.Error, t.result.ErrorKind = state, err.Error(), backend.Kind(err)
 }
 
 // Save takes a snapshot from the best member, streams it once through the etcd trailer check,
@@ -139,7 +146,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		}
 	}
 	if len(usable) == 0 {
-		return res, fmt.Errorf("%w: %s", ErrNoTarget, describeFailures(targets))
+		return res, withCauses(fmt.Errorf("%w: %s", ErrNoTarget, describeFailures(targets)), targetCauses(targets))
 	}
 	failpoint.Here("save/cleaned-up")
 
@@ -166,7 +173,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		}
 		lg.Warn("the source member failed mid-stream", "endpoint", src.Endpoint, "error", err)
 		for _, t := range usable {
-			t.result.State, t.result.Error = "", ""
+			t.result.State, t.result.Error, t.result.ErrorKind, t.err = "", "", "", nil
 		}
 	}
 	res.Elapsed = now().Sub(start)
@@ -185,7 +192,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		}
 	}
 	if len(failed) > 0 {
-		return res, fmt.Errorf("%w: backup %s is stored and verified, but these targets failed: %s", ErrPartial, m.ID, strings.Join(failed, "; "))
+		return res, withCauses(fmt.Errorf("%w: backup %s is stored and verified, but these targets failed: %s", ErrPartial, m.ID, strings.Join(failed, "; ")), targetCauses(targets))
 	}
 	return res, nil
 }
@@ -200,11 +207,11 @@ func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, n
 			repo, err := repository.Open(ctx, t)
 			switch {
 			case err != nil && t.Offline && errors.Is(err, backend.ErrUnavailable):
-				ot.result.State, ot.result.Error = repository.StateAbsent, err.Error()
+				ot.fail(repository.StateAbsent, err)
 				lg.Warn("offline target is absent; copy to it later with etcdguard snapshot copy", "target", t.Name, "command", "etcdguard snapshot copy --to "+t.Name, "error", err)
 				return
 			case err != nil:
-				ot.result.State, ot.result.Error = repository.StateFailed, err.Error()
+				ot.fail(repository.StateFailed, err)
 				lg.Error("target unavailable", "target", t.Name, "error", err)
 				return
 			}
@@ -221,7 +228,7 @@ func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, n
 			return out, err
 		}
 		if err != nil {
-			ot.result.State, ot.result.Error = repository.StateFailed, err.Error()
+			ot.fail(repository.StateFailed, err)
 			lg.Error("target unavailable", "target", ot.result.Name, "error", err)
 			continue
 		}
@@ -322,7 +329,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		closeSinks(copyErr)
 		wg.Wait()
 		if errors.Is(copyErr, errNoTargetLeft) {
-			return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results))
+			return nil, withCauses(fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results)), storedCauses(results))
 		}
 		var se *sourceError
 		if errors.As(copyErr, &se) {
@@ -400,7 +407,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 			results[i].err = checkStored(ctx, t.repo, dataName, m.StoredSize)
 		}
 		if results[i].err != nil {
-			t.result.State, t.result.Error = repository.StateFailed, results[i].err.Error()
+			t.fail(repository.StateFailed, results[i].err)
 			lg.Error("target failed", "target", t.result.Name, "error", results[i].err)
 		} else {
 			t.result.State = repository.StateStored
@@ -416,7 +423,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 			continue
 		}
 		if err := t.repo.SaveManifest(ctx, m); err != nil {
-			t.result.State, t.result.Error = repository.StateFailed, err.Error()
+			t.fail(repository.StateFailed, err)
 			lg.Error("target failed", "target", t.result.Name, "error", err)
 			continue
 		}
@@ -426,7 +433,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	m.Targets = allResults(opts.Targets, all)
 	failpoint.Here("save/manifests-written")
 	if wrote == 0 {
-		return nil, fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results))
+		return nil, withCauses(fmt.Errorf("%w: %s", ErrNoTarget, targetErrors(results)), targetCauses(targets))
 	}
 	return &m, nil
 }
@@ -484,6 +491,47 @@ func targetErrors(results []stored) string {
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// causedError is an error whose chain also holds the errors of the targets that caused it,
+// which its message already names: a target's own cause (backend.ErrNoSpace, ErrDenied,
+// ErrUnreachable) reaches main, which maps it to an exit code, as its type.
+type causedError struct {
+	err    error
+	causes []error
+}
+
+func withCauses(err error, causes []error) error {
+	if len(causes) == 0 {
+		return err
+	}
+	return &causedError{err: err, causes: causes}
+}
+
+func (e *causedError) Error() string { return e.err.Error() }
+
+func (e *causedError) Unwrap() []error { return append([]error{e.err}, e.causes...) }
+
+// targetCauses returns the errors of the targets that failed or are absent.
+func targetCauses(ts []*openTarget) []error {
+	var errs []error
+	for _, t := range ts {
+		if t.err != nil {
+			errs = append(errs, t.err)
+		}
+	}
+	return errs
+}
+
+// storedCauses returns the errors of the targets whose data object could not be stored.
+func storedCauses(results []stored) []error {
+	var errs []error
+	for _, r := range results {
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	return errs
 }
 
 func errOr(err, def error) error {

@@ -349,6 +349,8 @@ func (l *Local) checkRoot() error {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%s does not exist (medium not mounted or absent?): mount it or fix the path: %w",
 			l.root, backend.ErrUnavailable)
+	case err != nil && sentinelOf(err) != nil:
+		return fmt.Errorf("%s: %w: %w: %w", l.root, backend.ErrUnavailable, sentinelOf(err), err)
 	case err != nil:
 		return fmt.Errorf("%s: %w: %w", l.root, backend.ErrUnavailable, err)
 	case !fi.IsDir():
@@ -357,13 +359,34 @@ func (l *Local) checkRoot() error {
 	return nil
 }
 
-// mapErr wraps err with what was being done, adding backend.ErrNoSpace when the file system is
-// full (or the user's quota exhausted). The errors of package os name the file concerned.
+// mapErr wraps err with what was being done, adding the backend sentinel that says whose fault
+// it is (sentinelOf). The errors of package os name the file concerned, and stay in the chain.
 func (l *Local) mapErr(doing string, err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%s: %w: %w", doing, backend.ErrNoSpace, err)
+	switch s := sentinelOf(err); s {
+	case nil:
+		return fmt.Errorf("%s: %w", doing, err)
+	case backend.ErrDenied:
+		return fmt.Errorf("%s: %w: %w (check that the user running etcdguard may read and write %s, and that it is not mounted read-only)", doing, s, err, l.root)
+	default:
+		return fmt.Errorf("%s: %w: %w", doing, s, err)
 	}
-	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// sentinelOf returns the backend sentinel for a file system error: backend.ErrNoSpace for a
+// full file system or an exhausted quota, backend.ErrDenied for file permissions and read-only
+// file systems, backend.ErrUnreachable for a network mount that stopped answering; nil for
+// anything else.
+func sentinelOf(err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return backend.ErrNoSpace
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EROFS):
+		return backend.ErrDenied
+	case errors.Is(err, syscall.ETIMEDOUT), errors.Is(err, syscall.EHOSTDOWN), errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH):
+		return backend.ErrUnreachable
+	}
+	return nil
 }
 
 // isNotExist reports whether err says a path does not exist, including the case where one of

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -179,6 +180,38 @@ func TestDiskFull(t *testing.T) {
 	// The space is free again.
 	_, err = b.Save(t.Context(), "snapshots/small", bytes.NewReader(make([]byte, 1<<20)))
 	require.NoError(t, err)
+}
+
+// TestDenied is a target that refuses writes: a read-only file system (mounted as root) or a
+// directory without write permission (as another user, whom the mode binds). Either is
+// backend.ErrDenied, with the file system's own error kept.
+func TestDenied(t *testing.T) {
+	dir := t.TempDir()
+	want := syscall.EACCES
+	if os.Geteuid() == 0 {
+		out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0700", "tmpfs", dir).CombinedOutput()
+		if err != nil {
+			t.Skipf("TestDenied as root needs to mount a read-only tmpfs, which this machine refuses: %v: %s", err, out)
+		}
+		t.Cleanup(func() {
+			if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+				t.Errorf("unmount %s: %v: %s", dir, err, out)
+			}
+		})
+		want = syscall.EROFS
+	} else {
+		require.NoError(t, os.Chmod(dir, 0o500))
+		t.Cleanup(func() { _ = os.Chmod(dir, 0o700) })
+	}
+	b, err := local.New(dir, local.Options{MustExist: true})
+	require.NoError(t, err)
+	_, err = b.Save(t.Context(), "snapshots/x/manifest.json", strings.NewReader("{}"))
+	require.ErrorIs(t, err, backend.ErrDenied)
+	require.ErrorIs(t, err, want)
+	require.NotErrorIs(t, err, backend.ErrUnavailable, "the target is there; it refuses")
+	require.Equal(t, backend.KindDenied, backend.Kind(err))
+	require.ErrorContains(t, err, dir)
+	t.Logf("denied: %v", err)
 }
 
 type errReader struct{ err error }

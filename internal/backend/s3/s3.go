@@ -421,7 +421,25 @@ func (s *S3) Open(ctx context.Context, name string) (io.ReadCloser, error) {
 		_ = obj.Close()
 		return nil, s.mapErr(ctx, doing, err)
 	}
-	return obj, nil
+	return &object{Object: obj, s: s, ctx: ctx, doing: "read " + name + " in " + s.bucketURL()}, nil
+}
+
+// object is an opened object whose read errors are mapped as every other error of the backend:
+// the first read sends a request of its own, and the object may be gone by then (a lock
+// released between Open and the read is ErrNotExist, not an unknown failure).
+type object struct {
+	*minio.Object
+	s     *S3
+	ctx   context.Context
+	doing string
+}
+
+func (o *object) Read(p []byte) (int, error) {
+	n, err := o.Object.Read(p)
+	if err != nil && err != io.EOF {
+		err = o.s.mapErr(o.ctx, o.doing, err)
+	}
+	return n, err
 }
 
 // Stat describes the object.
@@ -502,8 +520,10 @@ func (s *S3) bucketURL() string {
 
 // mapErr explains an error of the S3 client in one line that says what to do, and marks it
 // with the backend's sentinel errors: a missing key is backend.ErrNotExist, a missing bucket,
-// refused credentials and an unreachable endpoint are backend.ErrUnavailable, and a full server
-// is backend.ErrNoSpace. The client's error stays in the chain, for errors.As.
+// refused credentials and an unreachable endpoint are backend.ErrUnavailable (refused
+// credentials and denied access also backend.ErrDenied, an unreachable endpoint also
+// backend.ErrUnreachable), and a full server is backend.ErrNoSpace. The client's error stays in
+// the chain, for errors.As.
 func (s *S3) mapErr(ctx context.Context, doing string, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		return fmt.Errorf("%s: %w", doing, ctx.Err())
@@ -517,20 +537,20 @@ func (s *S3) mapErr(ctx context.Context, doing string, err error) error {
 			return s.noSuchBucket(doing, err)
 		case "InvalidAccessKeyId":
 			return wrap(doing, fmt.Sprintf("%s does not know the access key: check AWS_ACCESS_KEY_ID or the shared credentials file",
-				s.endpoint), backend.ErrUnavailable, err)
+				s.endpoint), denied, err)
 		case "SignatureDoesNotMatch":
 			return wrap(doing, fmt.Sprintf("%s refused the secret key for this access key: check AWS_SECRET_ACCESS_KEY or the shared credentials file",
-				s.endpoint), backend.ErrUnavailable, err)
+				s.endpoint), denied, err)
 		case "ExpiredToken", "InvalidToken", "TokenRefreshRequired":
 			return wrap(doing, fmt.Sprintf("%s refused the session token (%s): refresh the credentials", s.endpoint, resp.Code),
-				backend.ErrUnavailable, err)
+				denied, err)
 		case minio.AccessDenied, "AllAccessDisabled":
 			hint := "check the credentials and the bucket's policy"
 			if v, cerr := s.creds.GetWithContext(nil); cerr == nil && v.SignerType.IsAnonymous() {
 				hint = "no credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, use the shared credentials file or an IAM role"
 			}
 			return wrap(doing, fmt.Sprintf("access to bucket %q denied at %s: %s", s.bucket, s.endpoint, hint),
-				backend.ErrUnavailable, err)
+				denied, err)
 		case "InvalidStorageClass":
 			return wrap(doing, fmt.Sprintf("%s does not accept storage class %q: choose another storage-class (MinIO accepts STANDARD)",
 				s.endpoint, s.storageClass), backend.ErrUnavailable, err)
@@ -550,7 +570,7 @@ func (s *S3) mapErr(ctx context.Context, doing string, err error) error {
 	}
 	if reason := networkProblem(err); reason != "" {
 		return wrap(doing, fmt.Sprintf("cannot reach %s (%s): check the endpoint URL and that the S3 server is up and reachable",
-			s.endpoint, reason), backend.ErrUnavailable, err)
+			s.endpoint, reason), unreachable, err)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
@@ -593,9 +613,16 @@ func networkProblem(err error) string {
 // backend sentinel error and the client's error.
 type mappedError struct {
 	msg      string
-	sentinel error
+	sentinel error // nil, a backend sentinel, or several joined (denied, unreachable)
 	cause    error
 }
+
+// denied and unreachable are the sentinels of refused access and of an endpoint that does not
+// answer: the target is unavailable, and why.
+var (
+	denied      = errors.Join(backend.ErrUnavailable, backend.ErrDenied)
+	unreachable = errors.Join(backend.ErrUnavailable, backend.ErrUnreachable)
+)
 
 func wrap(doing, msg string, sentinel, cause error) error {
 	return &mappedError{msg: doing + ": " + msg, sentinel: sentinel, cause: cause}

@@ -137,25 +137,30 @@ func TestUnavailable(t *testing.T) {
 		name     string
 		cfg      s3.Config
 		wantMsgs []string
+		wantKind string
 	}{
 		{
-			name: "no such bucket",
-			cfg:  s3.Config{Bucket: "missing", Prefix: "p", Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey},
+			name:     "no such bucket",
+			wantKind: backend.KindUnavailable,
+			cfg:      s3.Config{Bucket: "missing", Prefix: "p", Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey},
 			wantMsgs: []string{fmt.Sprintf(`s3://missing/p: bucket "missing" does not exist at %s: create it or fix the URL`,
 				m.Endpoint)},
 		},
 		{
 			name:     "unknown access key",
+			wantKind: backend.KindDenied,
 			cfg:      s3.Config{Bucket: "exists", Endpoint: m.Endpoint, AccessKey: "nobody", SecretKey: m.SecretKey},
 			wantMsgs: []string{m.Endpoint + " does not know the access key", "AWS_ACCESS_KEY_ID"},
 		},
 		{
 			name:     "wrong secret key",
+			wantKind: backend.KindDenied,
 			cfg:      s3.Config{Bucket: "exists", Endpoint: m.Endpoint, AccessKey: m.AccessKey, SecretKey: "wrong-secret-key"},
 			wantMsgs: []string{m.Endpoint + " refused the secret key", "AWS_SECRET_ACCESS_KEY"},
 		},
 		{
 			name:     "server stopped",
+			wantKind: backend.KindUnreachable,
 			cfg:      s3.Config{Bucket: "exists", Endpoint: stopped.Endpoint, AccessKey: m.AccessKey, SecretKey: m.SecretKey},
 			wantMsgs: []string{"cannot reach " + stopped.Endpoint + " (connection refused)", "S3 server is up"},
 		},
@@ -166,6 +171,7 @@ func TestUnavailable(t *testing.T) {
 			b, err := s3.New(t.Context(), tt.cfg)
 			require.Nil(t, b)
 			require.ErrorIs(t, err, backend.ErrUnavailable)
+			require.Equal(t, tt.wantKind, backend.Kind(err))
 			t.Logf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
 			for _, msg := range tt.wantMsgs {
 				require.ErrorContains(t, err, msg)
@@ -210,6 +216,7 @@ func TestUnavailableLater(t *testing.T) {
 	} {
 		err := op()
 		require.ErrorIs(t, err, backend.ErrUnavailable, name)
+		require.ErrorIs(t, err, backend.ErrUnreachable, name)
 		require.ErrorContains(t, err, "cannot reach "+m.Endpoint, name)
 	}
 }
@@ -239,6 +246,7 @@ func TestNoCredentials(t *testing.T) {
 	}
 	_, err := s3.New(t.Context(), s3.Config{Bucket: "anon", Endpoint: m.Endpoint})
 	require.ErrorIs(t, err, backend.ErrUnavailable)
+	require.ErrorIs(t, err, backend.ErrDenied)
 	require.ErrorContains(t, err, `access to bucket "anon" denied at `+m.Endpoint+": no credentials were found")
 }
 
