@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	membership "github.com/etcdguard/etcdguard/internal/cluster" // "cluster" names the demo's running cluster here
 	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -199,10 +200,10 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 		Targets:  []repository.Target{{Name: "local", URL: "file://" + repo, Media: "disk"}},
 		StateDir: filepath.Join(dir, "state"), Now: env.Now,
 		Logger:      slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Controllers: map[string]restore.Controller{},
+		Controllers: map[string]membership.Controller{},
 	}
 	for _, m := range ms {
-		r.Cluster.Members = append(r.Cluster.Members, restore.Member{
+		r.Cluster.Members = append(r.Cluster.Members, membership.Member{
 			Name: m.Name, PeerURL: m.PeerURL, ClientURL: m.ClientURL, DataDir: m.DataDir,
 			StartCommand: "(run by the demo)", StopCommand: "(run by the demo)",
 		})
@@ -253,7 +254,7 @@ func (d demoControl) Stop(ctx context.Context) error {
 	return d.m.Stop(ctx)
 }
 
-func (d demoControl) Start(ctx context.Context, _ restore.StartEnv) error {
+func (d demoControl) Start(ctx context.Context, _ membership.StartEnv) error {
 	if d.m.Running() {
 		return nil
 	}
