@@ -103,7 +103,7 @@ func (r *Recoverer) othersServing(ctx context.Context, p Plan) bool {
 	for _, names := range r.elsewhere(p) {
 		for _, n := range names {
 			m, _ := p.Cluster.Member(n)
-			if r.linearizable(ctx, m.ClientURL) != nil {
+			if r.Etcd.Linearizable(ctx, m.ClientURL) != nil {
 				return false
 			}
 		}

@@ -503,7 +503,7 @@ func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(strin
 func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m cluster.Member, st *stepper, rep *Report) error {
 	// A member that serves again was replaced by an earlier, interrupted run of this plan (or
 	// repaired by hand): leave it alone.
-	if r.linearizable(ctx, m.ClientURL) == nil {
+	if r.Etcd.Linearizable(ctx, m.ClientURL) == nil {
 		return st.do("replace", m.Name, func() (string, error) { return "already serving: left alone", nil })
 	}
 	// Removed and added back by an earlier run of this plan: it has an empty data dir and a new
@@ -841,55 +841,27 @@ func (r *Recoverer) parallel(ms []cluster.Member, fn func(cluster.Member) error)
 
 // waitQuorum waits until a member answers with a leader and a linearizable read succeeds.
 func (r *Recoverer) waitQuorum(ctx context.Context, c cluster.Cluster, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		for _, m := range c.Members {
-			if err := r.linearizable(ctx, m.ClientURL); err == nil {
-				return "quorum through " + m.Name, nil
-			} else {
-				last = err
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+	urls := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		urls[i] = m.ClientURL
+	}
+	ep, err := r.Etcd.WaitQuorum(ctx, urls, limit)
+	if err != nil {
+		return "", err
+	}
+	for _, m := range c.Members {
+		if m.ClientURL == ep {
+			return "quorum through " + m.Name, nil
 		}
 	}
-	return "", fmt.Errorf("%w: no quorum after %s: %w", etcdx.ErrUnavailable, limit, last)
+	return "quorum through " + ep, nil
 }
 
 func (r *Recoverer) waitMember(ctx context.Context, m cluster.Member, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = r.linearizable(ctx, m.ClientURL); last == nil {
-			return "serving", nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := r.Etcd.WaitServing(ctx, m.Name, m.ClientURL, limit); err != nil {
+		return "", err
 	}
-	return "", fmt.Errorf("%w: member %s not serving after %s: %w", etcdx.ErrUnavailable, m.Name, limit, last)
-}
-
-func (r *Recoverer) linearizable(ctx context.Context, endpoint string) error {
-	cfg := r.etcdFor(endpoint)
-	if err := cfg.Probe(ctx, endpoint); err != nil {
-		return err
-	}
-	cli, err := cfg.Client(ctx, endpoint)
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	_, err = cli.Get(cctx, "/etcdguard/probe", clientv3.WithCountOnly())
-	return err
+	return "serving", nil
 }
 
 func fileSHA256(ctx context.Context, path string) (string, error) {
