@@ -12,6 +12,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
@@ -32,7 +33,7 @@ func (c memberControl) Stop(ctx context.Context) error {
 	return c.m.Stop(ctx)
 }
 
-func (c memberControl) Start(ctx context.Context, _ restore.StartEnv) error {
+func (c memberControl) Start(ctx context.Context, _ cluster.StartEnv) error {
 	go func() { _ = c.m.Restart(context.WithoutCancel(ctx)) }()
 	return nil
 }
@@ -122,10 +123,10 @@ func BenchmarkRecover(b *testing.B) {
 	// etcdguard recover, restore path.
 	r := &restore.Recoverer{
 		Etcd: etcdx.Config{}, Targets: []repository.Target{target}, StateDir: filepath.Join(dir, "state"),
-		WorkDir: dir, Controllers: map[string]restore.Controller{},
+		WorkDir: dir, Controllers: map[string]cluster.Controller{},
 	}
 	for _, m := range c.Members() {
-		r.Cluster.Members = append(r.Cluster.Members, restore.Member{Name: m.Name, PeerURL: m.PeerURL, ClientURL: m.ClientURL,
+		r.Cluster.Members = append(r.Cluster.Members, cluster.Member{Name: m.Name, PeerURL: m.PeerURL, ClientURL: m.ClientURL,
 			DataDir: m.DataDir, StartCommand: "-", StopCommand: "-"})
 		r.Controllers[m.Name] = memberControl{m}
 	}

@@ -12,6 +12,7 @@ import (
 	"filippo.io/age"
 	"github.com/stretchr/testify/require"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/restore"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
@@ -23,7 +24,7 @@ import (
 func (e *recoverEnv) memberFlag(i int, set map[string]string) string {
 	v := e.members[i]
 	for k, val := range set {
-		m, err := restore.ParseMemberFlag(v)
+		m, err := cluster.ParseMemberFlag(v)
 		if err != nil {
 			panic(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -74,19 +75,19 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	}
 
 	say("starting a 3-member etcd cluster with TLS in %s", dir)
-	cluster, err := scratch.Start(ctx, scratch.Options{
+	sc, err := scratch.Start(ctx, scratch.Options{
 		Size: 3, TLS: true, Command: []string{self, "etcd"}, Dir: filepath.Join(dir, "cluster"),
 	})
 	if err != nil {
 		return fmt.Errorf("start the demo cluster: %w", err)
 	}
-	defer cluster.Close()
-	for _, m := range cluster.Members() {
+	defer sc.Close()
+	for _, m := range sc.Members() {
 		fmt.Fprintf(env.Stdout, "   %s  client %s  data %s\n", m.Name, m.ClientURL, m.DataDir)
 	}
 
 	say("loading %d Kubernetes-shaped keys (/registry/<resource>/<namespace>/<name>)", o.keys)
-	cli, err := cluster.Client(ctx)
+	cli, err := sc.Client(ctx)
 	if err != nil {
 		return err
 	}
@@ -98,8 +99,8 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	repo := filepath.Join(dir, "backups")
 	tape := filepath.Join(dir, "tape", "etcd")
 	common := []string{
-		"--endpoints", cluster.Endpoints()[0],
-		"--cacert", cluster.CAFile, "--cert", cluster.ClientCertFile, "--key", cluster.ClientKeyFile,
+		"--endpoints", sc.Endpoints()[0],
+		"--cacert", sc.CAFile, "--cert", sc.ClientCertFile, "--key", sc.ClientKeyFile,
 		"--target", "file://" + repo,
 		"--target", "file://" + tape + "?offline=true&media=tape&name=tape",
 	}
@@ -162,13 +163,13 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 
 	say("POWER CUT: all three members SIGKILLed at the same moment")
 	var wg sync.WaitGroup
-	for _, m := range cluster.Members() {
+	for _, m := range sc.Members() {
 		wg.Go(func() { _ = m.Kill() })
 	}
 	wg.Wait()
 	acked := w.Halt()
 	fmt.Fprintf(env.Stdout, "   the writer had %d writes acknowledged before the cut\n", len(acked))
-	ms := cluster.Members()
+	ms := sc.Members()
 	if err := ms[0].TearWALTail(); err != nil {
 		return err
 	}
@@ -179,8 +180,8 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 	fmt.Fprintf(env.Stdout, "   %s: database pages 2-5 zeroed\n", ms[1].Name)
 
 	say("etcdguard doctor: what is wrong, and what to run (kube-apiserver saw only 'connection refused')")
-	doctorArgs := []string{"doctor", "--endpoints", strings.Join(cluster.Endpoints(), ","),
-		"--cacert", cluster.CAFile, "--cert", cluster.ClientCertFile, "--key", cluster.ClientKeyFile,
+	doctorArgs := []string{"doctor", "--endpoints", strings.Join(sc.Endpoints(), ","),
+		"--cacert", sc.CAFile, "--cert", sc.ClientCertFile, "--key", sc.ClientKeyFile,
 		"--target", "file://" + repo, "--target", "file://" + tape + "?offline=true&media=tape&name=tape"}
 	for _, m := range ms {
 		doctorArgs = append(doctorArgs, "--data-dir", m.DataDir)
@@ -195,14 +196,14 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 
 	say("etcdguard recover: assess every member, decide, carry out, verify")
 	r := &restore.Recoverer{
-		Etcd:     etcdx.Config{CACert: cluster.CAFile, Cert: cluster.ClientCertFile, Key: cluster.ClientKeyFile},
+		Etcd:     etcdx.Config{CACert: sc.CAFile, Cert: sc.ClientCertFile, Key: sc.ClientKeyFile},
 		Targets:  []repository.Target{{Name: "local", URL: "file://" + repo, Media: "disk"}},
 		StateDir: filepath.Join(dir, "state"), Now: env.Now,
 		Logger:      slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-		Controllers: map[string]restore.Controller{},
+		Controllers: map[string]cluster.Controller{},
 	}
 	for _, m := range ms {
-		r.Cluster.Members = append(r.Cluster.Members, restore.Member{
+		r.Cluster.Members = append(r.Cluster.Members, cluster.Member{
 			Name: m.Name, PeerURL: m.PeerURL, ClientURL: m.ClientURL, DataDir: m.DataDir,
 			StartCommand: "(run by the demo)", StopCommand: "(run by the demo)",
 		})
@@ -219,7 +220,7 @@ func runDemo(ctx context.Context, env Env, o *demoOptions) error {
 		return err
 	}
 
-	cli2, err := cluster.Client(ctx)
+	cli2, err := sc.Client(ctx)
 	if err != nil {
 		return err
 	}
@@ -253,7 +254,7 @@ func (d demoControl) Stop(ctx context.Context) error {
 	return d.m.Stop(ctx)
 }
 
-func (d demoControl) Start(ctx context.Context, _ restore.StartEnv) error {
+func (d demoControl) Start(ctx context.Context, _ cluster.StartEnv) error {
 	if d.m.Running() {
 		return nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/restore"
 )
 
@@ -152,32 +153,32 @@ func (o *recoverOptions) flags(cmd *cobra.Command) {
 
 // recoverer builds the Recoverer from the settings; a non-nil cluster (from a plan file) replaces
 // the described one.
-func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.Cluster) (settings, *restore.Recoverer, error) {
+func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *cluster.Cluster) (settings, *restore.Recoverer, error) {
 	s, err := g.resolve(env)
 	if err != nil {
 		return s, nil, err
 	}
-	cluster := s.cfg.Cluster
+	desc := s.cfg.Cluster
 	if fromPlan != nil {
-		cluster = *fromPlan
+		desc = *fromPlan
 	} else if len(o.members) > 0 {
-		cluster.Members = nil
+		desc.Members = nil
 		for _, v := range o.members {
 			if !strings.Contains(v, "=") {
 				return s, nil, fmt.Errorf("%w: --member %q: describe the member as name=...,peer-url=...,client-url=...,data-dir=... (a bare name is for 'recover apply')", ErrUsage, v)
 			}
-			m, err := restore.ParseMemberFlag(v)
+			m, err := cluster.ParseMemberFlag(v)
 			if err != nil {
 				return s, nil, fmt.Errorf("%w: %w", ErrUsage, err)
 			}
-			cluster.Members = append(cluster.Members, m)
+			desc.Members = append(desc.Members, m)
 		}
 	}
 	if o.etcdVersion != "" && !restore.ValidVersion(o.etcdVersion) {
 		return s, nil, fmt.Errorf("%w: --etcd-version %q is not an etcd version (3.5, 3.6.16, ...)", ErrUsage, o.etcdVersion)
 	}
-	cluster = cluster.Clean()
-	if err := cluster.Validate(); err != nil {
+	desc = desc.Clean()
+	if err := desc.Validate(); err != nil {
 		return s, nil, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	ids, err := loadIdentities(s)
@@ -185,7 +186,7 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *restore.
 		return s, nil, err
 	}
 	r := &restore.Recoverer{
-		Etcd: s.etcd, Cluster: cluster, Targets: s.cfg.Targets, Identities: ids,
+		Etcd: s.etcd, Cluster: desc, Targets: s.cfg.Targets, Identities: ids,
 		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane, Lost: o.lost,
 		Logger: s.logger, Now: env.Now, MaxPlanAge: o.maxPlanAge,
 		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,

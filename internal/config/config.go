@@ -13,8 +13,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/repository"
-	"github.com/etcdguard/etcdguard/internal/restore"
 )
 
 // Config is the content of the configuration file.
@@ -40,7 +40,7 @@ type Config struct {
 	WorkDir string `yaml:"work-dir"`
 
 	// Cluster describes the members for `etcdguard recover`.
-	Cluster restore.Cluster `yaml:"cluster"`
+	Cluster cluster.Cluster `yaml:"cluster"`
 	// StateDir keeps recovery plans until they are finished.
 	StateDir string `yaml:"state-dir"`
 }

@@ -6,10 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/datadir"
-	"github.com/etcdguard/etcdguard/internal/restore"
 )
 
 // maxConcurrentScans bounds how many data dirs are inspected at the same time.
@@ -67,32 +66,25 @@ func inspectDataDirs(dirs []string) []dirState {
 // which only the whole cluster decides: replaced, restored with every member, or undecided
 // while members are not checked.
 func clusterDataFinding(states []dirState) (f Finding, damaged string) {
-	// Across the data dirs: freshest, and an intact quorum or not. A data dir a running etcd
-	// holds counts as intact: its member is up.
+	// Across the data dirs: freshest, and an intact quorum or not. Each is read as recover reads
+	// it (cluster.DiskOf): a data dir a running etcd holds counts as intact, its member is up.
 	var ev []string
 	fresh, freshRev := "", int64(-1)
-	intact, size := 0, 0
-	var as []restore.Assessment
-	var cluster restore.Cluster
+	size := 0
+	var as []cluster.Assessment
 	for i, s := range states {
-		name := fmt.Sprintf("dir%d", i+1)
 		ev = append(ev, fmt.Sprintf("%s: %s, revision %d, consistent index %d, WAL last index %d",
 			s.dir, s.rep.Verdict(), s.rep.DB.Revision, s.rep.DB.ConsistentIndex, s.rep.WAL.LastIndex))
 		if s.rep.DB.OK && s.rep.DB.Revision > freshRev {
 			fresh, freshRev = s.dir, s.rep.DB.Revision
 		}
-		if s.rep.Intact() || s.rep.Verdict() == datadir.VerdictInUse {
-			intact++
-		}
 		if s.rep.DB.OK {
 			size = max(size, s.rep.DB.Voters)
 		}
-		as = append(as, restore.Assessment{Name: name, OnlineErr: "offline", Disk: &restore.DiskState{
-			Verdict: string(s.rep.Verdict()), Intact: s.rep.Intact(), DBOK: s.rep.DB.OK, DBPath: s.rep.DB.Path,
-			DBRevision: s.rep.DB.Revision, DBModTime: s.rep.DB.ModTime,
-		}})
-		cluster.Members = append(cluster.Members, restore.Member{Name: name})
+		as = append(as, cluster.Assessment{Name: fmt.Sprintf("dir%d", i+1), OnlineErr: "offline", Disk: cluster.DiskOf(s.rep)})
 	}
+	tally := cluster.TallyOf(as)
+	intact := tally.Startable
 	if fresh != "" {
 		ev = append(ev, fmt.Sprintf("freshest intact database: %s (revision %d)", fresh, freshRev))
 	}
@@ -106,12 +98,9 @@ func clusterDataFinding(states []dirState) (f Finding, damaged string) {
 	if unchecked > 0 {
 		ev = append(ev, fmt.Sprintf("the databases record %d voting members: %d of them not checked here", size, unchecked))
 	}
-	q := size/2 + 1
-	plan, err := restore.Decide(restore.DecideInputs{Cluster: cluster, Assessments: as, Now: time.Now()})
-	path := ""
-	if err == nil {
-		path = plan.Path
-	}
+	q := cluster.Quorum(size)
+	// The path recover would take on these members, when they are the whole cluster.
+	path := tally.Path(given)
 	// With enough of the cluster in view, a member that cannot start is one of the two: replaced
 	// (the intact others have a quorum) or restored with every other member.
 	damaged = undecidedVerdict

@@ -11,6 +11,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 )
 
@@ -52,7 +53,7 @@ func checkMembers(ctx context.Context, cfg etcdx.Config) ([]Finding, []etcdx.Mem
 	// Learners answer but do not vote: they count for neither the cluster's size nor its quorum.
 	voters := slices.DeleteFunc(slices.Clone(up), func(st etcdx.MemberStatus) bool { return st.IsLearner })
 	total := clusterSize(ctx, cfg, voters, statuses)
-	q := total/2 + 1
+	q := cluster.Quorum(total)
 	leaders := map[uint64]bool{}
 	var maxApplied uint64
 	for _, st := range up {

@@ -1,6 +1,6 @@
 // Package layering holds the test that keeps etcdguard's imports one-way:
-// cmd -> cli | agent -> capabilities -> repository -> backend -> foundations. docs/design.md,
-// "Package map", lists the packages of each layer.
+// cmd -> cli | agent -> capabilities -> cluster -> repository -> backend -> foundations.
+// docs/design.md, "Package map", lists the packages of each layer.
 package layering
 
 import (
@@ -26,12 +26,19 @@ var layers = map[string]int{
 
 	"internal/snapshot": 2, "internal/restore": 2, "internal/doctor": 2, "internal/config": 2, "internal/certs": 2,
 
-	"internal/repository": 3,
+	// The cluster: its description, how members are stopped and started, what is known of each
+	// member and what a quorum of them can do. A layer of its own below the capabilities, so that
+	// doctor, recover and config share it and it can never reach up into any of them (which would
+	// let one capability's view of a member leak into the others); above the repository, which
+	// stores backups and knows nothing of members.
+	"internal/cluster": 3,
 
-	"internal/backend": 4, "internal/backend/local": 4, "internal/backend/s3": 4, "internal/backend/backendtest": 4, "internal/backend/retry": 4,
+	"internal/repository": 4,
 
-	"internal/etcdx": 5, "internal/datadir": 5, "internal/atomicfile": 5, "internal/failpoint": 5,
-	"internal/proc": 5, "internal/redact": 5, "internal/scratch": 5,
+	"internal/backend": 5, "internal/backend/local": 5, "internal/backend/s3": 5, "internal/backend/backendtest": 5, "internal/backend/retry": 5,
+
+	"internal/etcdx": 6, "internal/datadir": 6, "internal/atomicfile": 6, "internal/failpoint": 6,
+	"internal/proc": 6, "internal/redact": 6, "internal/scratch": 6,
 
 	// Test helpers: real etcd clusters and MinIO, and the faults only tests inject. They stand
 	// beside the layers (testHelper): they may import any shipped package, and none imports them.
@@ -43,16 +50,13 @@ var testHelper = map[string]bool{"internal/testcluster": true, "internal/testenv
 
 // forbidden are imports between packages that the layers alone allow but that must not exist.
 var forbidden = map[[2]string]string{
-	{"internal/config", "internal/restore"}: "config describes settings; the cluster description moves to a cluster package (issue 9)",
-	{"internal/doctor", "internal/restore"}: "doctor and recover share a cluster package instead (issue 9)",
+	{"internal/config", "internal/restore"}: "config describes settings; the cluster description is internal/cluster's",
+	{"internal/doctor", "internal/restore"}: "doctor and recover share internal/cluster instead",
 }
 
 // known are today's violations, each to be removed by the issue named; the test fails when one
 // of them disappears too, so that this list shrinks with the code.
-var known = map[[2]string]string{
-	{"internal/config", "internal/restore"}: "issue 9",
-	{"internal/doctor", "internal/restore"}: "issue 9",
-}
+var known = map[[2]string]string{}
 
 // violations returns every import of graph (package -> its imports, both relative to the module)
 // that goes up the layers, reaches a test helper from shipped code, or is forbidden.
@@ -103,7 +107,9 @@ func TestViolations(t *testing.T) {
 			[]string{"internal/cli imports the test helper internal/testcluster"}},
 		{"a test helper importing shipped code", map[string][]string{"internal/testcluster": {"internal/scratch", "internal/etcdx"}}, nil},
 		{"a forbidden import within a layer", map[string][]string{"internal/doctor": {"internal/restore"}},
-			[]string{"internal/doctor imports internal/restore: doctor and recover share a cluster package instead (issue 9)"}},
+			[]string{"internal/doctor imports internal/restore: doctor and recover share internal/cluster instead"}},
+		{"the cluster package reaching up into a capability", map[string][]string{"internal/cluster": {"internal/restore"}},
+			[]string{"internal/cluster imports internal/restore, against the direction of the layers"}},
 		{"a package in no layer", map[string][]string{"internal/types": {"internal/backend"}},
 			[]string{"internal/types is in no layer: add it to layers"}},
 	}

@@ -5,41 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/etcdguard/etcdguard/internal/cluster"
 )
 
 // ErrOtherHost is returned (wrapped) when part of a recovery belongs to members on other hosts:
 // etcdguard never stops, starts, quarantines or restores a member that does not run here. The
 // message says what to run on each of those hosts.
 var ErrOtherHost = errors.New("members on other hosts must be recovered there")
-
-// Clean returns the description with every path in its clean form, so that "/var/lib/etcd/" and
-// "/var/lib/etcd" are one data dir: a trailing slash would put the restore marker inside the
-// data dir and make every later run take the restored data for somebody else's.
-func (c Cluster) Clean() Cluster {
-	out := c
-	out.Members = make([]Member, len(c.Members))
-	for i, m := range c.Members {
-		m.DataDir = cleanPath(m.DataDir)
-		m.StaticPodManifest = cleanPath(m.StaticPodManifest)
-		m.Host = strings.TrimSpace(m.Host)
-		out.Members[i] = m
-	}
-	out.ControlPlaneManifests = nil
-	for _, p := range c.ControlPlaneManifests {
-		out.ControlPlaneManifests = append(out.ControlPlaneManifests, cleanPath(p))
-	}
-	return out
-}
-
-func cleanPath(p string) string {
-	if p == "" {
-		return ""
-	}
-	return filepath.Clean(p)
-}
 
 // hostname is the name members' host fields are compared with.
 func (r *Recoverer) hostname() string {
@@ -52,26 +27,14 @@ func (r *Recoverer) hostname() string {
 
 // local reports whether a member runs on this host: its host field is empty (a single-host
 // description) or names this host.
-func (r *Recoverer) local(m Member) bool {
-	return m.Host == "" || sameHost(m.Host, r.hostname())
-}
-
-// sameHost compares host names as people write them: without regard to case, and a short name
-// (cp1) equal to a fully qualified one it begins (cp1.example.com). Two fully qualified names are
-// compared whole: cp1.dc1.example is not cp1.dc2.example.
-func sameHost(a, b string) bool {
-	if strings.EqualFold(a, b) {
-		return true
-	}
-	sa, _, aQualified := strings.Cut(a, ".")
-	sb, _, bQualified := strings.Cut(b, ".")
-	return aQualified != bQualified && sa != "" && strings.EqualFold(sa, sb)
+func (r *Recoverer) local(m cluster.Member) bool {
+	return m.Host == "" || cluster.SameHost(m.Host, r.hostname())
 }
 
 // checkLocalPaths refuses a description in which two members of this host share a data dir or a
 // static-pod manifest: two restores would then run on one path. Members of other hosts may share
 // paths with local ones (kubeadm gives every host the same paths); they are never acted on here.
-func (r *Recoverer) checkLocalPaths(c Cluster) error {
+func (r *Recoverer) checkLocalPaths(c cluster.Cluster) error {
 	dirs, manifests := map[string]string{}, map[string]string{}
 	for _, m := range c.Members {
 		if !r.local(m) {
@@ -140,7 +103,7 @@ func (r *Recoverer) othersServing(ctx context.Context, p Plan) bool {
 	for _, names := range r.elsewhere(p) {
 		for _, n := range names {
 			m, _ := p.Cluster.Member(n)
-			if r.linearizable(ctx, m.ClientURL) != nil {
+			if r.Etcd.Linearizable(ctx, m.ClientURL) != nil {
 				return false
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/etcdguard/etcdguard/internal/cluster"
 )
 
 // dbMember is a member as recorded in a database's members bucket.
@@ -48,7 +50,7 @@ func readMembership(dbPath string) (members []dbMember) {
 
 // checkPeerURLs compares the described members' peer URLs with the membership a data dir
 // records, and explains any difference.
-func checkPeerURLs(c Cluster, owner string, recorded []dbMember) error {
+func checkPeerURLs(c cluster.Cluster, owner string, recorded []dbMember) error {
 	if len(recorded) == 0 {
 		return nil
 	}

@@ -6,23 +6,17 @@ import (
 	"sort"
 	"time"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
-// Recovery paths, from least to most invasive. docs/design.md, "Recovering a cluster", explains
-// why each is safe.
+// Recovery paths, from least to most invasive: cluster decides which one a cluster's members
+// allow (Tally.Path); a plan carries it.
 const (
-	// PathNone: every member is healthy; nothing to do.
-	PathNone = "none"
-	// PathStart: enough members have intact data to form a quorum: start them (etcd repairs a
-	// torn WAL tail itself), then replace any member whose data is damaged. Nothing is lost.
-	PathStart = "start"
-	// PathReplace: a quorum is running; members that are down with damaged or missing data are
-	// replaced (removed, added back, started on an empty data dir). Nothing is lost.
-	PathReplace = "replace"
-	// PathRestore: no quorum can form: every member is restored from the freshest intact
-	// source, a surviving member's database or the newest verified backup.
-	PathRestore = "restore"
+	PathNone    = cluster.PathNone
+	PathStart   = cluster.PathStart
+	PathReplace = cluster.PathReplace
+	PathRestore = cluster.PathRestore
 )
 
 // ErrUnsafe is returned (wrapped) when no recovery can be planned safely from what is known.
@@ -41,41 +35,6 @@ const (
 	SourceBackup = "backup"
 	SourceMember = "member"
 )
-
-// DiskState is what an offline look at a member's data dir found.
-type DiskState struct {
-	// Verdict is datadir's: starts, self-repairs, damaged or missing.
-	Verdict string `json:"verdict"`
-	// Intact means etcd can start on the data dir as it is (a torn WAL tail included).
-	Intact bool `json:"intact"`
-	// DBOK means the database passed bbolt's check: it can serve as a restore source.
-	DBOK            bool      `json:"db_ok"`
-	DBPath          string    `json:"db_path,omitempty"`
-	DBRevision      int64     `json:"db_revision,omitempty"`
-	DBModTime       time.Time `json:"db_mod_time,omitempty"`
-	ConsistentIndex uint64    `json:"consistent_index,omitempty"`
-	WALLastIndex    uint64    `json:"wal_last_index,omitempty"`
-	// ClusterID and MemberID are read from the WAL's metadata (0 when unreadable).
-	ClusterID uint64   `json:"cluster_id,omitempty"`
-	MemberID  uint64   `json:"member_id,omitempty"`
-	Problems  []string `json:"problems,omitempty"`
-	// Version is the etcd version its database records (storage version, else cluster
-	// version), read only from a database that passed its checks.
-	Version string `json:"version,omitempty"`
-}
-
-// Assessment is what is known of one member before deciding.
-type Assessment struct {
-	Name string `json:"name"`
-	// Online means the member answered, healthy, as part of a cluster with a leader.
-	Online    bool   `json:"online"`
-	OnlineErr string `json:"online_error,omitempty"`
-	MemberID  uint64 `json:"member_id,omitempty"`
-	// Revision is the member's current revision, when online.
-	Revision int64 `json:"revision,omitempty"`
-	// Disk is the offline look at the data dir, for members that are not online.
-	Disk *DiskState `json:"disk,omitempty"`
-}
 
 // BackupInfo is the newest verified backup of the cluster, if any.
 type BackupInfo struct {
@@ -126,15 +85,15 @@ const PlanFormat = 1
 // Plan is a decided recovery: written before anything is changed, so that an interrupted
 // recovery can be finished, and so that members on other hosts can apply their part.
 type Plan struct {
-	Format      int          `json:"format"`
-	ID          string       `json:"id"`
-	Created     time.Time    `json:"created"`
-	Path        string       `json:"path"`
-	Why         []string     `json:"why"`
-	Cluster     Cluster      `json:"cluster"`
-	Assessments []Assessment `json:"assessments"`
-	Actions     []Action     `json:"actions"`
-	Source      *Source      `json:"source,omitempty"`
+	Format      int                  `json:"format"`
+	ID          string               `json:"id"`
+	Created     time.Time            `json:"created"`
+	Path        string               `json:"path"`
+	Why         []string             `json:"why"`
+	Cluster     cluster.Cluster      `json:"cluster"`
+	Assessments []cluster.Assessment `json:"assessments"`
+	Actions     []Action             `json:"actions"`
+	Source      *Source              `json:"source,omitempty"`
 	// Token is the new cluster token of a restore.
 	Token     string   `json:"token,omitempty"`
 	Bump      uint64   `json:"bump,omitempty"`
@@ -145,8 +104,8 @@ type Plan struct {
 
 // DecideInputs is everything Decide looks at.
 type DecideInputs struct {
-	Cluster     Cluster
-	Assessments []Assessment
+	Cluster     cluster.Cluster
+	Assessments []cluster.Assessment
 	// Backup is the newest verified backup of this cluster, nil if there is none.
 	Backup *BackupInfo
 	// History holds the other backups' revisions and times, for sizing the revision bump.
@@ -173,15 +132,9 @@ func Decide(in DecideInputs) (Plan, error) {
 		return p, fmt.Errorf("assessed %d members of %d", len(in.Assessments), len(in.Cluster.Members))
 	}
 	q := in.Cluster.Quorum()
-	online, startable := 0, 0
+	tally := cluster.TallyOf(in.Assessments)
+	online, startable := tally.Online, tally.Startable
 	for _, a := range in.Assessments {
-		switch {
-		case a.Online:
-			online++
-			startable++
-		case a.Disk != nil && a.Disk.Intact:
-			startable++
-		}
 		if a.Online && a.Revision > p.HighWater {
 			p.HighWater = a.Revision
 		}
@@ -189,28 +142,25 @@ func Decide(in DecideInputs) (Plan, error) {
 			p.HighWater = a.Disk.DBRevision
 		}
 	}
-	switch {
-	case online == len(in.Assessments):
-		p.Path = PathNone
+	p.Path = tally.Path(len(in.Assessments))
+	switch p.Path {
+	case PathNone:
 		p.Why = append(p.Why, fmt.Sprintf("all %d members are online and healthy", online))
-	case online >= q:
-		p.Path = PathReplace
+	case PathReplace:
 		p.Why = append(p.Why, fmt.Sprintf("%d of %d members are online: the cluster has quorum (%d)", online, len(in.Assessments), q))
-	case startable >= q:
-		p.Path = PathStart
+	case PathStart:
 		p.Why = append(p.Why, fmt.Sprintf("%d of %d members are online or have intact data: enough for quorum (%d) once started", startable, len(in.Assessments), q))
 	default:
-		p.Path = PathRestore
 		p.Why = append(p.Why, fmt.Sprintf("only %d of %d members are online or have intact data: no quorum (%d) can form", startable, len(in.Assessments), q))
 	}
 
 	if p.Path != PathRestore {
 		for _, a := range in.Assessments {
 			act := Action{Member: a.Name}
-			switch {
-			case a.Online:
+			switch s := a.State(); {
+			case s == cluster.StateOnline:
 				act.Do, act.Why = ActKeep, "online and healthy"
-			case a.Disk != nil && a.Disk.Intact:
+			case s.Startable():
 				act.Do, act.Why = ActStart, "stopped, data intact ("+a.Disk.Verdict+")"
 			default:
 				act.Do, act.Why = ActReplace, "data "+diskVerdict(a.Disk)+": removed from the cluster, added back, started on an empty data dir to receive the data from the others"
@@ -225,12 +175,12 @@ func Decide(in DecideInputs) (Plan, error) {
 	// leader, the cluster may be alive where this host cannot see it) or runs without quorum
 	// (its data cannot be read while etcd holds it, and it may be the newest).
 	for _, a := range in.Assessments {
-		switch {
-		case a.Online:
+		switch a.State() {
+		case cluster.StateOnline:
 			return p, fmt.Errorf("%w: member %s answers with a leader, yet no quorum is reachable from here: check the network from this host to every member before restoring anything", ErrUnsafe, a.Name)
-		case a.Disk != nil && a.Disk.Verdict == "in-use":
+		case cluster.StateInUse:
 			return p, fmt.Errorf("%w: member %s runs without quorum and holds its data dir, which may hold the newest data: stop it (etcd only, not the host) and run recover again so its data can be read", ErrUnsafe, a.Name)
-		case a.Disk == nil:
+		case cluster.StateUnknown:
 			return p, fmt.Errorf("%w: the data of member %s could not be read from here (%s), and it may be the newest: run etcdguard doctor --offline --data-dir DIR on its host, then run recover where every down member's data dir can be read, or declare its data lost with --lost %s", ErrUnsafe, a.Name, a.OnlineErr, a.Name)
 		}
 	}
@@ -313,7 +263,7 @@ func Decide(in DecideInputs) (Plan, error) {
 
 // membersVersion is the etcd version the members' databases record (the newest, if they differ),
 // else the version given.
-func membersVersion(as []Assessment, given string) string {
+func membersVersion(as []cluster.Assessment, given string) string {
 	v := ""
 	for _, a := range as {
 		if a.Disk == nil || a.Disk.Version == "" {
@@ -329,7 +279,7 @@ func membersVersion(as []Assessment, given string) string {
 	return v
 }
 
-func diskVerdict(d *DiskState) string {
+func diskVerdict(d *cluster.DiskState) string {
 	if d == nil {
 		return "not examined"
 	}
@@ -337,7 +287,7 @@ func diskVerdict(d *DiskState) string {
 }
 
 // latestModTime is when the members last wrote their databases: about when they went down.
-func latestModTime(as []Assessment) time.Time {
+func latestModTime(as []cluster.Assessment) time.Time {
 	var t time.Time
 	for _, a := range as {
 		if a.Disk != nil && a.Disk.DBModTime.After(t) {

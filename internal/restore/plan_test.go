@@ -6,12 +6,14 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/cluster"
 )
 
-func testCluster(n int) Cluster {
-	var c Cluster
+func testCluster(n int) cluster.Cluster {
+	var c cluster.Cluster
 	for i := 1; i <= n; i++ {
-		c.Members = append(c.Members, Member{
+		c.Members = append(c.Members, cluster.Member{
 			Name: fmt.Sprintf("m%d", i), PeerURL: fmt.Sprintf("https://10.0.0.%d:2380", i),
 			ClientURL: fmt.Sprintf("https://10.0.0.%d:2379", i), DataDir: fmt.Sprintf("/var/lib/etcd%d", i),
 			SystemdUnit: "etcd.service",
@@ -23,11 +25,11 @@ func testCluster(n int) Cluster {
 func TestDecide(t *testing.T) {
 	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
 	cut := now.Add(-10 * time.Minute) // when the power went
-	online := func(name string, rev int64) Assessment {
-		return Assessment{Name: name, Online: true, Revision: rev}
+	online := func(name string, rev int64) cluster.Assessment {
+		return cluster.Assessment{Name: name, Online: true, Revision: rev}
 	}
-	disk := func(name, verdict string, intact, dbOK bool, rev int64) Assessment {
-		return Assessment{Name: name, OnlineErr: "connection refused", Disk: &DiskState{
+	disk := func(name, verdict string, intact, dbOK bool, rev int64) cluster.Assessment {
+		return cluster.Assessment{Name: name, OnlineErr: "connection refused", Disk: &cluster.DiskState{
 			Verdict: verdict, Intact: intact, DBOK: dbOK, DBRevision: rev, DBModTime: cut, DBPath: "/var/lib/" + name + "/member/snap/db",
 		}}
 	}
@@ -35,7 +37,7 @@ func TestDecide(t *testing.T) {
 
 	cases := []struct {
 		name       string
-		as         []Assessment
+		as         []cluster.Assessment
 		backup     *BackupInfo
 		wantPath   string
 		wantDo     []string
@@ -43,18 +45,18 @@ func TestDecide(t *testing.T) {
 		wantLoss   int64
 		wantErr    string
 	}{
-		{"all online", []Assessment{online("m1", 5), online("m2", 5), online("m3", 5)}, backup, PathNone, []string{"keep", "keep", "keep"}, "", 0, ""},
-		{"all killed, data intact: start them, lose nothing", []Assessment{disk("m1", "starts", true, true, 1000), disk("m2", "self-repairs", true, true, 1000), disk("m3", "starts", true, true, 999)}, backup, PathStart, []string{"start", "start", "start"}, "", 0, ""},
-		{"two intact, one damaged: start two, replace one", []Assessment{disk("m1", "self-repairs", true, true, 1000), disk("m2", "damaged", false, false, 0), disk("m3", "starts", true, true, 1000)}, backup, PathStart, []string{"start", "replace", "start"}, "", 0, ""},
-		{"quorum online, one data dir deleted: replace it", []Assessment{online("m1", 1000), online("m2", 1000), disk("m3", "missing", false, false, 0)}, backup, PathReplace, []string{"keep", "keep", "replace"}, "", 0, ""},
-		{"no quorum: the intact member is newer than the backup", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "damaged", false, true, 1000), disk("m3", "damaged", false, false, 0)}, backup, PathRestore, []string{"restore", "restore", "restore"}, "member:m2", 0, ""},
-		{"no quorum: a backup never replaces newer member data", []Assessment{disk("m1", "damaged", false, true, 950), disk("m2", "missing", false, false, 0), disk("m3", "damaged", false, false, 1000)}, backup, PathRestore, nil, "member:m1", 50, ""},
-		{"no quorum, no member database: the backup", []Assessment{disk("m1", "damaged", false, false, 1000), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 100, ""},
-		{"equal revisions: the verified backup", []Assessment{disk("m1", "damaged", false, true, 900), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 0, ""},
-		{"nothing to restore from", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, nil, "", nil, "", 0, "no intact source"},
-		{"a member's data is on another host: no restore over it", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", OnlineErr: "connection refused; its data dir is on host cp3"}}, backup, "", nil, "", 0, "could not be read from here"},
-		{"a member runs without quorum: no restore over it", []Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", Disk: &DiskState{Verdict: "in-use", Intact: true}}}, backup, "", nil, "", 0, "runs without quorum"},
-		{"a member answers with a leader, the others unusable: no restore", []Assessment{online("m1", 5000), disk("m2", "damaged", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, "", nil, "", 0, "answers with a leader"},
+		{"all online", []cluster.Assessment{online("m1", 5), online("m2", 5), online("m3", 5)}, backup, PathNone, []string{"keep", "keep", "keep"}, "", 0, ""},
+		{"all killed, data intact: start them, lose nothing", []cluster.Assessment{disk("m1", "starts", true, true, 1000), disk("m2", "self-repairs", true, true, 1000), disk("m3", "starts", true, true, 999)}, backup, PathStart, []string{"start", "start", "start"}, "", 0, ""},
+		{"two intact, one damaged: start two, replace one", []cluster.Assessment{disk("m1", "self-repairs", true, true, 1000), disk("m2", "damaged", false, false, 0), disk("m3", "starts", true, true, 1000)}, backup, PathStart, []string{"start", "replace", "start"}, "", 0, ""},
+		{"quorum online, one data dir deleted: replace it", []cluster.Assessment{online("m1", 1000), online("m2", 1000), disk("m3", "missing", false, false, 0)}, backup, PathReplace, []string{"keep", "keep", "replace"}, "", 0, ""},
+		{"no quorum: the intact member is newer than the backup", []cluster.Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "damaged", false, true, 1000), disk("m3", "damaged", false, false, 0)}, backup, PathRestore, []string{"restore", "restore", "restore"}, "member:m2", 0, ""},
+		{"no quorum: a backup never replaces newer member data", []cluster.Assessment{disk("m1", "damaged", false, true, 950), disk("m2", "missing", false, false, 0), disk("m3", "damaged", false, false, 1000)}, backup, PathRestore, nil, "member:m1", 50, ""},
+		{"no quorum, no member database: the backup", []cluster.Assessment{disk("m1", "damaged", false, false, 1000), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 100, ""},
+		{"equal revisions: the verified backup", []cluster.Assessment{disk("m1", "damaged", false, true, 900), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, PathRestore, nil, "backup", 0, ""},
+		{"nothing to restore from", []cluster.Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), disk("m3", "missing", false, false, 0)}, nil, "", nil, "", 0, "no intact source"},
+		{"a member's data is on another host: no restore over it", []cluster.Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", OnlineErr: "connection refused; its data dir is on host cp3"}}, backup, "", nil, "", 0, "could not be read from here"},
+		{"a member runs without quorum: no restore over it", []cluster.Assessment{disk("m1", "damaged", false, false, 0), disk("m2", "missing", false, false, 0), {Name: "m3", Disk: &cluster.DiskState{Verdict: "in-use", Intact: true}}}, backup, "", nil, "", 0, "runs without quorum"},
+		{"a member answers with a leader, the others unusable: no restore", []cluster.Assessment{online("m1", 5000), disk("m2", "damaged", false, false, 0), disk("m3", "missing", false, false, 0)}, backup, "", nil, "", 0, "answers with a leader"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,70 +95,22 @@ func TestDecide(t *testing.T) {
 
 func TestDecideFiveMembers(t *testing.T) {
 	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
-	var as []Assessment
+	var as []cluster.Assessment
 	for i := 1; i <= 5; i++ {
-		a := Assessment{Name: fmt.Sprintf("m%d", i), Disk: &DiskState{Verdict: "damaged"}}
+		a := cluster.Assessment{Name: fmt.Sprintf("m%d", i), Disk: &cluster.DiskState{Verdict: "damaged"}}
 		if i <= 3 {
-			a.Disk = &DiskState{Verdict: "starts", Intact: true, DBOK: true, DBRevision: 10}
+			a.Disk = &cluster.DiskState{Verdict: "starts", Intact: true, DBOK: true, DBRevision: 10}
 		}
 		as = append(as, a)
 	}
 	p, err := Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
 	require.NoError(t, err)
 	require.Equal(t, PathStart, p.Path, "3 of 5 intact is a quorum")
-	as[2].Disk = &DiskState{Verdict: "damaged", DBOK: true, DBRevision: 12}
+	as[2].Disk = &cluster.DiskState{Verdict: "damaged", DBOK: true, DBRevision: 12}
 	p, err = Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
 	require.NoError(t, err)
 	require.Equal(t, PathRestore, p.Path)
 	require.Equal(t, "m3", p.Source.Member, "the freshest intact database, even of a member whose WAL is damaged")
-}
-
-func TestParseMemberFlag(t *testing.T) {
-	m, err := ParseMemberFlag("name=m1,peer-url=https://10.0.0.1:2380,client-url=https://10.0.0.1:2379,data-dir=/var/lib/etcd,start-command=/usr/local/bin/start-etcd a,b,stop-command=pkill -f etcd")
-	require.NoError(t, err)
-	require.Equal(t, Member{Name: "m1", PeerURL: "https://10.0.0.1:2380", ClientURL: "https://10.0.0.1:2379", DataDir: "/var/lib/etcd",
-		StartCommand: "/usr/local/bin/start-etcd a,b", StopCommand: "pkill -f etcd"}, m)
-	_, err = ParseMemberFlag("nom=m1")
-	require.ErrorContains(t, err, "expected key=value")
-}
-
-func TestValidateCluster(t *testing.T) {
-	c := testCluster(3)
-	require.NoError(t, c.Validate())
-	bad := testCluster(3)
-	bad.Members[1].PeerURL = bad.Members[0].PeerURL
-	require.ErrorContains(t, bad.Validate(), "used twice")
-	bad = testCluster(3)
-	bad.Members[2].SystemdUnit = ""
-	require.ErrorContains(t, bad.Validate(), "exactly one of")
-	bad = testCluster(3)
-	bad.Members[0].DataDir = "relative"
-	require.ErrorContains(t, bad.Validate(), "absolute")
-	require.Equal(t, "m1=https://10.0.0.1:2380,m2=https://10.0.0.2:2380,m3=https://10.0.0.3:2380", c.InitialCluster())
-}
-
-func TestSetEtcdFlags(t *testing.T) {
-	manifest := []byte(`apiVersion: v1
-kind: Pod
-metadata:
-  name: etcd
-  namespace: kube-system
-spec:
-  containers:
-  - name: etcd
-    command:
-    - etcd
-    - --name=cp1
-    - --initial-cluster=cp1=https://10.0.0.1:2380
-    - --data-dir=/var/lib/etcd
-    image: registry.k8s.io/etcd:3.5.4-0
-`)
-	out, err := SetEtcdFlags(manifest, map[string]string{"initial-cluster-state": "existing", "initial-cluster": "cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380"})
-	require.NoError(t, err)
-	require.Contains(t, string(out), "- --initial-cluster=cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380\n")
-	require.Contains(t, string(out), "- --initial-cluster-state=existing\n")
-	require.Contains(t, string(out), "- --data-dir=/var/lib/etcd\n")
-	require.Contains(t, string(out), "image: registry.k8s.io/etcd:3.5.4-0")
 }
 
 // TestDecideVersionSkew: a restore from a backup is checked against the etcd version the members'
@@ -164,27 +118,27 @@ spec:
 // minor up is said in the plan's reasons.
 func TestDecideVersionSkew(t *testing.T) {
 	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
-	member := func(name, version string) Assessment {
-		return Assessment{Name: name, Disk: &DiskState{Verdict: "damaged", DBOK: version != "", DBRevision: 100, Version: version}}
+	member := func(name, version string) cluster.Assessment {
+		return cluster.Assessment{Name: name, Disk: &cluster.DiskState{Verdict: "damaged", DBOK: version != "", DBRevision: 100, Version: version}}
 	}
 	backup := func(version string) *BackupInfo {
 		return &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: 900, Created: now.Add(-time.Hour), SHA256: "abc", Version: version}
 	}
 	cases := []struct {
 		name    string
-		as      []Assessment
+		as      []cluster.Assessment
 		backup  *BackupInfo
 		given   string
 		allow   bool
 		wantErr string
 		wantWhy string
 	}{
-		{"same minor", []Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", ""},
-		{"a 3.6 backup for 3.5 members is refused", []Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "is a downgrade", ""},
-		{"allowed", []Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", true, "", "allowed by --allow-version-skew"},
-		{"a 3.5 backup for 3.6 members: said", []Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.5.35"), "", false, "", "upgrades the data"},
-		{"no readable database: --etcd-version decides", []Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "3.5", false, "is a downgrade", ""},
-		{"nothing known: a note", []Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", "not known"},
+		{"same minor", []cluster.Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", ""},
+		{"a 3.6 backup for 3.5 members is refused", []cluster.Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "is a downgrade", ""},
+		{"allowed", []cluster.Assessment{member("m1", "3.5.0"), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", true, "", "allowed by --allow-version-skew"},
+		{"a 3.5 backup for 3.6 members: said", []cluster.Assessment{member("m1", "3.6.0"), member("m2", ""), member("m3", "")}, backup("3.5.35"), "", false, "", "upgrades the data"},
+		{"no readable database: --etcd-version decides", []cluster.Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "3.5", false, "is a downgrade", ""},
+		{"nothing known: a note", []cluster.Assessment{member("m1", ""), member("m2", ""), member("m3", "")}, backup("3.6.0"), "", false, "", "not known"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -207,8 +161,8 @@ func TestDecideVersionSkew(t *testing.T) {
 // silent unbumped restore; the plan is refused and asks for --no-bump.
 func TestDecideNoRoomToBump(t *testing.T) {
 	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
-	as := []Assessment{
-		{Name: "m1", Disk: &DiskState{Verdict: "damaged"}}, {Name: "m2", Disk: &DiskState{Verdict: "missing"}}, {Name: "m3", Disk: &DiskState{Verdict: "missing"}},
+	as := []cluster.Assessment{
+		{Name: "m1", Disk: &cluster.DiskState{Verdict: "damaged"}}, {Name: "m2", Disk: &cluster.DiskState{Verdict: "missing"}}, {Name: "m3", Disk: &cluster.DiskState{Verdict: "missing"}},
 	}
 	b := &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: MaxBumpedRevision, Created: now.Add(-time.Hour), SHA256: "abc"}
 	_, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, Now: now})

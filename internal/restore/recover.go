@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/datadir"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/failpoint"
@@ -30,15 +31,12 @@ import (
 // made on: a snapshot whose SHA-256 is not the plan's, a member the plan does not know.
 var ErrPlanMismatch = errors.New("does not match the plan")
 
-// verdictLost is the data dir verdict of a member the operator declared lost (--lost).
-const verdictLost = "declared lost"
-
 // Recoverer assesses, plans and carries out the recovery of one cluster.
 type Recoverer struct {
 	// Etcd holds the TLS settings and timeouts used to talk to the members; its endpoints are
 	// replaced by the members' client URLs.
 	Etcd    etcdx.Config
-	Cluster Cluster
+	Cluster cluster.Cluster
 	// Targets hold the backups; Identities open encrypted ones.
 	Targets    []repository.Target
 	Identities []age.Identity
@@ -58,8 +56,8 @@ type Recoverer struct {
 	Logger           *slog.Logger
 	Now              func() time.Time
 	// Controllers overrides how members are stopped and started, by member name (the demo runs
-	// its members itself); members not in it use NewController.
-	Controllers map[string]Controller
+	// its members itself); members not in it use cluster.NewController.
+	Controllers map[string]cluster.Controller
 	// MaxPlanAge is how old an unfinished plan may be and still be resumed (zero:
 	// DefaultMaxPlanAge).
 	MaxPlanAge time.Duration
@@ -86,11 +84,11 @@ func (r *Recoverer) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-func (r *Recoverer) controller(m Member) Controller {
+func (r *Recoverer) controller(m cluster.Member) cluster.Controller {
 	if c, ok := r.Controllers[m.Name]; ok {
 		return c
 	}
-	return NewController(m)
+	return cluster.NewController(m)
 }
 
 func (r *Recoverer) etcdFor(urls ...string) etcdx.Config {
@@ -101,7 +99,7 @@ func (r *Recoverer) etcdFor(urls ...string) etcdx.Config {
 
 // Assess looks at every member, read-only: whether it answers, and for those that do not, their
 // data dir offline. It also finds the newest verified backup of the cluster.
-func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []RevisionPoint, error) {
+func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupInfo, []RevisionPoint, error) {
 	if err := r.Cluster.Validate(); err != nil {
 		return nil, nil, nil, err
 	}
@@ -113,7 +111,7 @@ func (r *Recoverer) Assess(ctx context.Context) ([]Assessment, *BackupInfo, []Re
 			return nil, nil, nil, fmt.Errorf("%w: --lost %q: no member has that name (members: %s)", ErrPlanMismatch, n, memberNames(r.Cluster))
 		}
 	}
-	as := make([]Assessment, len(r.Cluster.Members))
+	as := make([]cluster.Assessment, len(r.Cluster.Members))
 	var wg sync.WaitGroup
 	for i, m := range r.Cluster.Members {
 		wg.Go(func() { as[i] = r.assessMember(ctx, m) })
@@ -204,8 +202,8 @@ func backupVersion(m repository.Manifest) string {
 	return m.EtcdVersion
 }
 
-func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
-	a := Assessment{Name: m.Name}
+func (r *Recoverer) assessMember(ctx context.Context, m cluster.Member) cluster.Assessment {
+	a := cluster.Assessment{Name: m.Name}
 	// A member that answers but has no leader may be in the middle of an election (its peers
 	// just came back, or the leader just died): ask again for a few election rounds.
 	var st []etcdx.MemberStatus
@@ -231,35 +229,28 @@ func (r *Recoverer) assessMember(ctx context.Context, m Member) Assessment {
 		}
 	}
 	if containsString(r.Lost, m.Name) {
-		a.Disk = &DiskState{Verdict: verdictLost, Problems: []string{"declared lost by the operator (--lost)"}}
+		a.Disk = cluster.LostDisk()
 		return a
 	}
 	if !r.local(m) {
 		a.OnlineErr += fmt.Sprintf("; its data dir is on host %s, not readable from %s", m.Host, r.hostname())
 		return a // Disk stays nil: unknown, never taken for lost
 	}
+	// One reading of the inspection, shared with doctor: a data dir etcd runs on (without quorum)
+	// counts as intact.
 	rep := datadir.Inspect(m.DataDir)
-	a.Disk = &DiskState{
-		Verdict: string(rep.Verdict()), Intact: rep.Intact(), DBOK: rep.DB.OK, DBPath: rep.DB.Path,
-		DBRevision: rep.DB.Revision, DBModTime: rep.DB.ModTime, ConsistentIndex: rep.DB.ConsistentIndex,
-		WALLastIndex: rep.WAL.LastIndex, Problems: rep.Problems, ClusterID: rep.WAL.ClusterID, MemberID: rep.WAL.MemberID,
-	}
+	a.Disk = cluster.DiskOf(rep)
 	if rep.DB.OK {
 		if v, found, err := ReadDataDirVersions(ctx, m.DataDir); err == nil && found {
 			a.Disk.Version = v.Version()
 		}
-	}
-	if rep.Verdict() == datadir.VerdictInUse {
-		// etcd runs on it (without quorum): its data cannot be judged offline, and starting it
-		// is a no-op; it counts towards quorum like an intact member.
-		a.Disk.Intact = true
 	}
 	return a
 }
 
 // checkMembership refuses a cluster description that disagrees with what the data dirs say:
 // data dirs of different clusters cannot be recovered as one.
-func (r *Recoverer) checkMembership(as []Assessment) error {
+func (r *Recoverer) checkMembership(as []cluster.Assessment) error {
 	var clusterID uint64
 	var first string
 	for _, a := range as {
@@ -448,10 +439,10 @@ func (r *Recoverer) controlPlane(ctx context.Context, p Plan, st *stepper, start
 	}
 	return st.do(name, "", func() (string, error) {
 		for _, m := range p.Cluster.ControlPlaneManifests {
-			c := &staticPodControl{manifest: m}
+			c := cluster.StaticPodController(m)
 			var err error
 			if start {
-				err = c.Start(ctx, StartEnv{})
+				err = c.Start(ctx, cluster.StartEnv{})
 			} else {
 				err = c.Stop(ctx)
 			}
@@ -464,7 +455,7 @@ func (r *Recoverer) controlPlane(ctx context.Context, p Plan, st *stepper, start
 }
 
 func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(string) bool, st *stepper, rep *Report) error {
-	var toStart []Member
+	var toStart []cluster.Member
 	for _, a := range p.Actions {
 		m, _ := p.Cluster.Member(a.Member)
 		if a.Do == ActStart && selected(m.Name) {
@@ -472,9 +463,9 @@ func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(strin
 		}
 	}
 	// Intact members start together: they need each other for quorum.
-	if err := r.parallel(toStart, func(m Member) error {
+	if err := r.parallel(toStart, func(m cluster.Member) error {
 		return st.do("start", m.Name, func() (string, error) {
-			return "", r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+			return "", r.controller(m).Start(ctx, cluster.StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
 		})
 	}); err != nil {
 		return err
@@ -503,10 +494,10 @@ func (r *Recoverer) applyRepair(ctx context.Context, p Plan, selected func(strin
 // replaceMember brings back a member whose data is damaged or missing while the others hold
 // quorum: its data dir is moved aside, it is removed from the cluster and added back, and it
 // starts on an empty data dir, receiving the data from the leader.
-func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *stepper, rep *Report) error {
+func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m cluster.Member, st *stepper, rep *Report) error {
 	// A member that serves again was replaced by an earlier, interrupted run of this plan (or
 	// repaired by hand): leave it alone.
-	if r.linearizable(ctx, m.ClientURL) == nil {
+	if r.Etcd.Linearizable(ctx, m.ClientURL) == nil {
 		return st.do("replace", m.Name, func() (string, error) { return "already serving: left alone", nil })
 	}
 	// Removed and added back by an earlier run of this plan: it has an empty data dir and a new
@@ -547,16 +538,16 @@ func (r *Recoverer) replaceMember(ctx context.Context, p Plan, m Member, st *ste
 
 // startReplaced starts a member that was removed and added back, joining the existing cluster
 // on an empty data dir, and waits until it serves.
-func (r *Recoverer) startReplaced(ctx context.Context, p Plan, m Member, st *stepper, note string) error {
+func (r *Recoverer) startReplaced(ctx context.Context, p Plan, m cluster.Member, st *stepper, note string) error {
 	if err := st.do("start", m.Name, func() (string, error) {
-		return note, r.controller(m).Start(ctx, StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+		return note, r.controller(m).Start(ctx, cluster.StartEnv{State: "existing", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
 	}); err != nil {
 		return err
 	}
 	return st.do("wait for member", m.Name, func() (string, error) { return r.waitMember(ctx, m, 2*time.Minute) })
 }
 
-func (r *Recoverer) readdMember(ctx context.Context, endpoints []string, m Member) (string, error) {
+func (r *Recoverer) readdMember(ctx context.Context, endpoints []string, m cluster.Member) (string, error) {
 	cli, err := r.anyClient(ctx, endpoints)
 	if err != nil {
 		return "", err
@@ -646,14 +637,14 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 		return err
 	}
 
-	var members []Member
+	var members []cluster.Member
 	for _, m := range p.Cluster.Members {
 		if selected(m.Name) {
 			members = append(members, m)
 		}
 	}
 	// Members already restored for this plan (an earlier, interrupted run) are not stopped.
-	if err := r.parallel(members, func(m Member) error {
+	if err := r.parallel(members, func(m cluster.Member) error {
 		if done, _ := readMarker(m.DataDir); done == p.ID {
 			return nil
 		}
@@ -662,7 +653,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 		return err
 	}
 	var mu sync.Mutex
-	if err := r.parallel(members, func(m Member) error {
+	if err := r.parallel(members, func(m cluster.Member) error {
 		return st.do("restore", m.Name, func() (string, error) {
 			if done, _ := readMarker(m.DataDir); done == p.ID {
 				return "already restored for this plan", nil
@@ -690,9 +681,9 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 	}); err != nil {
 		return err
 	}
-	if err := r.parallel(members, func(m Member) error {
+	if err := r.parallel(members, func(m cluster.Member) error {
 		return st.do("start", m.Name, func() (string, error) {
-			return "", r.controller(m).Start(ctx, StartEnv{State: "new", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
+			return "", r.controller(m).Start(ctx, cluster.StartEnv{State: "new", InitialCluster: p.Cluster.InitialCluster(), Token: p.Token})
 		})
 	}); err != nil {
 		return err
@@ -758,7 +749,7 @@ func (r *Recoverer) sourcePath(p Plan) (string, func(), error) {
 
 // stopAndWait stops a member and waits until it has let go of its data dir (a kubelet stops a
 // static pod some time after its manifest moves) and its client port is closed.
-func (r *Recoverer) stopAndWait(ctx context.Context, m Member) (string, error) {
+func (r *Recoverer) stopAndWait(ctx context.Context, m cluster.Member) (string, error) {
 	if err := r.controller(m).Stop(ctx); err != nil {
 		return "", err
 	}
@@ -832,7 +823,7 @@ func (r *Recoverer) fetchBackup(ctx context.Context, p Plan, dst string) (string
 	return fmt.Sprintf("backup %s from target %s, verified", e.Manifest.ID, cr.Target), nil
 }
 
-func (r *Recoverer) parallel(ms []Member, fn func(Member) error) error {
+func (r *Recoverer) parallel(ms []cluster.Member, fn func(cluster.Member) error) error {
 	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
 	for i, m := range ms {
@@ -843,56 +834,28 @@ func (r *Recoverer) parallel(ms []Member, fn func(Member) error) error {
 }
 
 // waitQuorum waits until a member answers with a leader and a linearizable read succeeds.
-func (r *Recoverer) waitQuorum(ctx context.Context, c Cluster, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		for _, m := range c.Members {
-			if err := r.linearizable(ctx, m.ClientURL); err == nil {
-				return "quorum through " + m.Name, nil
-			} else {
-				last = err
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
+func (r *Recoverer) waitQuorum(ctx context.Context, c cluster.Cluster, limit time.Duration) (string, error) {
+	urls := make([]string, len(c.Members))
+	for i, m := range c.Members {
+		urls[i] = m.ClientURL
 	}
-	return "", fmt.Errorf("%w: no quorum after %s: %w", etcdx.ErrUnavailable, limit, last)
-}
-
-func (r *Recoverer) waitMember(ctx context.Context, m Member, limit time.Duration) (string, error) {
-	deadline := time.Now().Add(limit)
-	var last error
-	for time.Now().Before(deadline) {
-		if last = r.linearizable(ctx, m.ClientURL); last == nil {
-			return "serving", nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-	return "", fmt.Errorf("%w: member %s not serving after %s: %w", etcdx.ErrUnavailable, m.Name, limit, last)
-}
-
-func (r *Recoverer) linearizable(ctx context.Context, endpoint string) error {
-	cfg := r.etcdFor(endpoint)
-	if err := cfg.Probe(ctx, endpoint); err != nil {
-		return err
-	}
-	cli, err := cfg.Client(ctx, endpoint)
+	ep, err := r.Etcd.WaitQuorum(ctx, urls, limit)
 	if err != nil {
-		return err
+		return "", err
 	}
-	defer cli.Close()
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	_, err = cli.Get(cctx, "/etcdguard/probe", clientv3.WithCountOnly())
-	return err
+	for _, m := range c.Members {
+		if m.ClientURL == ep {
+			return "quorum through " + m.Name, nil
+		}
+	}
+	return "quorum through " + ep, nil
+}
+
+func (r *Recoverer) waitMember(ctx context.Context, m cluster.Member, limit time.Duration) (string, error) {
+	if err := r.Etcd.WaitServing(ctx, m.Name, m.ClientURL, limit); err != nil {
+		return "", err
+	}
+	return "serving", nil
 }
 
 func fileSHA256(ctx context.Context, path string) (string, error) {
@@ -919,7 +882,7 @@ func fileSHA256(ctx context.Context, path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func memberNames(c Cluster) string {
+func memberNames(c cluster.Cluster) string {
 	var names []string
 	for _, m := range c.Members {
 		names = append(names, m.Name)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/etcdguard/etcdguard/internal/cluster"
 	"github.com/etcdguard/etcdguard/internal/datadir"
 )
 
@@ -31,8 +32,8 @@ const planClockSlack = 5 * time.Minute
 //     by somebody else, and restoring over it would lose what it holds;
 //   - any other member must be as recorded: answering or not, and a member that was down with the
 //     same data (when its data dir was read at all).
-func ResumeDiff(p Plan, now []Assessment, touched, restored map[string]bool) []string {
-	planned := map[string]Assessment{}
+func ResumeDiff(p Plan, now []cluster.Assessment, touched, restored map[string]bool) []string {
+	planned := map[string]cluster.Assessment{}
 	for _, a := range p.Assessments {
 		planned[a.Name] = a
 	}
@@ -63,8 +64,8 @@ func ResumeDiff(p Plan, now []Assessment, touched, restored map[string]bool) []s
 
 // sameDisk reports whether a data dir is as planned. A data dir the plan did not read (another
 // host's, seen from where the plan was made) or declared lost is not compared.
-func sameDisk(a, b *DiskState) bool {
-	if a == nil || a.Verdict == verdictLost {
+func sameDisk(a, b *cluster.DiskState) bool {
+	if a == nil || a.Verdict == cluster.VerdictLost {
 		return true
 	}
 	if b == nil {
@@ -74,7 +75,7 @@ func sameDisk(a, b *DiskState) bool {
 		a.WALLastIndex == b.WALLastIndex && a.ClusterID == b.ClusterID && a.DBOK == b.DBOK
 }
 
-func describeAssessment(a Assessment) string {
+func describeAssessment(a cluster.Assessment) string {
 	if a.Online {
 		return fmt.Sprintf("it answered with a leader at revision %d", a.Revision)
 	}
@@ -105,7 +106,7 @@ func (r *Recoverer) CheckResume(ctx context.Context, p Plan, only []string) erro
 	if maxAge == 0 {
 		maxAge = DefaultMaxPlanAge
 	}
-	if diffs := DescriptionDiff(p.Cluster, r.Cluster); len(diffs) > 0 {
+	if diffs := cluster.DescriptionDiff(p.Cluster, r.Cluster); len(diffs) > 0 {
 		return fmt.Errorf("%w: the unfinished recovery %s was planned for another description of the cluster (%s): run recover with the description it was made for, or --new-plan to set it aside and plan for this one",
 			ErrPlanMismatch, p.ID, strings.Join(diffs, "; "))
 	}
@@ -120,7 +121,7 @@ func (r *Recoverer) CheckResume(ctx context.Context, p Plan, only []string) erro
 	touched := r.touched(p.ID)
 	restored := map[string]bool{}
 	var mu sync.Mutex
-	var now []Assessment
+	var now []cluster.Assessment
 	var wg sync.WaitGroup
 	for _, m := range p.Cluster.Members {
 		if !r.local(m) || (len(only) > 0 && !containsString(only, m.Name)) {

@@ -6,45 +6,49 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
+
+	"github.com/etcdguard/etcdguard/internal/cluster"
 )
 
 func TestResumeDiff(t *testing.T) {
 	cut := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
-	down := func(name string, rev int64, at time.Time) Assessment {
-		return Assessment{Name: name, OnlineErr: "connection refused", Disk: &DiskState{Verdict: "damaged", DBRevision: rev, DBModTime: at, WALLastIndex: 40, ClusterID: 7}}
+	down := func(name string, rev int64, at time.Time) cluster.Assessment {
+		return cluster.Assessment{Name: name, OnlineErr: "connection refused", Disk: &cluster.DiskState{Verdict: "damaged", DBRevision: rev, DBModTime: at, WALLastIndex: 40, ClusterID: 7}}
 	}
-	up := func(name string, rev int64) Assessment { return Assessment{Name: name, Online: true, Revision: rev} }
-	remote := Assessment{Name: "m3", OnlineErr: "connection refused; its data dir is on host cp3"}
-	lost := Assessment{Name: "m3", Disk: &DiskState{Verdict: verdictLost}}
-	plan := Plan{Path: PathRestore, Assessments: []Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}}
-	repair := Plan{Path: PathReplace, Assessments: []Assessment{up("m1", 10), up("m2", 10), down("m3", 5, cut)}}
-	missing := Assessment{Name: "m1", Disk: &DiskState{Verdict: "missing"}}
+	up := func(name string, rev int64) cluster.Assessment {
+		return cluster.Assessment{Name: name, Online: true, Revision: rev}
+	}
+	remote := cluster.Assessment{Name: "m3", OnlineErr: "connection refused; its data dir is on host cp3"}
+	lost := cluster.Assessment{Name: "m3", Disk: &cluster.DiskState{Verdict: cluster.VerdictLost}}
+	plan := Plan{Path: PathRestore, Assessments: []cluster.Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}}
+	repair := Plan{Path: PathReplace, Assessments: []cluster.Assessment{up("m1", 10), up("m2", 10), down("m3", 5, cut)}}
+	missing := cluster.Assessment{Name: "m1", Disk: &cluster.DiskState{Verdict: "missing"}}
 
 	cases := []struct {
 		name     string
 		plan     Plan
-		now      []Assessment
+		now      []cluster.Assessment
 		touched  map[string]bool
 		restored map[string]bool
 		want     []string // substrings, one per expected difference
 	}{
-		{"nothing changed", plan, []Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}, nil, nil, nil},
-		{"a member brought back by hand answers", plan, []Assessment{down("m1", 100, cut), up("m2", 300), remote},
+		{"nothing changed", plan, []cluster.Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}, nil, nil, nil},
+		{"a member brought back by hand answers", plan, []cluster.Assessment{down("m1", 100, cut), up("m2", 300), remote},
 			nil, nil, []string{"member m2: when planned it did not answer; data dir damaged, database at revision 120 written 2026-12-01T03:00:00Z, WAL to index 40; now it answered with a leader at revision 300"}},
-		{"new writes in a stopped member's database", plan, []Assessment{down("m1", 150, cut.Add(time.Hour)), down("m2", 120, cut), remote},
+		{"new writes in a stopped member's database", plan, []cluster.Assessment{down("m1", 150, cut.Add(time.Hour)), down("m2", 120, cut), remote},
 			nil, nil, []string{"member m1: when planned it did not answer; data dir damaged, database at revision 100 written 2026-12-01T03:00:00Z, WAL to index 40; now it did not answer; data dir damaged, database at revision 150"}},
-		{"members the plan restored are its own", plan, []Assessment{up("m1", 1000500), down("m2", 120, cut), remote}, map[string]bool{"m1": true}, map[string]bool{"m1": true}, nil},
-		{"restore path: stopped by the plan, data as recorded", plan, []Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true}, nil, nil},
-		{"restore path: stopped by the plan, data moved aside", plan, []Assessment{missing, down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true}, nil, nil},
-		{"restore path: stopped by the plan, then brought back by hand", plan, []Assessment{up("m1", 2000), down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true},
+		{"members the plan restored are its own", plan, []cluster.Assessment{up("m1", 1000500), down("m2", 120, cut), remote}, map[string]bool{"m1": true}, map[string]bool{"m1": true}, nil},
+		{"restore path: stopped by the plan, data as recorded", plan, []cluster.Assessment{down("m1", 100, cut), down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true}, nil, nil},
+		{"restore path: stopped by the plan, data moved aside", plan, []cluster.Assessment{missing, down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true}, nil, nil},
+		{"restore path: stopped by the plan, then brought back by hand", plan, []cluster.Assessment{up("m1", 2000), down("m2", 120, cut), remote}, map[string]bool{"m1": true, "m2": true},
 			nil, []string{"member m1: stopped by this plan and not restored by it, but now it answered with a leader at revision 2000"}},
-		{"restore path: stopped by the plan, then restored by hand and stopped", plan, []Assessment{down("m1", 7, cut.Add(time.Hour)), down("m2", 120, cut), remote}, map[string]bool{"m1": true},
+		{"restore path: stopped by the plan, then restored by hand and stopped", plan, []cluster.Assessment{down("m1", 7, cut.Add(time.Hour)), down("m2", 120, cut), remote}, map[string]bool{"m1": true},
 			nil, []string{"member m1: stopped by this plan and not restored by it, but now it did not answer; data dir damaged, database at revision 7"}},
-		{"replace path: members the plan acted on may differ", repair, []Assessment{up("m1", 99), up("m2", 99), up("m3", 99)}, map[string]bool{"m3": true}, nil, nil},
-		{"a member whose data dir was not read now answers", plan, []Assessment{down("m1", 100, cut), down("m2", 120, cut), up("m3", 500)}, nil, nil, []string{"member m3: when planned it did not answer and its data dir was not read"}},
-		{"a member whose data dir was not read is read now", plan, []Assessment{down("m1", 100, cut), down("m2", 120, cut), down("m3", 90, cut)}, nil, nil, nil},
-		{"a member declared lost is not read again", Plan{Assessments: []Assessment{down("m1", 100, cut), lost}}, []Assessment{down("m1", 100, cut), down("m3", 90, cut)}, nil, nil, nil},
-		{"a member online when planned that went down", repair, []Assessment{up("m1", 99), down("m2", 10, cut), down("m3", 5, cut)}, nil, nil, []string{"member m2: when planned it answered"}},
+		{"replace path: members the plan acted on may differ", repair, []cluster.Assessment{up("m1", 99), up("m2", 99), up("m3", 99)}, map[string]bool{"m3": true}, nil, nil},
+		{"a member whose data dir was not read now answers", plan, []cluster.Assessment{down("m1", 100, cut), down("m2", 120, cut), up("m3", 500)}, nil, nil, []string{"member m3: when planned it did not answer and its data dir was not read"}},
+		{"a member whose data dir was not read is read now", plan, []cluster.Assessment{down("m1", 100, cut), down("m2", 120, cut), down("m3", 90, cut)}, nil, nil, nil},
+		{"a member declared lost is not read again", Plan{Assessments: []cluster.Assessment{down("m1", 100, cut), lost}}, []cluster.Assessment{down("m1", 100, cut), down("m3", 90, cut)}, nil, nil, nil},
+		{"a member online when planned that went down", repair, []cluster.Assessment{up("m1", 99), down("m2", 10, cut), down("m3", 5, cut)}, nil, nil, []string{"member m2: when planned it answered"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,19 +89,6 @@ func TestMemberListProblems(t *testing.T) {
 	}
 }
 
-func TestSameHost(t *testing.T) {
-	for _, tc := range []struct {
-		a, b string
-		want bool
-	}{
-		{"cp1", "cp1", true}, {"CP1", "cp1", true}, {"cp1", "cp1.example.com", true}, {"cp1.Example.COM", "cp1", true},
-		{"cp1.dc1.example", "cp1.dc2.example", false}, {"cp1.example.com", "CP1.EXAMPLE.COM", true},
-		{"cp1", "cp10", false}, {"cp1", "cp1-backup", false}, {".example", "cp1", false},
-	} {
-		require.Equal(t, tc.want, sameHost(tc.a, tc.b), "%s vs %s", tc.a, tc.b)
-	}
-}
-
 func TestCheckLocalPathsNested(t *testing.T) {
 	root := t.TempDir()
 	c := testCluster(3)
@@ -109,12 +100,4 @@ func TestCheckLocalPathsNested(t *testing.T) {
 	require.ErrorContains(t, err, "one inside the other")
 	c.Members[1].DataDir = root + "/m10" // a sibling whose name starts the same is fine
 	require.NoError(t, (&Recoverer{}).checkLocalPaths(c))
-}
-
-func TestDescriptionDiffIgnoresControl(t *testing.T) {
-	a, b := testCluster(3), testCluster(3)
-	b.Members[0].SystemdUnit = "etcd-fixed.service"
-	require.Empty(t, DescriptionDiff(a, b), "how a member is started may change between runs")
-	b.Members[1].Host = "cp9"
-	require.Equal(t, []string{`member m2: host "" in the plan, "cp9" now`}, DescriptionDiff(a, b))
 }

@@ -9,6 +9,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/etcdguard/etcdguard/internal/cluster"
 )
 
 // Verification is the check after a recovery: every member healthy, one leader, the same data on
@@ -159,7 +161,7 @@ func (r *Recoverer) verifyOnce(ctx context.Context, p Plan) Verification {
 // memberListProblems compares the cluster's member list with the planned members: a member the
 // plan does not describe (a zombie of the old cluster, a learner added and never started) or a
 // planned member missing from the list means the cluster is not the one recovered.
-func memberListProblems(c Cluster, list []*etcdserverpb.Member) []string {
+func memberListProblems(c cluster.Cluster, list []*etcdserverpb.Member) []string {
 	planned := map[string]string{}
 	for _, m := range c.Members {
 		planned[m.PeerURL] = m.Name

@@ -1,4 +1,8 @@
-package restore
+// Package cluster is what etcdguard knows of an etcd cluster: its description (members, where
+// they listen and keep their data, how each is stopped and started), what is known of each member
+// at one moment (its assessment), and what a quorum of them can do. doctor and recover both
+// judge members here, so the two can never disagree about one.
+package cluster
 
 import (
 	"fmt"
@@ -177,50 +181,43 @@ func (c Cluster) InitialCluster() string {
 	return strings.Join(parts, ",")
 }
 
-// Quorum is the number of members a cluster of this size needs to elect a leader.
-func (c Cluster) Quorum() int { return len(c.Members)/2 + 1 }
+// Quorum is the number of members this cluster needs to elect a leader.
+func (c Cluster) Quorum() int { return Quorum(len(c.Members)) }
 
-// memberFields maps the keys of a --member flag value (Member's YAML names) to the fields they set.
-func memberFields(m *Member) map[string]*string {
-	return map[string]*string{
-		"name": &m.Name, "peer-url": &m.PeerURL, "client-url": &m.ClientURL, "data-dir": &m.DataDir,
-		"host": &m.Host, "systemd-unit": &m.SystemdUnit, "static-pod-manifest": &m.StaticPodManifest,
-		"start-command": &m.StartCommand, "stop-command": &m.StopCommand,
+// Clean returns the description with every path in its clean form, so that "/var/lib/etcd/" and
+// "/var/lib/etcd" are one data dir: a trailing slash would put the restore marker inside the
+// data dir and make every later run take the restored data for somebody else's.
+func (c Cluster) Clean() Cluster {
+	out := c
+	out.Members = make([]Member, len(c.Members))
+	for i, m := range c.Members {
+		m.DataDir = cleanPath(m.DataDir)
+		m.StaticPodManifest = cleanPath(m.StaticPodManifest)
+		m.Host = strings.TrimSpace(m.Host)
+		out.Members[i] = m
 	}
+	out.ControlPlaneManifests = nil
+	for _, p := range c.ControlPlaneManifests {
+		out.ControlPlaneManifests = append(out.ControlPlaneManifests, cleanPath(p))
+	}
+	return out
 }
 
-// ParseMemberFlag reads a --member value: comma-separated key=value pairs with the keys of
-// Member's YAML names. A value may itself hold commas (a shell command): a comma starts a new
-// pair only when a known key and "=" follow it.
-func ParseMemberFlag(v string) (Member, error) {
-	var m Member
-	fields := memberFields(&m)
-	rest := v
-	for rest != "" {
-		key, after, ok := strings.Cut(rest, "=")
-		field, known := fields[key]
-		if !ok || !known {
-			keys := make([]string, 0, len(fields))
-			for k := range fields {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			return m, fmt.Errorf("--member %q: expected key=value with a key among %s", v, strings.Join(keys, ", "))
-		}
-		end := len(after)
-		for i := 0; i < len(after); i++ {
-			if after[i] == ',' {
-				if k, _, ok := strings.Cut(after[i+1:], "="); ok && fields[k] != nil {
-					end = i
-					break
-				}
-			}
-		}
-		*field = after[:end]
-		if end == len(after) {
-			break
-		}
-		rest = after[end+1:]
+func cleanPath(p string) string {
+	if p == "" {
+		return ""
 	}
-	return m, nil
+	return filepath.Clean(p)
+}
+
+// SameHost compares host names as people write them: without regard to case, and a short name
+// (cp1) equal to a fully qualified one it begins (cp1.example.com). Two fully qualified names are
+// compared whole: cp1.dc1.example is not cp1.dc2.example.
+func SameHost(a, b string) bool {
+	if strings.EqualFold(a, b) {
+		return true
+	}
+	sa, _, aQualified := strings.Cut(a, ".")
+	sb, _, bQualified := strings.Cut(b, ".")
+	return aQualified != bQualified && sa != "" && strings.EqualFold(sa, sb)
 }

@@ -1,4 +1,4 @@
-package restore
+package cluster
 
 import (
 	"bytes"
@@ -43,10 +43,15 @@ func NewController(m Member) Controller {
 	case m.SystemdUnit != "":
 		return &systemdControl{unit: m.SystemdUnit}
 	case m.StaticPodManifest != "":
-		return &staticPodControl{manifest: m.StaticPodManifest}
+		return StaticPodController(m.StaticPodManifest)
 	}
 	return &commandControl{start: m.StartCommand, stop: m.StopCommand}
 }
+
+// StaticPodController stops and starts whatever a kubeadm static-pod manifest runs (an etcd
+// member, or the control plane's kube-apiserver, controller-manager and scheduler, which recover
+// stops around a restore) by moving the manifest out of the kubelet's folder and back.
+func StaticPodController(manifest string) Controller { return &staticPodControl{manifest: manifest} }
 
 // commandControl runs shell commands.
 type commandControl struct{ start, stop string }
