@@ -55,7 +55,7 @@ func runSnapshotVerify(ctx context.Context, env Env, s settings, o verifyOptions
 	if err != nil {
 		return err
 	}
-	rep, err := snapshot.VerifyAll(ctx, s.cfg.Targets, snapshot.VerifyOptions{IDs: o.ids, Identities: ids, WorkDir: s.cfg.WorkDir})
+	rep, err := snapshot.VerifyAll(ctx, s.cfg.Targets, snapshot.VerifyOptions{IDs: o.ids, Identities: ids, WorkDir: s.cfg.WorkDir, Logger: s.logger})
 	if err != nil {
 		return err
 	}

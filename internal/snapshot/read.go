@@ -179,7 +179,7 @@ type CopyReport struct {
 // everything the manifest promises: the stored bytes' SHA-256, decryption, decompression, the plain
 // snapshot's SHA-256 and etcd trailer, bbolt's consistency check and the status (hash, revision,
 // key count). On any failure dst is untouched and no partial file is left.
-func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) (CopyReport, error) {
+func Fetch(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Identity, dst string) (CopyReport, error) {
 	start := time.Now()
 	m := cp.Manifest
 	rep := CopyReport{ID: m.ID, Target: cp.Repo.Target.Name}
@@ -192,6 +192,11 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		rep.Elapsed = time.Since(start)
 		return rep, fmt.Errorf("copy of %s in target %s: %w", m.ID, rep.Target, err)
 	}
+	release, err := lockForRead(ctx, lg, cp.Repo, m.ID)
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	dir := filepath.Dir(dst)
 	tmp, err := os.CreateTemp(dir, partialPrefix(dst)+scratchOwner()+"-")
 	if err != nil {
@@ -287,7 +292,7 @@ func Fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.Identity, dst string) (rep CopyReport, skipped []error, err error) {
 	SweepPartials(dst, lg)
 	for _, c := range PreferredOrder(e.Copies) {
-		rep, err := Fetch(ctx, c, identities, dst)
+		rep, err := Fetch(ctx, lg, c, identities, dst)
 		if err == nil {
 			return rep, skipped, nil
 		}
@@ -302,13 +307,13 @@ func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.I
 
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
-func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
+func Verify(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
 	dir, err := MakeScratch(workDir, "verify")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}
 	defer os.RemoveAll(dir)
-	return Fetch(ctx, cp, identities, filepath.Join(dir, "snapshot.db"))
+	return Fetch(ctx, lg, cp, identities, filepath.Join(dir, "snapshot.db"))
 }
 
 // CopyTo stores a backup that dst lacks, reading the data object from src as stored (still
@@ -318,6 +323,11 @@ func Verify(ctx context.Context, cp Copy, identities []age.Identity, workDir str
 // and removes only the data object it wrote itself.
 func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repository, now time.Time) (string, error) {
 	m := src.Manifest
+	release, err := lockForRead(ctx, lg, src.Repo, m.ID)
+	if err != nil {
+		return "", fmt.Errorf("copy %s from target %s: %w", m.ID, src.Repo.Target.Name, err)
+	}
+	defer release()
 	rc, err := src.Repo.OpenData(ctx, m)
 	if err != nil {
 		return "", err

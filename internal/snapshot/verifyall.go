@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"filippo.io/age"
 
@@ -19,6 +20,8 @@ type VerifyOptions struct {
 	Identities []age.Identity
 	// WorkDir holds the scratch files of the re-reads.
 	WorkDir string
+	// Logger receives warnings (a target read without a lock); nil discards them.
+	Logger *slog.Logger
 }
 
 // VerifyReport is what VerifyAll found.
@@ -74,9 +77,13 @@ func VerifyAll(ctx context.Context, targets []repository.Target, o VerifyOptions
 			entries = append(entries, e)
 		}
 	}
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
 	for _, e := range entries {
 		for _, c := range e.Copies {
-			cr, err := Verify(ctx, c, o.Identities, o.WorkDir)
+			cr, err := Verify(ctx, lg, c, o.Identities, o.WorkDir)
 			rep.Copies = append(rep.Copies, cr)
 			if err != nil {
 				rep.Failures = append(rep.Failures, err)
