@@ -501,11 +501,20 @@ type causedError struct {
 	causes []error
 }
 
+// Only the causes that are the storage's own (a backend sentinel) join the chain: a copy that
+// failed its read-back is named in the message, but a run that stored nothing is a storage failure
+// (exit code 8), not a corrupt backup.
 func withCauses(err error, causes []error) error {
-	if len(causes) == 0 {
+	var storage []error
+	for _, c := range causes {
+		if backend.Kind(c) != "" {
+			storage = append(storage, c)
+		}
+	}
+	if len(storage) == 0 {
 		return err
 	}
-	return &causedError{err: err, causes: causes}
+	return &causedError{err: err, causes: storage}
 }
 
 func (e *causedError) Error() string { return e.err.Error() }
