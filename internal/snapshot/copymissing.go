@@ -33,6 +33,8 @@ type CopyResult struct {
 	Bytes int64  `json:"bytes"`
 	Check string `json:"check,omitempty"`
 	Error string `json:"error,omitempty"`
+	// ErrorKind is backend.Kind of the failure, when the storage named it ("no_space", ...).
+	ErrorKind string `json:"error_kind,omitempty"`
 }
 
 // CopyMissingReport is what CopyMissing did.
@@ -116,7 +118,7 @@ func CopyMissing(ctx context.Context, lg *slog.Logger, o CopyMissingOptions) (Co
 	}
 	fail := func(id string, err error) {
 		rep.Failures = append(rep.Failures, err)
-		rep.Results = append(rep.Results, CopyResult{ID: id, Error: err.Error()})
+		rep.Results = append(rep.Results, CopyResult{ID: id, Error: err.Error(), ErrorKind: backend.Kind(err)})
 	}
 	for _, e := range cat.Entries {
 		id := e.Manifest.ID

@@ -170,7 +170,9 @@ type CopyReport struct {
 	// Checks lists what was checked and passed.
 	Checks []string `json:"checks"`
 	Error  string   `json:"error,omitempty"`
-	Bytes  int64    `json:"bytes"`
+	// ErrorKind is backend.Kind of the failure, when the storage named it ("denied", ...).
+	ErrorKind string `json:"error_kind,omitempty"`
+	Bytes     int64  `json:"bytes"`
 	// Elapsed is how long the re-read took.
 	Elapsed time.Duration `json:"elapsed_ns"`
 }
@@ -188,7 +190,7 @@ func Fetch(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Ident
 			// Interrupted (Ctrl-C, a deadline): the copy is not to blame.
 			err = fmt.Errorf("interrupted: %w", cerr)
 		}
-		rep.Error = err.Error()
+		rep.Error, rep.ErrorKind = err.Error(), backend.Kind(err)
 		rep.Elapsed = time.Since(start)
 		return rep, fmt.Errorf("copy of %s in target %s: %w", m.ID, rep.Target, err)
 	}
