@@ -46,7 +46,7 @@ func exitCodes() []exitCode {
 		{3, "partial: the backup is stored and verified, but at least one target failed", []error{snapshot.ErrPartial}},
 		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},
 		{5, "integrity: a backup copy or snapshot failed verification, or the age key does not match", []error{snapshot.ErrCorrupt, repository.ErrWrongKey}},
-		{6, "locked: another etcdguard run holds the repository lock, or another recover holds the recovery state dir", []error{repository.ErrLocked, restore.ErrRecoveryRunning}},
+		{6, "locked: another etcdguard run holds the repository lock in a way that excludes this one (waited for up to a minute first; saves, copies and reads share a target, a clean-up or deletion needs it alone), or another recover holds the recovery state dir", []error{repository.ErrLocked, restore.ErrRecoveryRunning}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
 		{8, "storage: no target could store or read the backup (unreachable, full, access denied, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace, backend.ErrDenied, backend.ErrUnreachable}},
 		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), or the CA to renew from is itself invalid", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid}},
