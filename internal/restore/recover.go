@@ -96,8 +96,9 @@ func (r *Recoverer) Plan(ctx context.Context) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
+	now := r.now()
 	p, err := Decide(DecideInputs{Cluster: r.Cluster, Assessments: as, Backup: backup, History: history, NoBump: r.NoBump,
-		EtcdVersion: r.EtcdVersion, AllowVersionSkew: r.AllowVersionSkew, Now: r.now()})
+		EtcdVersion: r.EtcdVersion, AllowVersionSkew: r.AllowVersionSkew, Now: now, PlanID: NewPlanID(now)})
 	if err != nil {
 		return p, err
 	}
