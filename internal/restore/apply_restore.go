@@ -73,7 +73,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 				return "already restored for this plan", nil
 			}
 			cleanStaging(m.DataDir)
-			res, err := RestoreDataDir(DataDirOptions{
+			res, err := RestoreDataDir(ctx, DataDirOptions{
 				Snapshot: src, Name: m.Name, InitialCluster: p.Cluster.InitialCluster(), InitialClusterToken: p.Token,
 				PeerURLs: []string{m.PeerURL}, DataDir: m.DataDir, Bump: p.Bump, Quarantine: true, SkipHashCheck: skipHash, Now: r.now(),
 				Marker: func(staging string) error { return writeMarker(m.DataDir, p.ID, staging) },
