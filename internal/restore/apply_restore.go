@@ -174,7 +174,7 @@ func (r *Recoverer) copyMemberDB(ctx context.Context, p Plan, dst string) (strin
 		return "", err
 	}
 	h := sha256.New()
-	if _, err := io.CopyBuffer(io.MultiWriter(out, h), in, make([]byte, 1<<20)); err != nil {
+	if err := copyContext(ctx, io.MultiWriter(out, h), in); err != nil {
 		out.Close()
 		return "", fmt.Errorf("copy the source database: %w", err)
 	}
@@ -212,4 +212,26 @@ func (r *Recoverer) fetchBackup(ctx context.Context, p Plan, dst string) (string
 		return "", err
 	}
 	return fmt.Sprintf("backup %s from target %s, verified", e.Manifest.ID, cr.Target), nil
+}
+
+// copyContext copies src to dst, 1 MiB at a time, checking ctx before each read.
+func copyContext(ctx context.Context, dst io.Writer, src io.Reader) error {
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

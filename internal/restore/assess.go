@@ -35,6 +35,9 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 		wg.Go(func() { as[i] = r.assessMember(ctx, m) })
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, nil, fmt.Errorf("assess the members: %w", err)
+	}
 	if err := r.checkMembership(as); err != nil {
 		return as, nil, nil, err
 	}
@@ -156,7 +159,10 @@ func (r *Recoverer) assessMember(ctx context.Context, m cluster.Member) cluster.
 	}
 	// One reading of the inspection, shared with doctor: a data dir etcd runs on (without quorum)
 	// counts as intact.
-	rep := datadir.Inspect(m.DataDir)
+	rep, err := datadir.Inspect(ctx, m.DataDir)
+	if err != nil {
+		return a // cut short: Assess returns ctx's error
+	}
 	a.Disk = cluster.DiskOf(rep)
 	if rep.DB.OK {
 		if v, found, err := ReadDataDirVersions(ctx, m.DataDir); err == nil && found {

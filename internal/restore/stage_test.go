@@ -141,7 +141,8 @@ func TestStagedRestoreMatchesEtcdutl(t *testing.T) {
 								require.True(t, bytes.Equal(a, b), "%s/%s is etcdutl's", sub, e.Name())
 							}
 						}
-						rep := datadir.Inspect(dir)
+						rep, err := datadir.Inspect(t.Context(), dir)
+						require.NoError(t, err)
 						require.True(t, rep.Intact(), "%v", rep.Problems)
 					}
 				})
