@@ -274,7 +274,7 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
 	}
 
-	res, err := restore.RestoreDataDir(restore.DataDirOptions{
+	res, err := restore.RestoreDataDir(ctx, restore.DataDirOptions{
 		Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
 		PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
 		SkipHashCheck: o.skipHashCheck, Now: now,

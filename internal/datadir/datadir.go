@@ -13,6 +13,7 @@
 package datadir
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -187,7 +188,22 @@ func (r Report) Verdict() Verdict {
 // Inspect examines dir (an etcd --data-dir) and reports what it finds. It never modifies
 // anything. A WAL kept outside the data folder (etcd's --wal-dir) is not looked for. When a
 // running etcd holds the folder (VerdictInUse), only the WAL's segments and ids are reported.
-func Inspect(dir string) Report {
+//
+// The only error is ctx's: it is checked between the files and steps of the inspection (each
+// WAL segment, the database, its bbolt check, the snapshots), and an inspection cut short
+// returns no findings at all, so that nothing half-read is taken for damage.
+func Inspect(ctx context.Context, dir string) (Report, error) {
+	if err := ctx.Err(); err != nil {
+		return Report{Dir: dir}, err
+	}
+	r := inspectDir(ctx, dir)
+	if err := ctx.Err(); err != nil {
+		return Report{Dir: dir}, err
+	}
+	return r, nil
+}
+
+func inspectDir(ctx context.Context, dir string) Report {
 	r := Report{Dir: dir}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -209,15 +225,18 @@ func Inspect(dir string) Report {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		scan = scanWAL(filepath.Join(member, "wal"))
+		scan = scanWAL(ctx, filepath.Join(member, "wal"))
 	}()
-	r.DB, dbNotes = inspectDB(filepath.Join(member, "snap", "db"))
+	r.DB, dbNotes = inspectDB(ctx, filepath.Join(member, "snap", "db"))
 	<-done
 	if r.DB.InUse {
 		// A running etcd writes the WAL as it is read: only its ids are worth reporting.
 		r.WAL = WALState{Dir: scan.state.Dir, Segments: scan.state.Segments, MemberID: scan.state.MemberID, ClusterID: scan.state.ClusterID}
 		r.Problems = append(r.Problems, r.DB.Err)
 		return r
+	}
+	if ctx.Err() != nil {
+		return r // Inspect returns nothing of it
 	}
 	r.Snap, snapProblems = inspectSnaps(filepath.Join(member, "snap"), scan, r.DB)
 	r.WAL = scan.state

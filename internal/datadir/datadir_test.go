@@ -145,7 +145,8 @@ func fileSums(t *testing.T, dir string) map[string]string {
 func inspect(t *testing.T, dir string) Report {
 	t.Helper()
 	before := fileSums(t, dir)
-	r := Inspect(dir)
+	r, err := Inspect(t.Context(), dir)
+	require.NoError(t, err)
 	require.Equal(t, before, fileSums(t, dir), "Inspect changed the data folder")
 	return r
 }
@@ -583,7 +584,8 @@ func TestInspectRunningMember(t *testing.T) {
 			require.NoError(t, err)
 			t.Cleanup(func() { require.NoError(t, c.Close()) })
 			// No check of the files here: the running member writes them.
-			r := Inspect(c.Members()[0].DataDir)
+			r, err := Inspect(t.Context(), c.Members()[0].DataDir)
+			require.NoError(t, err)
 			require.True(t, r.DB.InUse)
 			require.False(t, r.DB.OK)
 			require.Contains(t, r.DB.Err, "locked")

@@ -2,6 +2,7 @@ package datadir
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -521,12 +522,14 @@ func (w *dbWalker) readAtQuiet(off, n int64) ([]byte, bool) {
 // damaged pages, where no caller can recover. Findings that are not damage (a torn meta page
 // bbolt does without) are left out; Inspect reports them in Report.Problems.
 func InspectDB(path string) DBState {
-	st, _ := inspectDB(path)
+	st, _ := inspectDB(context.Background(), path)
 	return st
 }
 
-// inspectDB examines the database file at path; notes are findings that are not damage.
-func inspectDB(path string) (st DBState, notes []string) {
+// inspectDB examines the database file at path; notes are findings that are not damage. Once
+// ctx is done it stops between its steps (the walk of the pages, bbolt's check), its findings
+// incomplete: Inspect then reports nothing.
+func inspectDB(ctx context.Context, path string) (st DBState, notes []string) {
 	st.Path = path
 	defer func() {
 		if p := recover(); p != nil {
@@ -569,6 +572,9 @@ func inspectDB(path string) (st DBState, notes []string) {
 		defer db.Close()
 	}
 
+	if ctx.Err() != nil {
+		return st, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		st.Err = fmt.Sprintf("%s: %v", path, err)
@@ -589,6 +595,9 @@ func inspectDB(path string) (st DBState, notes []string) {
 	}
 	// bbolt's Check only on a file the walk found sound: see the top of this file.
 	st.BoltCheckSkipped = w.skipBoltCheck && len(w.problems) == 0
+	if ctx.Err() != nil {
+		return st, nil
+	}
 	if db != nil && len(w.problems) == 0 && !w.skipBoltCheck {
 		for _, p := range boltCheck(db) {
 			problems = append(problems, "bbolt check: "+p)

@@ -2,6 +2,7 @@ package datadir
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -109,8 +110,9 @@ func parseWALName(name string) (seq, index uint64, ok bool) {
 	return seq, index, true
 }
 
-// scanWAL reads the WAL segments in dir from the first to where etcd would stop reading.
-func scanWAL(dir string) (s *walScan) {
+// scanWAL reads the WAL segments in dir from the first to where etcd would stop reading. It
+// stops, its findings incomplete, before a segment once ctx is done: Inspect then reports nothing.
+func scanWAL(ctx context.Context, dir string) (s *walScan) {
 	s = &walScan{state: WALState{Dir: dir}}
 	defer func() {
 		if p := recover(); p != nil {
@@ -139,7 +141,7 @@ func scanWAL(dir string) (s *walScan) {
 		s.state.Err = fmt.Sprintf("%s: no WAL segments", dir)
 		return s
 	}
-	s.read()
+	s.read(ctx)
 	if s.state.Err == "" && !s.state.Corrupt {
 		s.state.OK = true
 	}
@@ -147,9 +149,12 @@ func scanWAL(dir string) (s *walScan) {
 }
 
 // read decodes every segment in order, as etcd's ValidSnapshotEntries and ReadAll do.
-func (s *walScan) read() {
+func (s *walScan) read(ctx context.Context) {
 	var crc uint32
 	for i, f := range s.files {
+		if ctx.Err() != nil {
+			return
+		}
 		last := i == len(s.files)-1
 		path := filepath.Join(s.state.Dir, f.name)
 		data, release, err := readSegment(path)

@@ -1,6 +1,7 @@
 package datadir
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -247,4 +248,23 @@ func TestWALAgreesWithEtcd(t *testing.T) {
 		})
 	}
 	t.Logf("outcomes: %v", counts)
+}
+
+// TestInspectHonoursContext: an inspection whose context is done reads no further segment and
+// reports nothing (no finding that could be taken for damage), only the context's error.
+func TestInspectHonoursContext(t *testing.T) {
+	dir := t.TempDir()
+	segs := writeWAL(t, dir, 400, 32*1024)
+	require.Greater(t, len(segs), 2)
+	r, err := Inspect(t.Context(), dir)
+	require.NoError(t, err)
+	require.Equal(t, uint64(400), r.WAL.LastIndex)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	r, err = Inspect(ctx, dir)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Equal(t, Report{Dir: dir}, r, "nothing half-read is reported")
+	s := scanWAL(ctx, filepath.Join(dir, "member", "wal"))
+	require.Zero(t, s.state.LastIndex, "no segment is read once the context is done")
 }

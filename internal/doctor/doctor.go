@@ -42,6 +42,10 @@ func Run(ctx context.Context, o Options) []Finding {
 	if o.Timeout == 0 {
 		o.Timeout = 20 * time.Second
 	}
+	// The offline inspection of data dirs is bounded by the caller only, as before it took a
+	// context: Timeout is for talking to members and targets, and a large data dir takes
+	// longer to read.
+	offline := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	var mu sync.Mutex
@@ -64,7 +68,7 @@ func Run(ctx context.Context, o Options) []Finding {
 		})
 	}
 	if len(o.DataDirs) > 0 {
-		wg.Go(func() { add(checkDataDirs(o.DataDirs)) })
+		wg.Go(func() { add(checkDataDirs(offline, o.DataDirs)) })
 	}
 	if len(o.PKIDirs) > 0 {
 		wg.Go(func() { add(checkCerts(o.PKIDirs, now())) })

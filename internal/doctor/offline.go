@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,9 +21,14 @@ const undecidedVerdict = "must be replaced (if the others have quorum) or restor
 
 // checkDataDirs inspects data dirs offline (strictly read-only) and says, for each, whether
 // etcd starts on it as it is, repairs itself, or the member must be replaced or restored; across
-// several, which is freshest and whether an intact quorum exists.
-func checkDataDirs(dirs []string) []Finding {
-	states := inspectDataDirs(dirs)
+// several, which is freshest and whether an intact quorum exists. An inspection cut short by
+// ctx is one finding saying so, and no verdict.
+func checkDataDirs(ctx context.Context, dirs []string) []Finding {
+	states, err := inspectDataDirs(ctx, dirs)
+	if err != nil {
+		return []Finding{{Severity: Warning, Check: "data-dir", Subject: strings.Join(dirs, ", "),
+			Summary: "the offline inspection was interrupted: " + err.Error(), Next: "run etcdguard doctor --offline again"}}
+	}
 	damaged := undecidedVerdict
 	var cluster []Finding
 	if len(states) >= 2 {
@@ -43,8 +49,8 @@ type dirState struct {
 	rep datadir.Report
 }
 
-// inspectDataDirs inspects the data dirs, in the order given.
-func inspectDataDirs(dirs []string) []dirState {
+// inspectDataDirs inspects the data dirs, in the order given; the error is ctx's.
+func inspectDataDirs(ctx context.Context, dirs []string) ([]dirState, error) {
 	// The data dirs are read at the same time (each scan waits on its disk most of the time),
 	// a few at once: each maps its files and reads its database ahead.
 	states := make([]dirState, len(dirs))
@@ -54,11 +60,12 @@ func inspectDataDirs(dirs []string) []dirState {
 		wg.Go(func() {
 			slots <- struct{}{}
 			defer func() { <-slots }()
-			states[i] = dirState{d, datadir.Inspect(d)}
+			rep, _ := datadir.Inspect(ctx, d) // its only error is ctx's, returned below
+			states[i] = dirState{d, rep}
 		})
 	}
 	wg.Wait()
-	return states
+	return states, ctx.Err()
 }
 
 // clusterDataFinding judges several data dirs together: the freshest, whether the intact ones

@@ -28,6 +28,9 @@ func checkNotRunning(ctx context.Context, dataDir string, peerURLs []string) err
 		dctx, cancel := context.WithTimeout(ctx, time.Second)
 		conn, err := (&net.Dialer{}).DialContext(dctx, "tcp", u.Host)
 		cancel()
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr // a dial cut short by the caller proves nothing
+		}
 		if err == nil {
 			conn.Close()
 			return fmt.Errorf("%w: something accepts connections on the member's peer URL %s, so its etcd may still be running on %s: stop the member first, then restore again", ErrDataDirInUse, u.Host, dataDir)

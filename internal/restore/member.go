@@ -12,11 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/etcdutl/v3/snapshot"
-
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
-	"github.com/etcdguard/etcdguard/internal/failpoint"
-	"go.uber.org/zap"
 )
 
 // ErrDataDirInUse is returned (wrapped) when a restore would write into a data dir that holds
@@ -36,16 +32,19 @@ type DataDirOptions struct {
 	// DataDir is the member's --data-dir.
 	DataDir string
 	// Bump raises every revision by this much and marks the old ones compacted; zero skips it.
+	// RestoreDataDir applies it; RestoreStaging does not look at it (Staged.Bump takes the
+	// amount, once events have been replayed into the staged data dir).
 	Bump uint64
 	// Quarantine moves a non-empty DataDir aside instead of refusing.
 	Quarantine bool
 	// SkipHashCheck accepts a snapshot without etcd's SHA-256 trailer (a db file copied out of
 	// a data dir).
 	SkipHashCheck bool
-	// Now is the clock, for quarantine names.
+	// Now is the clock, for quarantine names (Staged.Install).
 	Now time.Time
-	// Marker, when set, is called once the old data dir is out of the way and just before the
-	// restored one is moved into place (recover records there which plan restored it).
+	// Marker, when set, is called by Staged.Install once the old data dir is out of the way and
+	// just before the restored one is moved into place (recover records there which plan
+	// restored it).
 	Marker func(staging string) error
 }
 
@@ -62,98 +61,36 @@ type DataDirResult struct {
 // into place only when complete, so DataDir is either the old data, absent, or the whole
 // restored member, whatever happens. An existing non-empty DataDir is refused unless
 // Quarantine is set, in which case it is moved to a sibling folder whose name is returned.
-func RestoreDataDir(opts DataDirOptions) (DataDirResult, error) {
+//
+// It is the composition of the three steps of a staged restore, for callers that replay
+// nothing in between: RestoreStaging (the snapshot into a staging folder), Staged.Bump (the
+// revision bump and the mark-compacted), Staged.Install (the old data dir quarantined, the
+// marker, the rename into place). ctx is checked between steps; once the old data dir has been
+// moved aside, the restore is finished whatever ctx says.
+func RestoreDataDir(ctx context.Context, opts DataDirOptions) (DataDirResult, error) {
 	start := time.Now()
 	res := DataDirResult{DataDir: opts.DataDir, Bump: opts.Bump}
-	if opts.DataDir == "" || opts.Name == "" || opts.InitialCluster == "" || len(opts.PeerURLs) == 0 {
-		return res, errors.New("restore needs --data-dir, --name, --initial-cluster and --initial-advertise-peer-urls")
-	}
 	if opts.Bump > uint64(MaxBumpedRevision) {
-		// etcdutl takes the bump as an int64: past 2^63-1 it would lower every revision.
-		return res, fmt.Errorf("%w: %d is above %d, the highest revision etcdguard bumps to", ErrBumpTooLarge, opts.Bump, MaxBumpedRevision)
+		// Before anything is written (RestoreStaging checks the rest of opts).
+		if err := checkDataDirOptions(opts); err != nil {
+			return res, err
+		}
+		return res, bumpTooLarge(opts.Bump)
 	}
-	dataDir, err := filepath.Abs(opts.DataDir)
+	s, err := RestoreStaging(ctx, opts)
 	if err != nil {
 		return res, err
 	}
-	if dataDir, err = resolveDataDir(dataDir); err != nil {
+	res.DataDir = s.DataDir
+	if err := s.Bump(ctx, opts.Bump); err != nil {
+		s.Discard()
 		return res, err
 	}
-	res.DataDir = dataDir
-	empty, err := isEmptyOrAbsent(dataDir)
-	if err != nil {
-		return res, err
+	res, err = s.Install(ctx)
+	if err == nil {
+		res.Elapsed = time.Since(start)
 	}
-	if !empty && !opts.Quarantine {
-		return res, fmt.Errorf("%w: %s holds data: etcdguard never deletes or overwrites etcd data; stop the member and add --quarantine to move it aside, or choose another --data-dir", ErrDataDirInUse, dataDir)
-	}
-	if !empty {
-		if err := checkNotRunning(context.Background(), dataDir, opts.PeerURLs); err != nil {
-			return res, err
-		}
-	}
-
-	// Build the restore first, beside the data dir: if that fails (a full disk, say), the old
-	// data dir has not moved.
-	parent := filepath.Dir(dataDir)
-	if err := os.MkdirAll(parent, 0o700); err != nil {
-		return res, fmt.Errorf("create %s: %w", parent, err)
-	}
-	staging := filepath.Join(parent, "."+filepath.Base(dataDir)+".etcdguard-restore-"+randomHex())
-	err = etcdutlRestore(snapshot.RestoreConfig{
-		SnapshotPath:        opts.Snapshot,
-		Name:                opts.Name,
-		OutputDataDir:       staging,
-		PeerURLs:            opts.PeerURLs,
-		InitialCluster:      opts.InitialCluster,
-		InitialClusterToken: opts.InitialClusterToken,
-		SkipHashCheck:       opts.SkipHashCheck,
-		RevisionBump:        opts.Bump,
-		MarkCompacted:       opts.Bump > 0,
-	})
-	if err != nil {
-		_ = os.RemoveAll(staging) // our own half-built folder, never etcd data
-		return res, fmt.Errorf("restore member %s from %s: %w", opts.Name, opts.Snapshot, err)
-	}
-	failpoint.Here("restore/staging-built")
-	if !empty {
-		// Again, just before the move: the member may have been started while the restore was
-		// being built.
-		if err := checkNotRunning(context.Background(), dataDir, opts.PeerURLs); err != nil {
-			_ = os.RemoveAll(staging)
-			return res, err
-		}
-		moved, err := Quarantine(dataDir, opts.Now)
-		if err != nil {
-			_ = os.RemoveAll(staging)
-			return res, err
-		}
-		res.Quarantined = moved
-		failpoint.Here("restore/quarantined")
-	}
-	// The marker goes down before the rename: after a crash between the two, the data dir is
-	// absent (nothing to quarantine again) and the restore is simply done again.
-	if opts.Marker != nil {
-		if err := opts.Marker(staging); err != nil {
-			return res, err
-		}
-	}
-	failpoint.Here("restore/marked")
-	if err := os.Chmod(staging, 0o700); err != nil {
-		return res, err
-	}
-	// A data dir that appeared meanwhile is not replaced: rename fails on a non-empty folder.
-	if empty, _ := isEmptyOrAbsent(dataDir); empty {
-		_ = os.Remove(dataDir)
-	}
-	if err := os.Rename(staging, dataDir); err != nil {
-		return res, fmt.Errorf("move the restored member into place at %s (it is complete in %s): %w", dataDir, staging, err)
-	}
-	if err := atomicfile.SyncDir(parent); err != nil {
-		return res, err
-	}
-	res.Elapsed = time.Since(start)
-	return res, nil
+	return res, err
 }
 
 // resolveDataDir follows a data dir that is a symlink (/var/lib/etcd pointing at a disk mounted
@@ -192,17 +129,6 @@ func realDataDir(dir string) string {
 		return r
 	}
 	return dir
-}
-
-// etcdutlRestore runs etcd's own restore. etcdutl reports some failures (a database it cannot
-// open) by panicking through its logger; they are returned as errors here.
-func etcdutlRestore(cfg snapshot.RestoreConfig) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("etcd's restore failed: %v", r)
-		}
-	}()
-	return snapshot.NewV3(zap.NewNop()).Restore(cfg)
 }
 
 // Quarantine moves a data dir aside, to a sibling folder named after it and the time, and

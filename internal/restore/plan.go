@@ -115,11 +115,20 @@ type DecideInputs struct {
 	// records it (--etcd-version); AllowVersionSkew turns a refused skew into a warning.
 	EtcdVersion      string
 	AllowVersionSkew bool
-	Now              time.Time
+	// Now is the time of the decision: the plan's creation time, and the restore time the
+	// revision bump is sized for.
+	Now time.Time
+	// PlanID is the new plan's id (an etcdguard id, NewPlanID), chosen by the caller so that
+	// Decide draws no random number; the restore's cluster token is made from it.
+	PlanID string
 }
 
+// NewPlanID returns a new plan id for DecideInputs: the time, and 8 random hex digits.
+func NewPlanID(now time.Time) string { return repository.NewID(now) }
+
 // Decide chooses the safest recovery path and says what it costs. It is pure: its inputs are
-// all it looks at. The rules, in order:
+// all it looks at (no clock, no random numbers, no I/O; the caller passes Now and PlanID), so the
+// same inputs always give the same plan. The rules, in order:
 //
 //  1. every member online: nothing to do;
 //  2. a quorum online: start the stopped members whose data is intact, replace the others;
@@ -127,7 +136,10 @@ type DecideInputs struct {
 //  4. otherwise restore every member from the freshest intact source: the member database or
 //     backup with the highest revision. A backup never replaces newer data a member still has.
 func Decide(in DecideInputs) (Plan, error) {
-	p := Plan{Format: PlanFormat, ID: repository.NewID(in.Now), Created: in.Now.UTC(), Cluster: in.Cluster, Assessments: in.Assessments}
+	p := Plan{Format: PlanFormat, ID: in.PlanID, Created: in.Now.UTC(), Cluster: in.Cluster, Assessments: in.Assessments}
+	if !repository.ValidID(in.PlanID) {
+		return p, fmt.Errorf("plan id %q is not an etcdguard id (see NewPlanID)", in.PlanID)
+	}
 	if len(in.Assessments) != len(in.Cluster.Members) {
 		return p, fmt.Errorf("assessed %d members of %d", len(in.Assessments), len(in.Cluster.Members))
 	}

@@ -22,6 +22,9 @@ func testCluster(n int) cluster.Cluster {
 	return c
 }
 
+// testPlanID is the plan id the tests pass to Decide.
+const testPlanID = "20261124T050000Z-0123abcd"
+
 func TestDecide(t *testing.T) {
 	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
 	cut := now.Add(-10 * time.Minute) // when the power went
@@ -60,7 +63,7 @@ func TestDecide(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, Now: now})
+			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, Now: now, PlanID: testPlanID})
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
 				return
@@ -103,11 +106,11 @@ func TestDecideFiveMembers(t *testing.T) {
 		}
 		as = append(as, a)
 	}
-	p, err := Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
+	p, err := Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now, PlanID: testPlanID})
 	require.NoError(t, err)
 	require.Equal(t, PathStart, p.Path, "3 of 5 intact is a quorum")
 	as[2].Disk = &cluster.DiskState{Verdict: "damaged", DBOK: true, DBRevision: 12}
-	p, err = Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now})
+	p, err = Decide(DecideInputs{Cluster: testCluster(5), Assessments: as, Now: now, PlanID: testPlanID})
 	require.NoError(t, err)
 	require.Equal(t, PathRestore, p.Path)
 	require.Equal(t, "m3", p.Source.Member, "the freshest intact database, even of a member whose WAL is damaged")
@@ -142,7 +145,7 @@ func TestDecideVersionSkew(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, EtcdVersion: tc.given, AllowVersionSkew: tc.allow, Now: now})
+			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: tc.as, Backup: tc.backup, EtcdVersion: tc.given, AllowVersionSkew: tc.allow, Now: now, PlanID: testPlanID})
 			if tc.wantErr != "" {
 				require.ErrorIs(t, err, ErrVersionSkew)
 				require.ErrorContains(t, err, tc.wantErr)
@@ -165,10 +168,78 @@ func TestDecideNoRoomToBump(t *testing.T) {
 		{Name: "m1", Disk: &cluster.DiskState{Verdict: "damaged"}}, {Name: "m2", Disk: &cluster.DiskState{Verdict: "missing"}}, {Name: "m3", Disk: &cluster.DiskState{Verdict: "missing"}},
 	}
 	b := &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: MaxBumpedRevision, Created: now.Add(-time.Hour), SHA256: "abc"}
-	_, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, Now: now})
+	_, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, Now: now, PlanID: testPlanID})
 	require.ErrorIs(t, err, ErrUnsafe)
 	require.ErrorContains(t, err, "--no-bump")
-	p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, NoBump: true, Now: now})
+	p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: b, NoBump: true, Now: now, PlanID: testPlanID})
 	require.NoError(t, err)
 	require.Zero(t, p.Bump)
+}
+
+// TestDecideIsPure: Decide draws on nothing but its inputs (no clock, no random id, no I/O), so
+// the same inputs give the same plan, field for field, and it leaves its inputs as they were.
+func TestDecideIsPure(t *testing.T) {
+	now := time.Date(2026, 11, 24, 5, 0, 0, 0, time.UTC)
+	cut := now.Add(-10 * time.Minute)
+	disk := func(name string, intact, dbOK bool, rev int64, walBeyond uint64) cluster.Assessment {
+		return cluster.Assessment{Name: name, OnlineErr: "connection refused", Disk: &cluster.DiskState{
+			Verdict: "damaged", Intact: intact, DBOK: dbOK, DBRevision: rev, DBModTime: cut, DBPath: "/var/lib/" + name + "/member/snap/db",
+			ConsistentIndex: 50, WALLastIndex: 50 + walBeyond, Version: "3.6.0",
+		}}
+	}
+	cases := []struct {
+		name string
+		in   func() DecideInputs
+	}{
+		{"restore from a backup, bump sized from the history", func() DecideInputs {
+			return DecideInputs{Cluster: testCluster(3), Now: now, PlanID: testPlanID,
+				Assessments: []cluster.Assessment{disk("m1", false, false, 1000, 0), disk("m2", false, false, 0, 0), disk("m3", false, false, 0, 0)},
+				Backup:      &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: 900, Created: now.Add(-time.Hour), SHA256: "abc", TotalKey: 10, Version: "3.6.0"},
+				History:     []RevisionPoint{{Revision: 100, At: now.Add(-3 * time.Hour)}, {Revision: 500, At: now.Add(-2 * time.Hour)}},
+			}
+		}},
+		{"restore from a member database, WAL entries lost", func() DecideInputs {
+			return DecideInputs{Cluster: testCluster(3), Now: now, PlanID: testPlanID,
+				Assessments: []cluster.Assessment{disk("m1", false, true, 1200, 7), disk("m2", false, false, 0, 0), disk("m3", false, false, 0, 0)},
+				Backup:      &BackupInfo{ID: "20261124T040000Z-aaaaaaaa", Revision: 900, Created: now.Add(-time.Hour), SHA256: "abc"},
+			}
+		}},
+		{"start and replace", func() DecideInputs {
+			return DecideInputs{Cluster: testCluster(3), Now: now, PlanID: testPlanID,
+				Assessments: []cluster.Assessment{disk("m1", true, true, 1000, 0), disk("m2", false, false, 0, 0), disk("m3", true, true, 1000, 0)},
+			}
+		}},
+		{"no bump", func() DecideInputs {
+			return DecideInputs{Cluster: testCluster(3), Now: now, PlanID: testPlanID, NoBump: true,
+				Assessments: []cluster.Assessment{disk("m1", false, true, 1000, 0), disk("m2", false, false, 0, 0), disk("m3", false, false, 0, 0)},
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in()
+			first, err := Decide(in)
+			require.NoError(t, err)
+			second, err := Decide(in)
+			require.NoError(t, err)
+			require.Equal(t, first, second, "the same inputs give the same plan")
+			again, err := Decide(tc.in())
+			require.NoError(t, err)
+			require.Equal(t, first, again, "equal inputs give equal plans")
+			require.Equal(t, tc.in(), in, "Decide leaves its inputs as they were")
+			require.Equal(t, testPlanID, first.ID, "the plan id is the caller's")
+			require.Equal(t, now, first.Created)
+			if first.Path == PathRestore {
+				require.Equal(t, "etcdguard-"+testPlanID, first.Token)
+			}
+		})
+	}
+	t.Run("a plan id that is not an etcdguard id is refused", func(t *testing.T) {
+		in := cases[0].in()
+		for _, id := range []string{"", "../x", "20261124T050000Z"} {
+			in.PlanID = id
+			_, err := Decide(in)
+			require.ErrorContains(t, err, "not an etcdguard id")
+		}
+	})
 }
