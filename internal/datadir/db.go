@@ -520,10 +520,14 @@ func (w *dbWalker) readAtQuiet(off, n int64) ([]byte, bool) {
 // snapshot saved from etcd, read-only. Its pages are walked before bbolt reads them, so that
 // damage is reported instead of crashing the process: bbolt panics in goroutines of its own on
 // damaged pages, where no caller can recover. Findings that are not damage (a torn meta page
-// bbolt does without) are left out; Inspect reports them in Report.Problems.
-func InspectDB(path string) DBState {
-	st, _ := inspectDB(context.Background(), path)
-	return st
+// bbolt does without) are left out; Inspect reports them in Report.Problems. Once ctx is done it
+// stops between its steps and returns ctx's error, its findings incomplete and not to be used.
+func InspectDB(ctx context.Context, path string) (DBState, error) {
+	st, _ := inspectDB(ctx, path)
+	if err := ctx.Err(); err != nil {
+		return DBState{Path: path}, err
+	}
+	return st, nil
 }
 
 // inspectDB examines the database file at path; notes are findings that are not damage. Once

@@ -136,7 +136,8 @@ func TestDBNeverCrashes(t *testing.T) {
 	ps, pages := writeBoltDB(t, base, 3000)
 	require.Greater(t, pages, uint64(50))
 
-	clean := InspectDB(base)
+	clean, err := InspectDB(t.Context(), base)
+	require.NoError(t, err)
 	require.True(t, clean.OK, clean.Err)
 	require.Equal(t, int64(3000), clean.Revision)
 	require.Equal(t, uint64(3010), clean.ConsistentIndex)

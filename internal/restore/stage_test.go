@@ -103,7 +103,8 @@ func TestStagedRestoreMatchesEtcdutl(t *testing.T) {
 					require.Equal(t, bump, res.Bump)
 
 					refDB := filepath.Join(ref, "member", "snap", "db")
-					want := datadir.InspectDB(refDB)
+					want, err := datadir.InspectDB(t.Context(), refDB)
+					require.NoError(t, err)
 					require.True(t, want.OK, want.Err)
 					wantStatus, err := snapshot.ReadStatus(t.Context(), refDB)
 					require.NoError(t, err)
@@ -114,7 +115,8 @@ func TestStagedRestoreMatchesEtcdutl(t *testing.T) {
 					}
 					for _, dir := range []string{stepped, composed} {
 						db := filepath.Join(dir, "member", "snap", "db")
-						got := datadir.InspectDB(db)
+						got, err := datadir.InspectDB(t.Context(), db)
+						require.NoError(t, err)
 						require.True(t, got.OK, got.Err)
 						require.Equal(t, want.Revision, got.Revision)
 						require.Equal(t, want.CompactRevision, got.CompactRevision)

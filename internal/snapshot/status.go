@@ -58,7 +58,11 @@ func ReadStatus(ctx context.Context, path string) (Status, error) {
 	// Walk the pages first: bbolt panics, in goroutines of its own where no one can recover, on
 	// damaged pages. InspectDB runs bbolt's consistency check only once the walk found every page
 	// sound, so a damaged snapshot is reported, naming its pages, instead of crashing etcdguard.
-	if dbs := datadir.InspectDB(path); !dbs.OK {
+	dbs, err := datadir.InspectDB(ctx, path)
+	if err != nil {
+		return st, fmt.Errorf("read snapshot status of %s: %w", path, err)
+	}
+	if !dbs.OK {
 		return st, fmt.Errorf("%w: %s: %s", ErrCorrupt, path, firstNonEmpty(dbs.Err, "the database failed its checks"))
 	}
 	db, err := bbolt.Open(path, 0o400, &bbolt.Options{ReadOnly: true})
