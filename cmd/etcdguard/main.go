@@ -42,7 +42,7 @@ func exitCodes() []exitCode {
 	return []exitCode{
 		{0, "success", nil},
 		{130, "interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run; what it was writing is removed, nothing is stored", []error{errInterrupted}},
-		{2, "usage: a bad flag, argument or configuration file", []error{cli.ErrUsage}},
+		{2, "usage: a bad flag, argument or configuration file", []error{cli.ErrUsage, restore.ErrInput}},
 		{3, "partial: the backup is stored and verified, but at least one target failed", []error{snapshot.ErrPartial}},
 		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},
 		{5, "integrity: a backup copy or snapshot failed verification, or the age key does not match", []error{snapshot.ErrCorrupt, repository.ErrWrongKey}},

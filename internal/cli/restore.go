@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
-	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
 
 type restoreOptions struct {
@@ -31,23 +28,6 @@ type restoreOptions struct {
 	// etcdVersion is the etcd version the member will run, when no data dir records it.
 	etcdVersion      string
 	allowVersionSkew bool
-}
-
-// restoreReport is `restore -o json`.
-type restoreReport struct {
-	Backup      string                `json:"backup,omitempty"`
-	File        string                `json:"file,omitempty"`
-	Target      string                `json:"target,omitempty"`
-	Revision    int64                 `json:"revision"`
-	Bump        uint64                `json:"bump"`
-	BumpReasons []string              `json:"bump_reasons,omitempty"`
-	Skipped     []string              `json:"skipped,omitempty"`
-	Member      restore.DataDirResult `json:"member"`
-	Token       string                `json:"token"`
-	Status      snapshot.Status       `json:"status"`
-	VersionSkew restore.VersionSkew   `json:"version_skew"`
-	Manifest    *repository.Manifest  `json:"manifest,omitempty"`
-	Copy        *snapshot.CopyReport  `json:"copy,omitempty"`
 }
 
 func newRestoreCommand(env Env, g *globalOptions) *cobra.Command {
@@ -141,49 +121,14 @@ func absPath(p string) string {
 }
 
 func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) error {
-	now := env.Now()
-	rep := restoreReport{}
-
-	// Scratch space beside the data dir: same file system, and as private as the data.
-	scratchParent := firstNonEmpty(s.cfg.WorkDir, filepath.Dir(absPath(o.dataDir)))
-	if s.cfg.WorkDir == "" {
-		if _, err := os.Stat(scratchParent); err != nil {
-			return fmt.Errorf("%w: the folder of --data-dir %s: %w: create it (the restore is built beside the data dir, on the same disk)", ErrUsage, absPath(o.dataDir), err)
-		}
+	opts := restore.MemberOptions{
+		From: o.from, WorkDir: s.cfg.WorkDir,
+		Name: o.name, InitialCluster: o.initialCluster, Token: o.token, PeerURLs: o.peerURLs, DataDir: o.dataDir,
+		Bump: o.bump, BumpGiven: o.bumpGiven, NoBump: o.noBump, Quarantine: o.quarantine, SkipHashCheck: o.skipHashCheck,
+		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,
+		Logger: s.logger, Now: env.Now(),
 	}
-	scratch, err := os.MkdirTemp(scratchParent, ".etcdguard-restore-snapshot-")
-	if err != nil {
-		return fmt.Errorf("create a scratch folder in %s (set --work-dir): %w", scratchParent, err)
-	}
-	defer os.RemoveAll(scratch)
-	plain := filepath.Join(scratch, "snapshot.db")
-
-	var backupPoint restore.RevisionPoint
-	var history []restore.RevisionPoint
-	if st, err := os.Stat(o.from); err == nil && !st.IsDir() {
-		rep.File = o.from
-		plain = o.from
-		f, err := snapshot.OpenFile(plain)
-		if err != nil {
-			return fmt.Errorf("%w: %w", ErrUsage, err)
-		}
-		sum, _, terr := snapshot.CheckTrailer(ctx, f)
-		if o.token == "" && len(sum) >= 16 {
-			o.token = "etcdguard-file-" + sum[:16]
-		}
-		f.Close()
-		switch {
-		case errors.Is(terr, snapshot.ErrNoTrailer) && !o.skipHashCheck:
-			return fmt.Errorf("%w: %s has no etcd SHA-256 trailer (a db copied from a data dir?): add --skip-hash-check to restore it anyway", snapshot.ErrCorrupt, plain)
-		case terr != nil && !errors.Is(terr, snapshot.ErrNoTrailer):
-			return fmt.Errorf("%s: %w", plain, terr)
-		}
-		rep.Status, err = snapshot.ReadStatus(ctx, plain)
-		if err != nil {
-			return err
-		}
-		backupPoint = restore.RevisionPoint{Revision: rep.Status.Revision, At: st.ModTime()}
-	} else {
+	if st, err := os.Stat(o.from); err != nil || st.IsDir() { // a backup, not a snapshot file
 		if err := s.requireTargets(); err != nil {
 			return err
 		}
@@ -191,95 +136,13 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		if err != nil {
 			return err
 		}
-		cat, err := snapshot.Load(ctx, s.cfg.Targets)
-		if cat != nil {
-			defer cat.Close()
-		}
-		if err != nil {
-			return err
-		}
-		var chosen snapshot.Entry
-		if o.from == "latest" {
-			// The newest backup whose copy verifies: older ones are tried when none of a
-			// backup's copies passes; an interrupted fetch tries no older one.
-			f, err := snapshot.FetchLatest(ctx, s.logger, cat, snapshot.Query{}, ids, plain)
-			if err != nil {
-				return err
-			}
-			for _, sk := range f.Skipped {
-				rep.Skipped = append(rep.Skipped, sk.Error())
-			}
-			rep.Copy, chosen = &f.Copy, f.Entry
-		} else {
-			e, err := cat.Find(o.from)
-			if err != nil {
-				return err
-			}
-			cr, skipped, err := snapshot.FetchBest(ctx, s.logger, e, ids, plain)
-			if err != nil {
-				if ctx.Err() != nil {
-					return err // interrupted: the backup is not blamed
-				}
-				return fmt.Errorf("no copy of %s passed its checks: %w", o.from, err)
-			}
-			for _, sk := range skipped {
-				rep.Skipped = append(rep.Skipped, sk.Error())
-			}
-			rep.Copy, chosen = &cr, e
-		}
-		m := chosen.Manifest
-		rep.Manifest, rep.Backup, rep.Target = &m, m.ID, rep.Copy.Target
-		if o.token == "" {
-			o.token = "etcdguard-" + m.ID
-		}
-		rep.Status = snapshot.Status{Hash: m.Status.Hash, Revision: m.Status.Revision, TotalKey: m.Status.TotalKey, TotalSize: m.Status.TotalSize, Version: m.Status.Version}
-		backupPoint = restore.RevisionPoint{Revision: m.Revision, At: m.Started}
-		for _, e := range cat.Entries {
-			if e.Manifest.ClusterID == m.ClusterID && e.Manifest.ID != m.ID {
-				history = append(history, restore.RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
-			}
-		}
+		opts.Targets, opts.Identities = s.cfg.Targets, ids
 	}
-	rep.Revision = backupPoint.Revision
-
-	// Before anything moves: a backup of a newer etcd is not restored for an older one.
-	rep.VersionSkew, err = restoreVersionSkew(ctx, env.Stderr, &o, plain, rep.Manifest)
-	if err != nil {
-		return err
+	rep, err := restore.RestoreMember(ctx, opts)
+	for _, n := range rep.Notes {
+		fmt.Fprintln(env.Stderr, n)
 	}
-	if err := rep.VersionSkew.Err(); err != nil {
-		return fmt.Errorf("restore member %s into %s: %w; nothing was changed", o.name, absPath(o.dataDir), err)
-	}
-	switch rep.VersionSkew.Verdict {
-	case restore.SkewWarning:
-		fmt.Fprintf(env.Stderr, "warning: %s\n", rep.VersionSkew.Reason)
-	case restore.SkewUnknown:
-		fmt.Fprintf(env.Stderr, "note: %s\n", rep.VersionSkew.Reason)
-	}
-
-	switch {
-	case o.noBump:
-		rep.BumpReasons = []string{"--no-bump: revisions are not raised; Kubernetes watch caches may go stale: restart every kube-apiserver"}
-	case o.bumpGiven:
-		if err := restore.CheckBump(backupPoint.Revision, o.bump); err != nil {
-			return fmt.Errorf("%w: --bump-revision %d: %w", ErrUsage, o.bump, err)
-		}
-		rep.Bump = o.bump
-		rep.BumpReasons = []string{"--bump-revision given"}
-	default:
-		b := restore.SizeBump(restore.BumpInputs{Backup: backupPoint, History: history, Now: now})
-		if b.Amount == 0 {
-			return fmt.Errorf("%w: %s", ErrUsage, b.Reasons[len(b.Reasons)-1])
-		}
-		rep.Bump, rep.BumpReasons = b.Amount, b.Reasons
-	}
-
-	res, err := restore.RestoreDataDir(ctx, restore.DataDirOptions{
-		Snapshot: plain, Name: o.name, InitialCluster: o.initialCluster, InitialClusterToken: o.token,
-		PeerURLs: o.peerURLs, DataDir: o.dataDir, Bump: rep.Bump, Quarantine: o.quarantine,
-		SkipHashCheck: o.skipHashCheck, Now: now,
-	})
-	rep.Member, rep.Token = res, o.token
+	res := rep.Member
 	if err != nil {
 		if res.Quarantined != "" {
 			fmt.Fprintf(env.Stderr, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
@@ -293,7 +156,7 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 	if rep.Backup != "" {
 		from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
 	}
-	fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, o.token)
+	fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, rep.Token)
 	if rep.Bump > 0 {
 		fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
 	} else {
@@ -302,6 +165,6 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 	if res.Quarantined != "" {
 		fmt.Fprintf(env.Stdout, "the old data dir was moved, untouched, to %s\n", res.Quarantined)
 	}
-	fmt.Fprintf(env.Stdout, "next: restore the other members the same way (same backup, --initial-cluster and --initial-cluster-token), then start etcd on each with --initial-cluster-token %s\n", o.token)
+	fmt.Fprintf(env.Stdout, "next: restore the other members the same way (same backup, --initial-cluster and --initial-cluster-token), then start etcd on each with --initial-cluster-token %s\n", rep.Token)
 	return nil
 }
