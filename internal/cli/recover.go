@@ -79,32 +79,15 @@ until the recovery is verified. For members on several hosts, make the plan on o
 				}
 				defer unlock()
 			}
-			var plan restore.Plan
-			resumed := false
-			if o.fresh {
-				set, err := r.Supersede()
-				for _, f := range set {
-					fmt.Fprintf(messages(env, s), "unfinished plan set aside, kept as %s\n", f)
-				}
-				if err != nil {
-					return err
-				}
+			plan, resumed, setAside, err := r.PlanOrResume(ctx, o.fresh)
+			for _, f := range setAside {
+				fmt.Fprintf(messages(env, s), "unfinished plan set aside, kept as %s\n", f)
 			}
-			if p, err := r.Unfinished(); err != nil {
+			if err != nil {
 				return err
-			} else if p != nil {
-				// Look again before carrying on: a plan made before the cluster changed must not
-				// stop a member brought back by hand or restore old data over new.
-				if err := r.CheckResume(ctx, *p, nil); err != nil {
-					return err
-				}
-				plan, resumed = *p, true
-				fmt.Fprintf(messages(env, s), "resuming recovery %s, planned %s and not finished; its members are as it recorded them (use --new-plan to assess again instead)\n", p.ID, p.Created.Format(time.RFC3339))
-			} else {
-				plan, err = r.Plan(ctx)
-				if err != nil {
-					return err
-				}
+			}
+			if resumed {
+				fmt.Fprintf(messages(env, s), "resuming recovery %s, planned %s and not finished; its members are as it recorded them (use --new-plan to assess again instead)\n", plan.ID, plan.Created.Format(time.RFC3339))
 			}
 			if s.output == "table" {
 				printPlan(env.Stdout, plan)

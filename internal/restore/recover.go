@@ -112,6 +112,32 @@ func (r *Recoverer) Plan(ctx context.Context) (Plan, error) {
 	return p, nil
 }
 
+// PlanOrResume returns the plan a run of recover carries out: the unfinished plan of an earlier
+// run when there is one and CheckResume finds its members as it recorded them (resumed), else a
+// new one (Plan). With fresh, an unfinished plan is set aside first (the files it was kept as are
+// returned) and a new one made. Call it holding LockState.
+func (r *Recoverer) PlanOrResume(ctx context.Context, fresh bool) (p Plan, resumed bool, setAside []string, err error) {
+	if fresh {
+		if setAside, err = r.Supersede(); err != nil {
+			return Plan{}, false, setAside, err
+		}
+	}
+	unfinished, err := r.Unfinished()
+	if err != nil {
+		return Plan{}, false, setAside, err
+	}
+	if unfinished != nil {
+		// Look again before carrying on: a plan made before the cluster changed must not stop
+		// a member brought back by hand or restore old data over new.
+		if err := r.CheckResume(ctx, *unfinished, nil); err != nil {
+			return Plan{}, false, setAside, err
+		}
+		return *unfinished, true, setAside, nil
+	}
+	p, err = r.Plan(ctx)
+	return p, false, setAside, err
+}
+
 func (r *Recoverer) parallel(ms []cluster.Member, fn func(cluster.Member) error) error {
 	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
