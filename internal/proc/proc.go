@@ -7,8 +7,10 @@ package proc
 import (
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // Place is where a PID is valid: a host's PID namespace during one boot.
@@ -27,6 +29,21 @@ func Here() Place {
 		p.BootID = strings.TrimSpace(string(b))
 	}
 	return p
+}
+
+// Uptime returns how long this host has been up (/proc/uptime, which counts time suspended
+// too), and false where that is unknown.
+func Uptime() (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, false
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	secs, err := strconv.ParseFloat(f, 64)
+	if err != nil || secs <= 0 {
+		return 0, false
+	}
+	return time.Duration(secs * float64(time.Second)), true
 }
 
 // Known reports whether both parts of the place are known.

@@ -86,7 +86,13 @@ func ParseSegmentManifestName(name string) (SegmentRef, bool) {
 	if err1 != nil || err2 != nil || first < 1 || last < first {
 		return SegmentRef{}, false
 	}
-	return SegmentRef{Base: base, First: first, Last: last}, true
+	// A name is a segment's only if it is the one that segment is written under: strconv takes
+	// a sign ("+000…1001"), which would give one segment two names sorting apart.
+	s := SegmentRef{Base: base, First: first, Last: last}
+	if s.ManifestName() != name {
+		return SegmentRef{}, false
+	}
+	return s, true
 }
 
 // SegmentManifest describes one delta segment. Its fields that describe the stored data mean
@@ -197,7 +203,11 @@ func ParseMarkName(name string) (Mark, bool) {
 		return Mark{}, false
 	}
 	rev, at, ok := parseRevTime(rest, true)
-	return Mark{Revision: rev, At: at}, ok
+	m := Mark{Revision: rev, At: at}
+	if !ok || MarkName(m) != name {
+		return Mark{}, false // another spelling (a sign, a comma in the time) is not its name
+	}
+	return m, true
 }
 
 // IndexEntry is one record of the revision-to-time index: revision Revision was received at At.
@@ -224,15 +234,16 @@ func ParseIndexName(name string) (IndexEntry, bool) {
 	if !ok {
 		return IndexEntry{}, false
 	}
-	day, file, ok := strings.Cut(rest, "/")
+	_, file, ok := strings.Cut(rest, "/")
 	if !ok {
 		return IndexEntry{}, false
 	}
 	rev, at, ok := parseRevTime(file, false)
-	if !ok || at.Format("20060102") != day {
-		return IndexEntry{}, false
+	e := IndexEntry{At: at, Revision: rev}
+	if !ok || IndexName(e) != name {
+		return IndexEntry{}, false // in another day's folder, or another spelling of its name
 	}
-	return IndexEntry{At: at, Revision: rev}, true
+	return e, true
 }
 
 // RevisionAt returns the newest revision of entries received at or before t, and false when none

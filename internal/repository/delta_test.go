@@ -28,6 +28,8 @@ func TestSegmentNames(t *testing.T) {
 		"deltas/" + base + "/x/0000000000000001001-0000000000000001500.json",  // nested
 		"snapshots/" + base + "/0000000000000001001-0000000000000001500.json", // another folder
 		"deltas/" + base + "/-000000000000001001-0000000000000001500.json",    // negative
+		"deltas/" + base + "/+000000000000001001-0000000000000001500.json",    // a sign: not the name of 1001-1500
+		"deltas/" + base + "/0000000000000001001-+000000000000001500.json",    // a sign in the last
 	} {
 		_, ok := ParseSegmentManifestName(name)
 		require.False(t, ok, name)
@@ -120,12 +122,22 @@ func TestMarksAndIndex(t *testing.T) {
 		"index/20261202/20261201T031207.250Z-0000000000000004242", // in the wrong day's folder
 		"index/20261201/20261201T031207.250Z-4242",
 		"marks/0000000000000004242-20261201T031207.250Z",
+		"index/20261201/20261201T031207.250Z-+000000000000004242", // a sign
+		"index/20261201/20261201T031207,250Z-0000000000000004242", // a comma: another name of the same entry
 	} {
 		_, ok := ParseIndexName(bad)
 		require.False(t, ok, bad)
 	}
-	_, ok = ParseMarkName("marks/0000000000000004242-yesterday")
-	require.False(t, ok)
+	// Each record has one name: one that parses to it under another spelling would sort
+	// elsewhere, and a listing taken in name order would misplace it.
+	for _, bad := range []string{
+		"marks/0000000000000004242-yesterday",
+		"marks/+000000000000004242-20261201T031207.250Z",
+		"marks/0000000000000004242-20261201T031207,250Z",
+	} {
+		_, ok := ParseMarkName(bad)
+		require.False(t, ok, bad)
+	}
 
 	entries := []IndexEntry{{at.Add(2 * time.Minute), 500}, {at, 300}, {at.Add(time.Minute), 400}}
 	tests := []struct {

@@ -54,6 +54,7 @@ func (r *Repository) checkLocks(ctx context.Context, l *Lock, now time.Time) (*l
 	if err != nil {
 		return nil, fmt.Errorf("target %s: list locks: %w", r.Target.Name, err)
 	}
+	uptime, _ := proc.Uptime()
 	var found *lockConflict
 	for _, fi := range others {
 		info, err := r.readLock(ctx, fi.Name)
@@ -70,7 +71,7 @@ func (r *Repository) checkLocks(ctx context.Context, l *Lock, now time.Time) (*l
 		if err != nil {
 			return nil, fmt.Errorf("target %s: read lock %s: %w", r.Target.Name, fi.Name, err)
 		}
-		if why := staleReason(info, l.info, now.Sub(fi.ModTime), l.timing); why != "" {
+		if why := staleReason(info, l.info, now.Sub(fi.ModTime), uptime, l.timing); why != "" {
 			l.lg.Warn("taking over a stale repository lock", "target", r.Target.Name, "lock", fi.Name, "holder_pid", info.PID, "holder_host", info.Host, "since", info.Created, "why", why)
 			if err := r.be.Remove(ctx, fi.Name); err != nil && !errors.Is(err, backend.ErrNotExist) {
 				return nil, fmt.Errorf("target %s: remove stale lock %s: %w", r.Target.Name, fi.Name, err)
@@ -89,8 +90,14 @@ func (r *Repository) checkLocks(ctx context.Context, l *Lock, now time.Time) (*l
 }
 
 // staleReason says why a lock may be taken over, or "" if it may not. self is this process as
-// its own lock describes it; age is how long ago the backend last saw the lock written.
-func staleReason(info, self lockInfo, age time.Duration, timing LockTiming) string {
+// its own lock describes it; age is how long ago the backend last saw the lock written; uptime
+// is how long this host has been up (0: unknown).
+//
+// A lock of this host's name from another boot was taken before this host last booted only if
+// the backend last saw it written before then, with a refresh interval to spare: host names are
+// not unique (two nodes named etcd-0 in two clusters sharing a bucket), and another machine of
+// this name has another boot id while its run is alive and refreshing.
+func staleReason(info, self lockInfo, age, uptime time.Duration, timing LockTiming) string {
 	here := proc.Place{PIDNamespace: self.PIDNamespace, BootID: self.BootID}
 	sameHost := info.Host == self.Host
 	samePlace := sameHost && here.Known() && info.PIDNamespace == here.PIDNamespace && info.BootID == here.BootID
@@ -99,7 +106,7 @@ func staleReason(info, self lockInfo, age time.Duration, timing LockTiming) stri
 		return "" // its process exists: never stale, whatever its age
 	case samePlace:
 		return fmt.Sprintf("its process %d no longer exists", info.PID)
-	case sameHost && here.BootID != "" && info.BootID != "" && info.BootID != here.BootID:
+	case sameHost && here.BootID != "" && info.BootID != "" && info.BootID != here.BootID && uptime > 0 && age > uptime+timing.Refresh:
 		return "it was taken before this host last booted"
 	case age > timing.Stale:
 		return fmt.Sprintf("it was last refreshed %s ago by the storage's clock (runs refresh their lock every %s)", age.Round(time.Second), timing.Refresh)

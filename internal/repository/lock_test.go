@@ -99,6 +99,8 @@ func TestLock(t *testing.T) {
 	host, _ := os.Hostname()
 	here := proc.Here()
 	ns, boot := here.PIDNamespace, here.BootID
+	uptime, ok := proc.Uptime()
+	require.True(t, ok, "this host's uptime")
 	now := time.Now()
 	cases := []struct {
 		name     string
@@ -121,8 +123,12 @@ func TestLock(t *testing.T) {
 			wantErr: "is locked by"},
 		{name: "same host name, other PID namespace, not refreshed for 7 hours", existing: &lockInfo{Host: host, PID: pidDead, PIDNamespace: "pid:[1]", BootID: boot, Command: "snapshot save", Created: now.Add(-7 * time.Hour)},
 			age: 7 * time.Hour, wantWarn: "last refreshed 7h0m0s ago by the storage's clock"},
-		{name: "same host, before the last boot", existing: &lockInfo{Host: host, PID: pidLive, PIDNamespace: ns, BootID: "an-earlier-boot", Command: "snapshot save", Created: now.Add(-time.Minute)},
-			wantWarn: "before this host last booted"},
+		{name: "same host, written before the last boot", existing: &lockInfo{Host: host, PID: pidLive, PIDNamespace: ns, BootID: "an-earlier-boot", Command: "snapshot save", Created: now.Add(-time.Minute)},
+			age: uptime + LockRefreshInterval + time.Hour, wantWarn: "before this host last booted"},
+		// Host names are not unique (two nodes named etcd-0 in two clusters, pods of one name on
+		// two nodes): a boot id that differs may be another machine's, whose run is alive.
+		{name: "same host name, another boot id, refreshed just now: another machine of that name", existing: &lockInfo{Host: host, PID: pidLive, PIDNamespace: ns, BootID: "another-machine", Command: "snapshot save", Created: now.Add(-time.Minute)},
+			wantErr: "is locked by"},
 		{name: "another host, refreshed just now, its clock 7 hours behind", existing: &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-7 * time.Hour)},
 			wantErr: "on other-node"},
 		{name: "another host, 3 refreshes missed", existing: &lockInfo{Host: "other-node", PID: 1, Command: "snapshot save", Created: now.Add(-20 * time.Minute)},

@@ -157,6 +157,10 @@ func TestParseTarget(t *testing.T) {
 		{"file:///x?offline=maybe", Target{}, "not true or false"},
 		{"gs://bucket", Target{}, `unknown scheme "gs"`},
 		{"s3:///prefix", Target{}, "name the bucket"},
+		// A parameter that cannot be unescaped was dropped when the query was written back, and
+		// with it the endpoint: the run went to AWS with the credentials meant for another server.
+		{"s3://b/p?endpoint=http://127.0.0.1:9000/%zz", Target{}, "not validly escaped"},
+		{"s3://b/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000&name=minio%zz", Target{}, "not validly escaped"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {

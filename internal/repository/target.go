@@ -3,6 +3,7 @@ package repository
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"strconv"
 
@@ -35,7 +36,12 @@ func ParseTarget(spec string) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("target %s: %w: check its syntax (credentials never belong in it)", redact.URL(spec), err)
 	}
-	q := u.Query()
+	// Not u.Query: it drops a parameter it cannot unescape, and a dropped endpoint sends the
+	// run, and its credentials, to AWS. The parse error repeats the text: leave it out.
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return Target{}, fmt.Errorf("target %s: a parameter is not validly escaped (a %% must start %%XX, two hex digits)", redact.Parsed(u))
+	}
 	t := Target{Name: q.Get("name"), Media: q.Get("media")}
 	if v := q.Get("offline"); v != "" {
 		t.Offline, err = strconv.ParseBool(v)

@@ -53,7 +53,8 @@ type Choice struct {
 // Latest chooses the backup a query names (see Query), looking at backups newest first by the
 // time their snapshot was taken. A query no backup fits fails with repository.ErrNotFound; one
 // whose every candidate Verify rejects fails with all the reasons. When the context ends during
-// Verify, no older backup is tried and none is blamed: the error is Verify's.
+// Verify, or Verify was kept out by a lock (repository.ErrLocked), no older backup is tried and
+// none is blamed: the error is Verify's.
 func (c *Catalog) Latest(ctx context.Context, q Query) (Choice, error) {
 	newest := slices.Clone(c.Entries)
 	slices.SortStableFunc(newest, func(a, b Entry) int {
@@ -102,7 +103,9 @@ func (c *Catalog) Latest(ctx context.Context, q Query) (Choice, error) {
 			ch.Entry = e
 			return ch, nil
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || errors.Is(err, repository.ErrLocked) {
+			// Kept out by another run's lock is no verdict on the copy: an older backup would
+			// lose what this one holds, and would wait out the same lock again.
 			return ch, err
 		}
 		ch.Rejected = append(ch.Rejected, err)

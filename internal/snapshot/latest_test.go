@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,12 @@ func TestLatest(t *testing.T) {
 		{name: "time, cluster fallback and verified", q: Query{ClusterID: "c2", AnyClusterIfNone: true, AtOrBefore: t0.Add(15 * time.Minute), Verify: bad("c")}, want: "b", cands: []string{"c", "b", "a"}, others: true, rejected: 1},
 		{name: "interrupted: no older backup is tried, none is blamed", interrupt: true, err: "context canceled", cands: []string{"e", "d", "c", "b", "a"}},
 		{name: "time and revision", q: Query{AtOrBefore: t0.Add(30 * time.Minute), AtOrBeforeRevision: 200}, want: "d", cands: []string{"d", "b", "a"}},
+		// A copy kept out by another run's exclusive lock is not a bad copy: restoring an older
+		// backup would lose what the newest holds, and trying each older one on the same target
+		// would wait out the lock once per backup.
+		{name: "locked: no older backup is tried", q: Query{Verify: func(_ context.Context, e Entry) error {
+			return fmt.Errorf("copy of %s: take a read lock: %w", e.Manifest.ID, repository.ErrLocked)
+		}}, err: "copy of e: take a read lock", cands: []string{"e", "d", "c", "b", "a"}},
 	}
 	ids := func(es []Entry) []string {
 		var out []string
@@ -121,6 +128,10 @@ func TestLatest(t *testing.T) {
 			require.Equal(t, tt.ignored, ids(ch.Ignored), "ignored")
 			require.Equal(t, tt.others, ch.OtherClusters, "other clusters")
 			require.Len(t, ch.Rejected, tt.rejected)
+			if strings.HasPrefix(tt.name, "locked") {
+				require.ErrorIs(t, err, repository.ErrLocked)
+				require.NotContains(t, err.Error(), "copy of d", "no older backup is tried")
+			}
 		})
 	}
 }

@@ -81,9 +81,21 @@ func VerifyAll(ctx context.Context, targets []repository.Target, o VerifyOptions
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
+	// A target another run keeps us out of (its exclusive lock outlasted the wait) is waited for
+	// once: its other copies are reported with the same error instead of waiting again each.
+	locked := map[string]error{}
 	for _, e := range entries {
 		for _, c := range e.Copies {
-			cr, err := Verify(ctx, lg, c, o.Identities, o.WorkDir)
+			var cr CopyReport
+			if lerr, ok := locked[c.Repo.Target.Name]; ok {
+				err = fmt.Errorf("copy of %s in target %s: not read, as the target is locked: %w", c.Manifest.ID, c.Repo.Target.Name, lerr)
+				cr = CopyReport{ID: c.Manifest.ID, Target: c.Repo.Target.Name, Error: err.Error(), ErrorKind: backend.Kind(err)}
+			} else {
+				cr, err = Verify(ctx, lg, c, o.Identities, o.WorkDir)
+				if errors.Is(err, repository.ErrLocked) {
+					locked[c.Repo.Target.Name] = err
+				}
+			}
 			rep.Copies = append(rep.Copies, cr)
 			if err != nil {
 				rep.Failures = append(rep.Failures, err)

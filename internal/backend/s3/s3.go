@@ -116,8 +116,14 @@ func ParseURL(u *url.URL) (Config, error) {
 	if u.Fragment != "" {
 		return Config{}, fmt.Errorf("parse S3 URL %s: a fragment (#...) has no meaning here", redacted)
 	}
+	// Not u.Query: it drops a parameter it cannot unescape, and a dropped endpoint sends the
+	// run, and its credentials, to AWS. The parse error repeats the text: leave it out.
+	query, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return Config{}, fmt.Errorf("parse S3 URL %s: a parameter is not validly escaped (a %% must start %%XX, two hex digits)", redacted)
+	}
 	cfg := Config{Bucket: u.Host, Prefix: strings.Trim(u.Path, "/")}
-	for key, values := range u.Query() {
+	for key, values := range query {
 		if len(values) != 1 {
 			return Config{}, fmt.Errorf("parse S3 URL %s: parameter %s is given %d times", redacted, key, len(values))
 		}

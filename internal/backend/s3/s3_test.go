@@ -58,6 +58,10 @@ func TestParseURL(t *testing.T) {
 		{url: "s3://bkt/p?endpoint=http://host/path", wantErr: "want only scheme, host and port"},
 		{url: "s3://bkt/a//c", wantErr: `prefix "a//c"`},
 		{url: "s3://bkt/a/../c", wantErr: `prefix "a/../c"`},
+		// A parameter that cannot be unescaped was dropped, and with it the endpoint: the run
+		// went to AWS with the credentials meant for another server.
+		{url: "s3://bkt/p?endpoint=http://127.0.0.1:9000/%zzsecret", wantErr: "not validly escaped"},
+		{url: "s3://bkt/p?region=eu-west-1&endpoint=http%3A%2F%2F127.0.0.1%3A9000%zz", wantErr: "not validly escaped"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
