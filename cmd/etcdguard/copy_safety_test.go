@@ -68,7 +68,7 @@ func TestCopyNeverOverwrites(t *testing.T) {
 			}{
 				{"local", func(t *testing.T) string { return "file://" + filepath.Join(t.TempDir(), "dst") + "?name=dst" }},
 				{"s3", func(t *testing.T) string {
-					return s3URL[:len("s3://etcd-backups/")] + filepath.Base(t.TempDir()) + s3URL[len("s3://etcd-backups/prod"):] + "&name=dst"
+					return s3URL[:len("s3://etcd-backups/")] + testenv.Prefix(t) + s3URL[len("s3://etcd-backups/prod"):] + "&name=dst"
 				}},
 			}
 			for _, d := range dsts {

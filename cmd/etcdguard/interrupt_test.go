@@ -185,7 +185,7 @@ func TestSaveSignals(t *testing.T) {
 				t.Run(sig.String(), func(t *testing.T) {
 					repo := filepath.Join(t.TempDir(), "repo")
 					work := t.TempDir()
-					prefix := "sig-" + filepath.Base(t.TempDir())
+					prefix := testenv.Prefix(t)
 					s3Target := strings.Replace(s3URL, "/prod?", "/"+prefix+"?", 1)
 					cmd, out := startSave(t, repo, append([]string{"--target", s3Target, "--work-dir", work}, tlsFlags(c)...)...)
 					require.NoError(t, cmd.Process.Signal(sig))

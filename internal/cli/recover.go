@@ -227,6 +227,9 @@ func printPlan(w io.Writer, p restore.Plan) {
 	}
 	if p.Source != nil {
 		src := "backup " + p.Source.BackupID
+		if p.Source.ClusterID != "" {
+			src += " of cluster " + p.Source.ClusterID
+		}
 		if p.Source.Kind == restore.SourceMember {
 			src = "member " + p.Source.Member + "'s database " + p.Source.DBPath
 		}

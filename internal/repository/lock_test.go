@@ -64,7 +64,7 @@ func lockBackends(t *testing.T) []lockBackend {
 			}, st
 		}},
 		{"s3", false, func(t *testing.T) (*Repository, func(string, time.Duration), lockStore) {
-			st := lockStore{S3: &s3Spec{Endpoint: minio.Endpoint, Bucket: "locks", Prefix: filepath.Base(t.TempDir()), AccessKey: minio.AccessKey, SecretKey: minio.SecretKey}}
+			st := lockStore{S3: &s3Spec{Endpoint: minio.Endpoint, Bucket: "locks", Prefix: testenv.Prefix(t), AccessKey: minio.AccessKey, SecretKey: minio.SecretKey}}
 			return st.open(t), func(string, time.Duration) { t.Fatal("S3 objects' modification time cannot be set") }, st
 		}},
 	}

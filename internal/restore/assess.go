@@ -70,7 +70,9 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 	}
 	// Only backups of this cluster count: the cluster id comes from the members that answer
 	// or from their WALs. Backups of another cluster (a test cluster sharing a bucket, an old
-	// cluster) are never candidates.
+	// cluster) are candidates only when no backup has this cluster's id, or when the id is not
+	// known (nothing answers, no WAL is readable): then the plan names the backup's cluster id,
+	// with a warning when the targets hold backups of several clusters.
 	clusterID := ""
 	for _, a := range as {
 		if a.Disk != nil && a.Disk.ClusterID != 0 {
@@ -102,12 +104,21 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 	if err != nil {
 		return as, nil, nil, nil // no backup: only the members' own data can be used
 	}
+	if clusterID == "" {
+		ids := map[string]bool{}
+		for _, e := range ch.Candidates {
+			ids[e.Manifest.ClusterID] = true
+		}
+		if len(ids) > 1 {
+			r.log().Warn("this cluster's id is unknown (no member answers, no WAL is readable) and the targets hold backups of several clusters: the newest of any is chosen; check the plan's backup and its cluster id before confirming", "clusters", len(ids), "chosen", ch.Entry.Manifest.ID, "chosen_cluster", ch.Entry.Manifest.ClusterID)
+		}
+	}
 	var history []RevisionPoint
 	for _, e := range ch.Candidates {
 		history = append(history, RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
 	}
 	m := ch.Entry.Manifest
-	newest := &BackupInfo{ID: m.ID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
+	newest := &BackupInfo{ID: m.ID, ClusterID: m.ClusterID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
 	return as, newest, history, nil
 }
 

@@ -38,10 +38,12 @@ const (
 
 // BackupInfo is the newest verified backup of the cluster, if any.
 type BackupInfo struct {
-	ID       string    `json:"id"`
-	Revision int64     `json:"revision"`
-	Created  time.Time `json:"created"`
-	SHA256   string    `json:"sha256"`
+	ID string `json:"id"`
+	// ClusterID is the id of the etcd cluster the backup was taken of (hex).
+	ClusterID string    `json:"cluster_id,omitempty"`
+	Revision  int64     `json:"revision"`
+	Created   time.Time `json:"created"`
+	SHA256    string    `json:"sha256"`
 	// TotalKey is the number of keys clients see (etcdutl's count less the bump's empty key).
 	TotalKey int    `json:"total_key"`
 	Target   string `json:"target,omitempty"`
@@ -54,7 +56,9 @@ type BackupInfo struct {
 type Source struct {
 	Kind     string `json:"kind"`
 	BackupID string `json:"backup_id,omitempty"`
-	Member   string `json:"member,omitempty"`
+	// ClusterID is the backup's cluster id (Kind backup).
+	ClusterID string `json:"cluster_id,omitempty"`
+	Member    string `json:"member,omitempty"`
 	// DBPath is the member database to restore from (Kind member).
 	DBPath   string    `json:"db_path,omitempty"`
 	Revision int64     `json:"revision"`
@@ -207,7 +211,7 @@ func Decide(in DecideInputs) (Plan, error) {
 	}
 	if in.Backup != nil {
 		b := in.Backup
-		candidates = append(candidates, Source{Kind: SourceBackup, BackupID: b.ID, Revision: b.Revision, SHA256: b.SHA256, TotalKey: b.TotalKey, At: b.Created})
+		candidates = append(candidates, Source{Kind: SourceBackup, BackupID: b.ID, ClusterID: b.ClusterID, Revision: b.Revision, SHA256: b.SHA256, TotalKey: b.TotalKey, At: b.Created})
 	}
 	sort.SliceStable(candidates, func(i, j int) bool {
 		if candidates[i].Revision != candidates[j].Revision {

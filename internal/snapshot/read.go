@@ -301,7 +301,11 @@ func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.I
 		if ctx.Err() != nil {
 			return CopyReport{}, skipped, err
 		}
-		lg.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+		if errors.Is(err, repository.ErrLocked) {
+			lg.Warn("skipping a copy whose target another run holds locked", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+		} else {
+			lg.Warn("skipping a copy that failed its checks", "id", e.Manifest.ID, "target", c.Repo.Target.Name, "error", err)
+		}
 		skipped = append(skipped, err)
 	}
 	return CopyReport{}, skipped, fmt.Errorf("no copy of backup %s passed its checks: %w", e.Manifest.ID, errors.Join(skipped...))

@@ -44,3 +44,15 @@ func require(tb testing.TB, path string) string {
 	}
 	return path
 }
+
+// Prefix returns an S3 key prefix of tb's own, made of its name: subtests that share a bucket
+// never see one another's objects (the base name of t.TempDir() repeats across subtests).
+func Prefix(tb testing.TB) string {
+	b := []byte(tb.Name())
+	for i, c := range b {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
