@@ -119,14 +119,9 @@ type SegmentManifest struct {
 	Prev       string `json:"prev"`
 	PrevSHA256 string `json:"prev_sha256"`
 
-	RawSize      int64       `json:"raw_size"`
-	SHA256       string      `json:"sha256"`
-	StoredSize   int64       `json:"stored_size"`
-	StoredSHA256 string      `json:"stored_sha256"`
-	Data         string      `json:"data"`
-	Compression  string      `json:"compression"`
-	Encryption   *Encryption `json:"encryption,omitempty"`
-	Created      time.Time   `json:"created"`
+	// DataObject describes the segment's data as a full manifest's does.
+	DataObject
+	Created time.Time `json:"created"`
 }
 
 // Ref returns the segment the manifest describes.

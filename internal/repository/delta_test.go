@@ -81,9 +81,9 @@ func TestCheckChain(t *testing.T) {
 }
 
 func TestCheckLinks(t *testing.T) {
-	full := Manifest{ID: base, ClusterID: "c1", SHA256: "s0"}
-	s1 := SegmentManifest{Kind: KindDelta, Base: base, ClusterID: "c1", First: 101, Last: 150, Prev: ManifestName(base), PrevSHA256: "s0", SHA256: "s1"}
-	s2 := SegmentManifest{Kind: KindDelta, Base: base, ClusterID: "c1", First: 151, Last: 160, Prev: s1.Ref().ManifestName(), PrevSHA256: "s1", SHA256: "s2"}
+	full := Manifest{ID: base, ClusterID: "c1", DataObject: DataObject{SHA256: "s0"}}
+	s1 := SegmentManifest{Kind: KindDelta, Base: base, ClusterID: "c1", First: 101, Last: 150, Prev: ManifestName(base), PrevSHA256: "s0", DataObject: DataObject{SHA256: "s1"}}
+	s2 := SegmentManifest{Kind: KindDelta, Base: base, ClusterID: "c1", First: 151, Last: 160, Prev: s1.Ref().ManifestName(), PrevSHA256: "s1", DataObject: DataObject{SHA256: "s2"}}
 	require.NoError(t, CheckLinks(full, []SegmentManifest{s1, s2}))
 	require.NoError(t, CheckLinks(full, nil))
 

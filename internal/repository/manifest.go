@@ -41,8 +41,22 @@ type Manifest struct {
 	Started time.Time `json:"started"`
 	Created time.Time `json:"created"`
 
-	// RawSize and SHA256 describe the plain snapshot, byte for byte what etcdctl snapshot save
-	// writes (the bbolt database followed by etcd's SHA-256 trailer).
+	// DataObject describes the stored snapshot; its fields are the manifest's own in JSON.
+	DataObject
+
+	// Status is what etcdutl snapshot status reports for the snapshot.
+	Status SnapshotStatus `json:"status"`
+	// Verification records the checks the snapshot passed before this manifest was written.
+	Verification Verification `json:"verification"`
+	// Targets records, for every target of the run, whether the copy was stored.
+	Targets []TargetResult `json:"targets"`
+}
+
+// DataObject describes a stored data object (a full snapshot's or a delta segment's): the plain
+// bytes it decodes to, the object as stored, and how to decode it.
+type DataObject struct {
+	// RawSize and SHA256 describe the plain data; for a full snapshot, byte for byte what
+	// etcdctl snapshot save writes (the bbolt database followed by etcd's SHA-256 trailer).
 	RawSize int64  `json:"raw_size"`
 	SHA256  string `json:"sha256"`
 	// StoredSize and StoredSHA256 describe the data object as stored (compressed, encrypted).
@@ -52,13 +66,6 @@ type Manifest struct {
 	Data        string      `json:"data"`
 	Compression string      `json:"compression"`
 	Encryption  *Encryption `json:"encryption,omitempty"`
-
-	// Status is what etcdutl snapshot status reports for the snapshot.
-	Status SnapshotStatus `json:"status"`
-	// Verification records the checks the snapshot passed before this manifest was written.
-	Verification Verification `json:"verification"`
-	// Targets records, for every target of the run, whether the copy was stored.
-	Targets []TargetResult `json:"targets"`
 }
 
 // Source is the etcd member a snapshot was taken from, and why it was chosen.

@@ -24,7 +24,7 @@ func newRepo(t *testing.T) (*Repository, string) {
 func TestCleanupIncomplete(t *testing.T) {
 	repo, root := newRepo(t)
 	ctx := t.Context()
-	complete := Manifest{Format: FormatVersion, ID: "20261124T030000Z-0000000a", Kind: KindFull, Compression: CompressionZstd, Data: "snapshots/20261124T030000Z-0000000a/snapshot.db.zst"}
+	complete := Manifest{Format: FormatVersion, ID: "20261124T030000Z-0000000a", Kind: KindFull, DataObject: DataObject{Compression: CompressionZstd, Data: "snapshots/20261124T030000Z-0000000a/snapshot.db.zst"}}
 	_, err := repo.Save(ctx, complete.Data, strings.NewReader("data"))
 	require.NoError(t, err)
 	require.NoError(t, repo.SaveManifest(ctx, complete))
@@ -57,7 +57,7 @@ func TestCleanupIncomplete(t *testing.T) {
 // never used), and the good one beside them is still read.
 func TestManifestChecks(t *testing.T) {
 	const id, other = "20261124T030000Z-0000000a", "20261124T031000Z-0000000b"
-	good := Manifest{Format: FormatVersion, ID: id, Kind: KindFull, Compression: CompressionZstd, Data: "snapshots/" + id + "/snapshot.db.zst"}
+	good := Manifest{Format: FormatVersion, ID: id, Kind: KindFull, DataObject: DataObject{Compression: CompressionZstd, Data: "snapshots/" + id + "/snapshot.db.zst"}}
 	age := &Encryption{Scheme: "age", Recipients: []string{"sha256:0011223344556677"}}
 	cases := []struct {
 		name    string

@@ -21,7 +21,7 @@ func TestVerifyAllLockedTarget(t *testing.T) {
 	repo := openLocal(t, dir)
 	ids := []string{"20261201T030000Z-0a1b2c3d", "20261201T040000Z-0a1b2c3e", "20261201T050000Z-0a1b2c3f"}
 	for _, id := range ids {
-		require.NoError(t, repo.SaveManifest(t.Context(), repository.Manifest{Format: repository.FormatVersion, Kind: repository.KindFull, ID: id, Data: "snapshots/" + id + "/snapshot.db"}))
+		require.NoError(t, repo.SaveManifest(t.Context(), repository.Manifest{Format: repository.FormatVersion, Kind: repository.KindFull, ID: id, DataObject: repository.DataObject{Data: "snapshots/" + id + "/snapshot.db"}}))
 	}
 	held, err := json.Marshal(map[string]any{"kind": "exclusive", "host": "other-node", "pid": 1, "command": "snapshot prune", "created": time.Now()})
 	require.NoError(t, err)
