@@ -9,6 +9,7 @@ import (
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/failpoint"
@@ -166,5 +167,13 @@ func etcdutlRestore(cfg snapshot.RestoreConfig) (err error) {
 			err = fmt.Errorf("etcd's restore failed: %v", r)
 		}
 	}()
-	return snapshot.NewV3(zap.NewNop()).Restore(cfg)
+	return snapshot.NewV3(etcdLogger()).Restore(cfg)
+}
+
+// etcdLogger is the logger handed to etcd's restore and backend code: silent, and a Fatal
+// (etcd's backend reports a failed write or commit, a full disk say, with one) panics instead
+// of exiting the process, so that the callers' recover turns it into an error and the staging
+// folder is removed and the exit code is etcdguard's.
+func etcdLogger() *zap.Logger {
+	return zap.NewNop().WithOptions(zap.WithFatalHook(zapcore.WriteThenPanic))
 }

@@ -8,7 +8,6 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
-	"go.uber.org/zap"
 )
 
 // Bump raises the staged database's revision by amount and marks every revision up to the new
@@ -48,12 +47,13 @@ func (s *Staged) Bump(ctx context.Context, amount uint64) error {
 // checks ctx while it looks for the latest revision (a walk of every key).
 func bumpDB(ctx context.Context, path string, amount int64) (err error) {
 	defer func() {
-		// etcd's backend reports a database it cannot open by panicking through its logger.
+		// etcd's backend reports a database it cannot open, or a write it cannot make, through
+		// its logger, which panics (etcdLogger).
 		if r := recover(); r != nil {
 			err = fmt.Errorf("etcd's backend failed: %v", r)
 		}
 	}()
-	be := backend.NewDefaultBackend(zap.NewNop(), path)
+	be := backend.NewDefaultBackend(etcdLogger(), path)
 	defer func() {
 		be.ForceCommit()
 		be.Close()

@@ -1,0 +1,63 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/server/v3/storage/backend"
+	"go.etcd.io/etcd/server/v3/storage/mvcc"
+	"go.etcd.io/etcd/server/v3/storage/schema"
+	"go.uber.org/zap"
+)
+
+// bumpHelperEnv names the database TestBumpHelperProcess bumps, in a child process whose files
+// cannot be written past their first pages (a full disk, as far as the database can tell).
+const bumpHelperEnv = "ETCDGUARD_TEST_BUMP_DB"
+
+// TestBumpHelperProcess is the child of TestBumpWriteFailureIsAnError.
+func TestBumpHelperProcess(t *testing.T) {
+	path := os.Getenv(bumpHelperEnv)
+	if path == "" {
+		t.Skip("a helper process")
+	}
+	// Only the first pages (bbolt's meta pages) can be written.
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: 8192, Max: 8192}))
+	err := bumpDB(context.Background(), path, MinBump)
+	fmt.Printf("bump returned: %v\n", err)
+	require.Error(t, err)
+}
+
+// TestBumpWriteFailureIsAnError: a bump whose write fails (a full disk) is an error returned to
+// the caller, who then removes the staging folder and exits with a documented code; etcd's
+// backend reports it through its logger's Fatal, which exits the process unless told otherwise.
+func TestBumpWriteFailureIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db")
+	be := backend.NewDefaultBackend(zap.NewNop(), path)
+	tx := be.BatchTx()
+	tx.LockOutsideApply()
+	tx.UnsafeCreateBucket(schema.Key)
+	tx.UnsafeCreateBucket(schema.Meta)
+	for i := int64(1); i <= 2000; i++ {
+		tx.UnsafePut(schema.Key, mvcc.RevToBytes(mvcc.Revision{Main: i}, mvcc.NewRevBytes()), make([]byte, 200))
+	}
+	tx.Unlock()
+	be.ForceCommit()
+	require.NoError(t, be.Close())
+
+	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestBumpHelperProcess$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), bumpHelperEnv+"="+path)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		t.Fatalf("the bump ended the process (exit %d) instead of returning an error:\n%s", exit.ExitCode(), out)
+	}
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "bump returned: etcd's backend failed")
+}
