@@ -192,3 +192,28 @@ func TestRestoreHonoursContext(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "old data", string(b))
 }
+
+// TestRestoreMemberReportsLeftovers: a restore killed before it could clean up (SIGKILL, a
+// crash) leaves its staging folder and its scratch copy of the snapshot beside the data dir,
+// both holding the cluster's data in clear. The next restore there names them, for the operator
+// to remove: it does not remove them itself, since they may be a restore running now.
+func TestRestoreMemberReportsLeftovers(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	parent := t.TempDir()
+	dataDir := filepath.Join(parent, "member")
+	staging := filepath.Join(parent, ".member.etcdguard-restore-0badf00d")
+	scratch := filepath.Join(parent, ".etcdguard-restore-snapshot-123456")
+	for _, dir := range []string{staging, scratch} {
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "db"), []byte("secrets"), 0o600))
+	}
+	rep, err := RestoreMember(t.Context(), MemberOptions{From: snap, DataDir: dataDir, Name: "m1",
+		InitialCluster: "m1=http://127.0.0.1:1", PeerURLs: []string{"http://127.0.0.1:1"}, NoBump: true})
+	require.NoError(t, err)
+	notes := fmt.Sprint(rep.Notes)
+	require.Contains(t, notes, staging)
+	require.Contains(t, notes, scratch)
+	for _, dir := range []string{staging, scratch} {
+		require.DirExists(t, dir, "reported, not removed")
+	}
+}
