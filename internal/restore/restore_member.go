@@ -17,8 +17,8 @@ import (
 )
 
 // ErrInput is returned (wrapped) when what a restore is asked to do cannot be done as given: a
-// snapshot file that is not one, a data dir whose folder does not exist, a bump that does not fit.
-// Nothing was changed; the message says what to give instead.
+// snapshot file that is not one, a data dir that is a file or whose folder does not exist, a bump
+// that does not fit. Nothing was changed; the message says what to give instead.
 var ErrInput = errors.New("bad input")
 
 // MemberOptions say what one member is restored from and into (`etcdguard restore`).

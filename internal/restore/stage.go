@@ -60,6 +60,9 @@ func RestoreStaging(ctx context.Context, opts DataDirOptions) (*Staged, error) {
 	if dataDir, err = resolveDataDir(dataDir); err != nil {
 		return nil, err
 	}
+	if fi, err := os.Stat(dataDir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%w: --data-dir %s is a %s, not a folder: give the member's data dir", ErrInput, dataDir, fileKind(fi))
+	}
 	empty, err := isEmptyOrAbsent(dataDir)
 	if err != nil {
 		return nil, err
@@ -157,6 +160,14 @@ func (s *Staged) Install(ctx context.Context) (DataDirResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// fileKind names what a path that is not a folder is, for messages.
+func fileKind(fi os.FileInfo) string {
+	if fi.Mode().IsRegular() {
+		return "file"
+	}
+	return "file of type " + fi.Mode().Type().String()
 }
 
 // etcdutlRestore runs etcd's own restore. etcdutl reports some failures (a database it cannot

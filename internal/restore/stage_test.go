@@ -217,3 +217,21 @@ func TestRestoreMemberReportsLeftovers(t *testing.T) {
 		require.DirExists(t, dir, "reported, not removed")
 	}
 }
+
+// TestRestoreIntoFileIsBadInput: a data dir that is a file, not a folder, is bad input (exit
+// code 2) with a message that says so, and the file is left as it was.
+func TestRestoreIntoFileIsBadInput(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	dataDir := filepath.Join(t.TempDir(), "member")
+	require.NoError(t, os.WriteFile(dataDir, []byte("not a data dir"), 0o600))
+	_, err := RestoreDataDir(t.Context(), DataDirOptions{Snapshot: snap, Name: "m1", InitialCluster: "m1=http://127.0.0.1:1",
+		PeerURLs: []string{"http://127.0.0.1:1"}, DataDir: dataDir, Quarantine: true})
+	require.ErrorIs(t, err, ErrInput)
+	require.ErrorContains(t, err, "not a folder")
+	b, err := os.ReadFile(dataDir)
+	require.NoError(t, err)
+	require.Equal(t, "not a data dir", string(b))
+	entries, err := os.ReadDir(filepath.Dir(dataDir))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no staging folder")
+}
