@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
@@ -62,6 +63,9 @@ func RestoreStaging(ctx context.Context, opts DataDirOptions) (*Staged, error) {
 	}
 	if fi, err := os.Stat(dataDir); err == nil && !fi.IsDir() {
 		return nil, fmt.Errorf("%w: --data-dir %s is a %s, not a folder: give the member's data dir", ErrInput, dataDir, fileKind(fi))
+	}
+	if isMountPoint(dataDir) {
+		return nil, fmt.Errorf("%w: --data-dir %s is a mount point: a restore is built beside the data dir and renamed into place, and a mount point can be neither moved aside nor replaced; restore into a folder on that disk (such as %s) and point etcd's --data-dir at it", ErrInput, dataDir, filepath.Join(dataDir, "member-restored"))
 	}
 	empty, err := isEmptyOrAbsent(dataDir)
 	if err != nil {
@@ -160,6 +164,22 @@ func (s *Staged) Install(ctx context.Context) (DataDirResult, error) {
 		return res, err
 	}
 	return res, nil
+}
+
+// isMountPoint reports whether dir is a folder on another file system than its parent's: where
+// a file system is mounted.
+func isMountPoint(dir string) bool {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	pi, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return false
+	}
+	d, ok1 := fi.Sys().(*syscall.Stat_t)
+	p, ok2 := pi.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && d.Dev != p.Dev
 }
 
 // fileKind names what a path that is not a folder is, for messages.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -234,4 +235,32 @@ func TestRestoreIntoFileIsBadInput(t *testing.T) {
 	entries, err := os.ReadDir(filepath.Dir(dataDir))
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "no staging folder")
+}
+
+// TestRestoreIntoMountPointIsRefused: a data dir that is a mount point (a disk mounted at
+// /var/lib/etcd) cannot be moved aside or replaced by a rename; it is refused as bad input
+// before anything is built, with what to do instead, and left as it was. Needs root to mount.
+func TestRestoreIntoMountPointIsRefused(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	dataDir := filepath.Join(t.TempDir(), "member")
+	require.NoError(t, os.Mkdir(dataDir, 0o700))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dataDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (not root?): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dataDir).Run() })
+	for _, quarantine := range []bool{false, true} {
+		if quarantine {
+			require.NoError(t, os.WriteFile(filepath.Join(dataDir, "old"), []byte("old data"), 0o600))
+		}
+		_, err := RestoreDataDir(t.Context(), DataDirOptions{Snapshot: snap, Name: "m1", InitialCluster: "m1=http://127.0.0.1:1",
+			PeerURLs: []string{"http://127.0.0.1:1"}, DataDir: dataDir, Quarantine: quarantine})
+		require.ErrorIs(t, err, ErrInput)
+		require.ErrorContains(t, err, "mount point")
+		entries, err := os.ReadDir(filepath.Dir(dataDir))
+		require.NoError(t, err)
+		require.Len(t, entries, 1, "no staging folder, nothing quarantined")
+	}
+	b, err := os.ReadFile(filepath.Join(dataDir, "old"))
+	require.NoError(t, err)
+	require.Equal(t, "old data", string(b))
 }
