@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"filippo.io/age"
@@ -16,8 +17,8 @@ import (
 )
 
 // ErrInput is returned (wrapped) when what a restore is asked to do cannot be done as given: a
-// snapshot file that is not one, a data dir whose folder does not exist, a bump that does not fit.
-// Nothing was changed; the message says what to give instead.
+// snapshot file that is not one, a data dir that is a file or whose folder does not exist, a bump
+// that does not fit. Nothing was changed; the message says what to give instead.
 var ErrInput = errors.New("bad input")
 
 // MemberOptions say what one member is restored from and into (`etcdguard restore`).
@@ -104,6 +105,7 @@ func RestoreMember(ctx context.Context, o MemberOptions) (MemberReport, error) {
 	}
 	defer os.RemoveAll(scratch)
 	plain := filepath.Join(scratch, "snapshot.db")
+	rep.Notes = append(rep.Notes, leftoverNotes(dataDir, scratchParent, scratch)...)
 
 	token := o.Token
 	var backupPoint RevisionPoint
@@ -260,6 +262,26 @@ func memberVersionSkew(ctx context.Context, o MemberOptions, plain string, m *re
 		*notes = append(*notes, fmt.Sprintf("note: --etcd-version %s is not used: the data dir being replaced records etcd %s", o.EtcdVersion, target))
 	}
 	return CheckVersionSkew(backup, target, o.AllowVersionSkew), nil
+}
+
+// leftoverNotes names the staging folders beside the data dir and the scratch folders in
+// scratchParent (except own) that a restore killed before it could clean up left behind: each
+// holds the cluster's data, every Secret, in clear. They are named, not removed: they may also
+// be those of a restore of the same data dir running now.
+func leftoverNotes(dataDir, scratchParent, own string) []string {
+	var notes []string
+	add := func(parent, prefix string) {
+		entries, _ := os.ReadDir(parent)
+		for _, e := range entries {
+			if path := filepath.Join(parent, e.Name()); strings.HasPrefix(e.Name(), prefix) && path != own {
+				notes = append(notes, fmt.Sprintf("warning: %s was left by an interrupted restore (or is a restore running now) and holds the cluster's data in clear: remove it", path))
+			}
+		}
+	}
+	real := realDataDir(dataDir) // the restore is built beside the folder a symlink points to
+	add(filepath.Dir(real), "."+filepath.Base(real)+".etcdguard-restore-")
+	add(scratchParent, ".etcdguard-restore-snapshot-")
+	return notes
 }
 
 func absPath(p string) string {

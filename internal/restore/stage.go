@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/failpoint"
@@ -58,6 +60,12 @@ func RestoreStaging(ctx context.Context, opts DataDirOptions) (*Staged, error) {
 	}
 	if dataDir, err = resolveDataDir(dataDir); err != nil {
 		return nil, err
+	}
+	if fi, err := os.Stat(dataDir); err == nil && !fi.IsDir() {
+		return nil, fmt.Errorf("%w: --data-dir %s is a %s, not a folder: give the member's data dir", ErrInput, dataDir, fileKind(fi))
+	}
+	if isMountPoint(dataDir) {
+		return nil, fmt.Errorf("%w: --data-dir %s is a mount point: a restore is built beside the data dir and renamed into place, and a mount point can be neither moved aside nor replaced; restore into a folder on that disk (such as %s) and point etcd's --data-dir at it", ErrInput, dataDir, filepath.Join(dataDir, "member-restored"))
 	}
 	empty, err := isEmptyOrAbsent(dataDir)
 	if err != nil {
@@ -158,6 +166,30 @@ func (s *Staged) Install(ctx context.Context) (DataDirResult, error) {
 	return res, nil
 }
 
+// isMountPoint reports whether dir is a folder on another file system than its parent's: where
+// a file system is mounted.
+func isMountPoint(dir string) bool {
+	fi, err := os.Stat(dir)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	pi, err := os.Stat(filepath.Dir(dir))
+	if err != nil {
+		return false
+	}
+	d, ok1 := fi.Sys().(*syscall.Stat_t)
+	p, ok2 := pi.Sys().(*syscall.Stat_t)
+	return ok1 && ok2 && d.Dev != p.Dev
+}
+
+// fileKind names what a path that is not a folder is, for messages.
+func fileKind(fi os.FileInfo) string {
+	if fi.Mode().IsRegular() {
+		return "file"
+	}
+	return "file of type " + fi.Mode().Type().String()
+}
+
 // etcdutlRestore runs etcd's own restore. etcdutl reports some failures (a database it cannot
 // open) by panicking through its logger; they are returned as errors here.
 func etcdutlRestore(cfg snapshot.RestoreConfig) (err error) {
@@ -166,5 +198,13 @@ func etcdutlRestore(cfg snapshot.RestoreConfig) (err error) {
 			err = fmt.Errorf("etcd's restore failed: %v", r)
 		}
 	}()
-	return snapshot.NewV3(zap.NewNop()).Restore(cfg)
+	return snapshot.NewV3(etcdLogger()).Restore(cfg)
+}
+
+// etcdLogger is the logger handed to etcd's restore and backend code: silent, and a Fatal
+// (etcd's backend reports a failed write or commit, a full disk say, with one) panics instead
+// of exiting the process, so that the callers' recover turns it into an error and the staging
+// folder is removed and the exit code is etcdguard's.
+func etcdLogger() *zap.Logger {
+	return zap.NewNop().WithOptions(zap.WithFatalHook(zapcore.WriteThenPanic))
 }

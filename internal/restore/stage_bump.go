@@ -8,12 +8,12 @@ import (
 	"go.etcd.io/etcd/server/v3/storage/backend"
 	"go.etcd.io/etcd/server/v3/storage/mvcc"
 	"go.etcd.io/etcd/server/v3/storage/schema"
-	"go.uber.org/zap"
 )
 
 // Bump raises the staged database's revision by amount and marks every revision up to the new
 // one compacted, so that clients' watches end with "compacted" and they re-list; zero does
-// nothing. It is what etcdutl's restore does with --bump-revision and --mark-compacted
+// nothing. A bump that would raise the staged database's latest revision past
+// MaxBumpedRevision is refused (ErrBumpTooLarge) and nothing is written. It is what etcdutl's restore does with --bump-revision and --mark-compacted
 // (RestoreConfig.RevisionBump and MarkCompacted, v3Manager.modifyLatestRevision), done here as
 // a step of its own on the staged data dir so that events can be replayed into it first:
 //
@@ -44,16 +44,18 @@ func (s *Staged) Bump(ctx context.Context, amount uint64) error {
 	return nil
 }
 
-// bumpDB applies the bump to the database at path with etcd's own backend, as etcdutl does. It
-// checks ctx while it looks for the latest revision (a walk of every key).
+// bumpDB applies the bump to the database at path with etcd's own backend, as etcdutl does, and
+// refuses one that would raise its latest revision past MaxBumpedRevision (CheckBump). It checks
+// ctx while it looks for the latest revision (a walk of every key).
 func bumpDB(ctx context.Context, path string, amount int64) (err error) {
 	defer func() {
-		// etcd's backend reports a database it cannot open by panicking through its logger.
+		// etcd's backend reports a database it cannot open, or a write it cannot make, through
+		// its logger, which panics (etcdLogger).
 		if r := recover(); r != nil {
 			err = fmt.Errorf("etcd's backend failed: %v", r)
 		}
 	}()
-	be := backend.NewDefaultBackend(zap.NewNop(), path)
+	be := backend.NewDefaultBackend(etcdLogger(), path)
 	defer func() {
 		be.ForceCommit()
 		be.Close()
@@ -78,6 +80,11 @@ func bumpDB(ctx context.Context, path string, amount int64) (err error) {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The caller checked the bump against the snapshot's revision as it knew it; this is the
+	// revision it is added to.
+	if err := CheckBump(latest.Main, uint64(amount)); err != nil {
 		return err
 	}
 	latest.Main += amount

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -188,6 +189,77 @@ func TestRestoreHonoursContext(t *testing.T) {
 	entries, err := os.ReadDir(parent)
 	require.NoError(t, err)
 	require.Len(t, entries, 1, "no staging folder, nothing quarantined")
+	b, err := os.ReadFile(filepath.Join(dataDir, "old"))
+	require.NoError(t, err)
+	require.Equal(t, "old data", string(b))
+}
+
+// TestRestoreMemberReportsLeftovers: a restore killed before it could clean up (SIGKILL, a
+// crash) leaves its staging folder and its scratch copy of the snapshot beside the data dir,
+// both holding the cluster's data in clear. The next restore there names them, for the operator
+// to remove: it does not remove them itself, since they may be a restore running now.
+func TestRestoreMemberReportsLeftovers(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	parent := t.TempDir()
+	dataDir := filepath.Join(parent, "member")
+	staging := filepath.Join(parent, ".member.etcdguard-restore-0badf00d")
+	scratch := filepath.Join(parent, ".etcdguard-restore-snapshot-123456")
+	for _, dir := range []string{staging, scratch} {
+		require.NoError(t, os.MkdirAll(dir, 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "db"), []byte("secrets"), 0o600))
+	}
+	rep, err := RestoreMember(t.Context(), MemberOptions{From: snap, DataDir: dataDir, Name: "m1",
+		InitialCluster: "m1=http://127.0.0.1:1", PeerURLs: []string{"http://127.0.0.1:1"}, NoBump: true})
+	require.NoError(t, err)
+	notes := fmt.Sprint(rep.Notes)
+	require.Contains(t, notes, staging)
+	require.Contains(t, notes, scratch)
+	for _, dir := range []string{staging, scratch} {
+		require.DirExists(t, dir, "reported, not removed")
+	}
+}
+
+// TestRestoreIntoFileIsBadInput: a data dir that is a file, not a folder, is bad input (exit
+// code 2) with a message that says so, and the file is left as it was.
+func TestRestoreIntoFileIsBadInput(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	dataDir := filepath.Join(t.TempDir(), "member")
+	require.NoError(t, os.WriteFile(dataDir, []byte("not a data dir"), 0o600))
+	_, err := RestoreDataDir(t.Context(), DataDirOptions{Snapshot: snap, Name: "m1", InitialCluster: "m1=http://127.0.0.1:1",
+		PeerURLs: []string{"http://127.0.0.1:1"}, DataDir: dataDir, Quarantine: true})
+	require.ErrorIs(t, err, ErrInput)
+	require.ErrorContains(t, err, "not a folder")
+	b, err := os.ReadFile(dataDir)
+	require.NoError(t, err)
+	require.Equal(t, "not a data dir", string(b))
+	entries, err := os.ReadDir(filepath.Dir(dataDir))
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "no staging folder")
+}
+
+// TestRestoreIntoMountPointIsRefused: a data dir that is a mount point (a disk mounted at
+// /var/lib/etcd) cannot be moved aside or replaced by a rename; it is refused as bad input
+// before anything is built, with what to do instead, and left as it was. Needs root to mount.
+func TestRestoreIntoMountPointIsRefused(t *testing.T) {
+	snap, _ := realSnapshot(t, "3.6")
+	dataDir := filepath.Join(t.TempDir(), "member")
+	require.NoError(t, os.Mkdir(dataDir, 0o700))
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", dataDir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (not root?): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dataDir).Run() })
+	for _, quarantine := range []bool{false, true} {
+		if quarantine {
+			require.NoError(t, os.WriteFile(filepath.Join(dataDir, "old"), []byte("old data"), 0o600))
+		}
+		_, err := RestoreDataDir(t.Context(), DataDirOptions{Snapshot: snap, Name: "m1", InitialCluster: "m1=http://127.0.0.1:1",
+			PeerURLs: []string{"http://127.0.0.1:1"}, DataDir: dataDir, Quarantine: quarantine})
+		require.ErrorIs(t, err, ErrInput)
+		require.ErrorContains(t, err, "mount point")
+		entries, err := os.ReadDir(filepath.Dir(dataDir))
+		require.NoError(t, err)
+		require.Len(t, entries, 1, "no staging folder, nothing quarantined")
+	}
 	b, err := os.ReadFile(filepath.Join(dataDir, "old"))
 	require.NoError(t, err)
 	require.Equal(t, "old data", string(b))
