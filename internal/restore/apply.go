@@ -87,6 +87,9 @@ func (r *Recoverer) Apply(ctx context.Context, p Plan, only []string) (Report, e
 	if err := r.checkLocalPaths(p.Cluster); err != nil {
 		return rep, err
 	}
+	if err := r.checkMovable(p, only); err != nil {
+		return rep, err
+	}
 	// Members of other hosts are never acted on from here, whatever their paths and commands
 	// say: on kubeadm every host has the same data dir and stop command, so acting on them here
 	// would act on this host's member.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
@@ -55,6 +56,27 @@ func (r *Recoverer) checkLocalPaths(c cluster.Cluster) error {
 				return fmt.Errorf("%w: members %s and %s both have static-pod-manifest %s on this host (%s)", ErrPlanMismatch, other, m.Name, m.StaticPodManifest, r.hostname())
 			}
 			manifests[m.StaticPodManifest] = m.Name
+		}
+	}
+	return nil
+}
+
+// checkMovable refuses, before anything is stopped, a plan that would move aside or replace a
+// data dir of this host that is a mount point (a disk mounted at the data dir): it can be neither
+// renamed nor replaced, and finding that out after the members were stopped would leave the
+// cluster down. Members that are only kept or started are not moved, whatever their data dir.
+func (r *Recoverer) checkMovable(p Plan, only []string) error {
+	for _, a := range p.Actions {
+		if a.Do != ActReplace && a.Do != ActRestore {
+			continue
+		}
+		m, ok := p.Cluster.Member(a.Member)
+		if !ok || !r.local(m) || (len(only) > 0 && !containsString(only, m.Name)) {
+			continue
+		}
+		if dir := realDataDir(m.DataDir); isMountPoint(dir) {
+			return fmt.Errorf("%w: member %s's data dir %s is a mount point, which the %s step cannot move aside or replace; nothing was changed: mount the disk one level up (or use a folder on it, such as %s) and point the member's data-dir and etcd's --data-dir there, then run recover again",
+				ErrInput, m.Name, dir, a.Do, filepath.Join(dir, "etcd"))
 		}
 	}
 	return nil
