@@ -94,7 +94,7 @@ func RestoreMember(ctx context.Context, o MemberOptions) (MemberReport, error) {
 	dataDir := absPath(o.DataDir)
 	scratchParent := o.WorkDir
 	if scratchParent == "" {
-		scratchParent = filepath.Dir(dataDir)
+		scratchParent = filepath.Dir(realDataDir(dataDir)) // beside the folder a symlinked data dir points to: its disk
 		if _, err := os.Stat(scratchParent); err != nil {
 			return rep, fmt.Errorf("%w: the folder of --data-dir %s: %w: create it (the restore is built beside the data dir, on the same disk)", ErrInput, dataDir, err)
 		}
