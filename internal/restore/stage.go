@@ -30,6 +30,9 @@ type Staged struct {
 	opts    DataDirOptions
 	hadData bool   // DataDir held data: Install moves it aside
 	bump    uint64 // what Bump applied
+	// replayErr is why a Replay failed: the database is then at a revision other than the
+	// one asked for, and Bump and Install refuse it.
+	replayErr error
 }
 
 // checkDataDirOptions refuses options that do not describe a member.
@@ -121,6 +124,10 @@ func (s *Staged) Discard() { _ = os.RemoveAll(s.Dir) }
 // data dir.
 func (s *Staged) Install(ctx context.Context) (DataDirResult, error) {
 	res := DataDirResult{DataDir: s.DataDir, Bump: s.bump}
+	if s.replayErr != nil {
+		s.Discard()
+		return res, s.refused()
+	}
 	// The staged data dir is complete: built, and bumped if it is to be.
 	failpoint.Here("restore/staging-built")
 	if err := ctx.Err(); err != nil {

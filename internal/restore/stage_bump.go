@@ -28,6 +28,9 @@ import (
 // and consistent index; those write other buckets (members, meta's consistent index and term),
 // so doing it after them leaves the same keys, revision and compaction marks.
 func (s *Staged) Bump(ctx context.Context, amount uint64) error {
+	if s.replayErr != nil {
+		return s.refused()
+	}
 	if amount == 0 {
 		return nil
 	}
