@@ -37,7 +37,7 @@ type history struct {
 	// txnRev is a revision of one txn with puts and deletes; leaseRev one that attached keys
 	// to a lease granted after the snapshot (leaseID).
 	txnRev, leaseRev, last int64
-	leaseID              int64
+	leaseID                int64
 }
 
 // after returns the revisions after rev.
