@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -20,12 +22,26 @@ func TestManifestVersions(t *testing.T) {
 		t.Run("etcd-"+version, func(t *testing.T) {
 			c := startCluster(t, version)
 			loadData(t, c, 50, 10)
-			repo := filepath.Join(t.TempDir(), "repo")
-			m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
-
 			cli, err := c.Client(t.Context())
 			require.NoError(t, err)
 			defer cli.Close()
+			// etcd 3.6 writes its storage version into the database some seconds after the
+			// cluster version is decided (its storage version monitor); until then the database
+			// records none, and Status reports the version it infers from the schema (3.5.0). A
+			// snapshot taken then has no storage version while the member, asked a moment later,
+			// may report 3.6.0. Wait until every member reports its own minor version.
+			require.Eventually(t, func() bool {
+				for _, ep := range c.Endpoints() {
+					st, err := cli.Status(t.Context(), ep)
+					if err != nil || (version != "3.5" && !strings.HasPrefix(st.StorageVersion, version+".")) {
+						return false
+					}
+				}
+				return true
+			}, 60*time.Second, 200*time.Millisecond, "every member has written its storage version")
+			repo := filepath.Join(t.TempDir(), "repo")
+			m := saveJSON(t, 0, append([]string{"--target", "file://" + repo}, tlsFlags(c)...)...)
+
 			st, err := cli.Status(t.Context(), m.Source.Endpoint)
 			require.NoError(t, err)
 			require.Equal(t, st.Version, m.EtcdVersion, "etcd_version is the member's server version")
