@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
+	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/etcdguard/etcdguard/internal/cluster"
@@ -43,6 +46,45 @@ type Config struct {
 	Cluster cluster.Cluster `yaml:"cluster"`
 	// StateDir keeps recovery plans until they are finished.
 	StateDir string `yaml:"state-dir"`
+
+	// Agent holds the settings of `etcdguard agent` only; every one has a default.
+	Agent Agent `yaml:"agent"`
+}
+
+// Agent is the `agent:` section: what only the long-running agent uses.
+type Agent struct {
+	// SnapshotSchedule says when full snapshots are taken, in cron syntax (see ParseSchedule).
+	SnapshotSchedule string `yaml:"snapshot-schedule"`
+	// ListenAddress is the host:port of the agent's HTTP endpoints (/-/healthy, /-/ready).
+	ListenAddress string `yaml:"listen-address"`
+}
+
+// Default agent settings.
+const (
+	// DefaultSnapshotSchedule takes a full snapshot every 30 minutes.
+	DefaultSnapshotSchedule = "*/30 * * * *"
+	// DefaultListenAddress serves the agent's endpoints on the loopback interface only.
+	DefaultListenAddress = "127.0.0.1:9479"
+)
+
+// Schedule says when a recurring job is due.
+type Schedule interface {
+	// Next returns the first time the job is due strictly after t.
+	Next(t time.Time) time.Time
+}
+
+var scheduleParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hour | cron.Dom | cron.Month | cron.Dow | cron.Descriptor)
+
+// ParseSchedule reads a cron schedule: the standard five fields (minute, hour, day of month,
+// month, day of week; "*/30 * * * *"), or @hourly, @daily, @every 10m and the like, in the host's
+// time zone unless it starts with CRON_TZ=Zone. A sixth, leading field of seconds is accepted
+// for tests ("*/2 * * * * *"); production schedules have no use for it.
+func ParseSchedule(spec string) (Schedule, error) {
+	s, err := scheduleParser.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q is not a cron schedule such as \"*/30 * * * *\" (minute, hour, day of month, month, day of week): %w", spec, err)
+	}
+	return s, nil
 }
 
 // Default returns the settings used when neither the file nor a flag says otherwise.
@@ -53,6 +95,7 @@ func Default() Config {
 		CommandTimeout: Duration(5 * time.Second),
 		Compression:    repository.CompressionZstd,
 		StateDir:       "/var/lib/etcdguard",
+		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress},
 	}
 }
 
@@ -120,6 +163,26 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout < 0 || c.CommandTimeout < 0 {
 		return errors.New("timeouts must not be negative")
+	}
+	if _, err := ParseSchedule(c.Agent.SnapshotSchedule); err != nil {
+		return err
+	}
+	return CheckListenAddress(c.Agent.ListenAddress)
+}
+
+// CheckListenAddress checks a host:port to listen on ("127.0.0.1:9479", ":9479" for every
+// interface, port 0 for any free port).
+func CheckListenAddress(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		var n uint64
+		n, err = strconv.ParseUint(port, 10, 16)
+		if err == nil && n > 65535 {
+			err = errors.New("port out of range")
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("agent: listen-address %q is not host:port such as 127.0.0.1:9479: %w", addr, err)
 	}
 	return nil
 }

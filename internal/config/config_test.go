@@ -18,6 +18,9 @@ func TestBadConfigs(t *testing.T) {
 		"duplicate-target.bad.yml":    `two targets are named "a"`,
 		"bad-compression.bad.yml":     `compression "lz4": use zstd or none`,
 		"cluster-unknown-key.bad.yml": "field peer-urls not found",
+		"bad-schedule.bad.yml":        `agent: snapshot-schedule "every half hour" is not a cron schedule`,
+		"bad-listen.bad.yml":          `agent: listen-address "localhost" is not host:port`,
+		"agent-unknown-key.bad.yml":   "field snapshot-interval not found",
 	}
 	files, err := filepath.Glob("testdata/*.bad.yml")
 	require.NoError(t, err)
@@ -46,6 +49,36 @@ func TestFullConfig(t *testing.T) {
 	require.Equal(t, "/etc/kubernetes/manifests/etcd.yaml", cfg.Cluster.Members[0].StaticPodManifest)
 	require.Equal(t, "etcd.service", cfg.Cluster.Members[1].SystemdUnit)
 	require.Equal(t, []string{"/etc/kubernetes/manifests/kube-apiserver.yaml"}, cfg.Cluster.ControlPlaneManifests)
+	require.Equal(t, Agent{SnapshotSchedule: "0 * * * *", ListenAddress: "0.0.0.0:9479"}, cfg.Agent)
+}
+
+func TestAgentDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("agent:\n  listen-address: 127.0.0.1:0\n"))
+	require.NoError(t, err)
+	require.Equal(t, DefaultSnapshotSchedule, cfg.Agent.SnapshotSchedule, "a key left out of agent: keeps its default")
+	require.Equal(t, "127.0.0.1:0", cfg.Agent.ListenAddress)
+}
+
+func TestParseSchedule(t *testing.T) {
+	at := time.Date(2026, 12, 2, 1, 7, 30, 0, time.UTC)
+	cases := []struct {
+		spec string
+		next time.Time
+	}{
+		{"*/30 * * * *", time.Date(2026, 12, 2, 1, 30, 0, 0, time.UTC)},
+		{"0 3 * * *", time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)},
+		{"@hourly", time.Date(2026, 12, 2, 2, 0, 0, 0, time.UTC)},
+		{"*/2 * * * * *", time.Date(2026, 12, 2, 1, 7, 32, 0, time.UTC)}, // seconds: for tests
+	}
+	for _, tc := range cases {
+		t.Run(tc.spec, func(t *testing.T) {
+			s, err := ParseSchedule(tc.spec)
+			require.NoError(t, err)
+			require.Equal(t, tc.next, s.Next(at))
+		})
+	}
+	_, err := ParseSchedule("61 * * * *")
+	require.ErrorContains(t, err, "is not a cron schedule")
 }
 
 func TestEmptyFileIsDefaults(t *testing.T) {
