@@ -71,6 +71,26 @@ func codeFor(err error) int {
 	return 1
 }
 
+// classFor returns the exit code of err and its class: the words its meaning starts with
+// ("partial", "etcd unavailable"), for the agent's log of a failed run.
+func classFor(err error) (int, string) {
+	code := codeFor(err)
+	for _, c := range exitCodes() {
+		if c.code == code {
+			class, _, _ := strings.Cut(c.meaning, ":")
+			return code, class
+		}
+	}
+	return code, "failure"
+}
+
+// notify relays signals to a channel until stop: the agent's SIGHUP.
+func notify(sig ...os.Signal) (<-chan os.Signal, func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig...)
+	return ch, func() { signal.Stop(ch) }
+}
+
 func exitCodeHelp() string {
 	var b strings.Builder
 	for _, c := range exitCodes() {
@@ -97,7 +117,7 @@ func runAt(args []string, stdout, stderr io.Writer, now func() time.Time) int {
 	}
 	root := cli.NewRootCommand(cli.Env{
 		Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, IsTerminal: isTTY, Now: now,
-		ExitCodes: exitCodeHelp(),
+		ExitCodes: exitCodeHelp(), Classify: classFor, Notify: notify,
 	})
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -39,6 +40,13 @@ type Env struct {
 	Now func() time.Time
 	// ExitCodes is the exit code table, rendered by cmd/etcdguard, shown in every command's help.
 	ExitCodes string
+	// Classify returns the exit code an error maps to and its class in a word or two
+	// ("partial", "etcd unavailable"): the agent logs them for a failed run. It is cmd/etcdguard's
+	// table; nil logs errors without them.
+	Classify func(err error) (code int, class string)
+	// Notify relays the signals named to the channel it returns until stop is called
+	// (signal.Notify in main); nil: the agent is not reloaded by signals.
+	Notify func(sig ...os.Signal) (ch <-chan os.Signal, stop func())
 }
 
 // globalOptions are the flags every command shares.
@@ -96,7 +104,7 @@ file (--config); flags win over the environment, which wins over the file.`,
 	pf.StringArrayVar(&g.ageIdentities, "age-identity", nil, "age identity file to read encrypted backups, repeatable")
 	pf.StringVar(&g.compression, "compression", "", "compression of new backups: zstd or none (default zstd)")
 
-	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newRecoverCommand(env, g), newDoctorCommand(env, g), newCertsCommand(env, g), newDemoCommand(env, g), newEtcdCommand(), newVersionCommand(env))
+	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newRecoverCommand(env, g), newDoctorCommand(env, g), newCertsCommand(env, g), newDemoCommand(env, g), newAgentCommand(env, g), newEtcdCommand(), newVersionCommand(env))
 	addExitCodes(root, env.ExitCodes)
 	markArgsErrors(root)
 	return root

@@ -50,6 +50,9 @@ type SaveOptions struct {
 	// TargetIdleTimeout is how long one target may take to accept a block of the stream before
 	// it is dropped as stalled, so that the others finish (zero: DefaultTargetIdleTimeout).
 	TargetIdleTimeout time.Duration
+	// Command names the run in the locks it takes (who holds a target); empty means
+	// "snapshot save".
+	Command string
 }
 
 // DefaultTargetIdleTimeout is how long a target may stop accepting the stream before it is given
@@ -109,7 +112,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 		return res, err
 	}
 
-	targets, err := openTargets(ctx, lg, opts.Targets, now())
+	targets, err := openTargets(ctx, lg, opts.Targets, cmp.Or(opts.Command, "snapshot save"), now())
 	defer func() {
 		for _, t := range targets {
 			if t.lock != nil {
@@ -197,7 +200,7 @@ func Save(ctx context.Context, opts SaveOptions) (SaveResult, error) {
 	return res, nil
 }
 
-func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, now time.Time) ([]*openTarget, error) {
+func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, command string, now time.Time) ([]*openTarget, error) {
 	out := make([]*openTarget, len(ts))
 	var wg sync.WaitGroup
 	for i, t := range ts {
@@ -223,7 +226,7 @@ func openTargets(ctx context.Context, lg *slog.Logger, ts []repository.Target, n
 		if ot.repo == nil {
 			continue
 		}
-		lock, err := ot.repo.Lock(ctx, lg, repository.LockShared, "snapshot save", now)
+		lock, err := ot.repo.Lock(ctx, lg, repository.LockShared, command, now)
 		if errors.Is(err, repository.ErrLocked) {
 			return out, err
 		}

@@ -1,0 +1,235 @@
+// Package agent is etcdguard's long-running daemon, `etcdguard agent`: a group of components
+// started together and stopped together (the snapshot scheduler, the HTTP endpoints /-/healthy
+// and /-/ready, and the config reloader). It takes no flags and reads no environment: the CLI
+// resolves the config file, the environment and the flags into Settings (Options.Load), and
+// wires SIGHUP to Options.Reload. docs/design.md, "The agent", describes it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/oklog/run"
+
+	"github.com/etcdguard/etcdguard/internal/config"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+// Settings is what the agent runs with. Options.Load reads it at start and at every reload; a
+// reload replaces it whole, or not at all.
+type Settings struct {
+	// Save is how each scheduled snapshot is taken: etcd, targets, codec, work dir. Its Logger,
+	// Now and Command are the agent's.
+	Save snapshot.SaveOptions
+	// Schedule says when full snapshots are due; ScheduleSpec is its text, for logs.
+	Schedule     config.Schedule
+	ScheduleSpec string
+	// ListenAddress is where the HTTP endpoints are served. It is bound once, at start: a
+	// reload that changes it is logged and takes effect at the next start.
+	ListenAddress string
+}
+
+// Options configures an agent.
+type Options struct {
+	// Load reads the settings (the config file, with the environment and flags over it).
+	Load func() (Settings, error)
+	// Reload receives a value each time the settings should be read again (SIGHUP). Nil: never.
+	Reload <-chan os.Signal
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Classify returns the exit code, and its one-word class, that a command failing with err
+	// would exit with; a failed run logs them. Nil logs the error alone.
+	Classify func(err error) (code int, class string)
+	// Save takes one snapshot; nil means snapshot.Save. Tests of the scheduling replace it.
+	Save func(context.Context, snapshot.SaveOptions) (snapshot.SaveResult, error)
+}
+
+// lockCommand names the agent's snapshot runs in the locks they take.
+const lockCommand = "agent (scheduled snapshot)"
+
+// Agent is a configured agent whose listen address is bound; Run runs it.
+type Agent struct {
+	opts   Options
+	lg     *slog.Logger
+	ln     net.Listener
+	wakeup chan struct{} // the settings changed: the scheduler computes its next slot again
+
+	mu       sync.Mutex
+	settings Settings
+	newest   *repository.Manifest // the newest backup in the targets, by the time it was taken
+	running  time.Time            // when the run in progress started; zero when none is
+	lastRun  runOutcome
+}
+
+// runOutcome is how the last finished run ended.
+type runOutcome struct {
+	at    time.Time
+	err   error
+	code  int
+	class string
+}
+
+// New reads the settings, binds the listen address and reads which backups the targets hold
+// already. Errors here stop the agent before it starts.
+func New(ctx context.Context, opts Options) (*Agent, error) {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Save == nil {
+		opts.Save = snapshot.Save
+	}
+	lg := opts.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	s, err := opts.Load()
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("agent: listen on %s: %w", s.ListenAddress, err)
+	}
+	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s}
+	a.warnFastSchedule(s)
+	a.refreshNewest(ctx, s.Save.Targets)
+	return a, nil
+}
+
+// Addr is the address the HTTP endpoints are served on (the port chosen, for port 0).
+func (a *Agent) Addr() net.Addr { return a.ln.Addr() }
+
+// Run runs the agent until ctx ends (SIGTERM, SIGINT), then stops every component and returns
+// nil: a snapshot in progress is cancelled, and snapshot.Save removes what it had written. It
+// returns an error only when a component fails on its own (the HTTP server).
+func (a *Agent) Run(ctx context.Context) error {
+	s := a.current()
+	a.lg.Info("agent started", "listen_address", a.ln.Addr().String(), "snapshot_schedule", s.ScheduleSpec,
+		"next_snapshot", s.Schedule.Next(a.opts.Now()), "targets", targetNames(s.Save.Targets))
+	var g run.Group
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { <-ctx.Done(); return nil }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return a.schedule(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { a.reloadLoop(ctx); return nil }, func(error) { cancel() })
+	}
+	{
+		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Add(func() error {
+			if err := srv.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("agent: serve HTTP on %s: %w", a.ln.Addr(), err)
+			}
+			return nil
+		}, func(error) {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx) // closes the listener; slow clients are cut off after 5 s
+		})
+	}
+	err := g.Run()
+	a.lg.Info("agent stopped")
+	return err
+}
+
+func (a *Agent) current() Settings {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.settings
+}
+
+// reloadLoop reads the settings again at each reload request until ctx ends.
+func (a *Agent) reloadLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.opts.Reload:
+			a.reload(ctx)
+		}
+	}
+}
+
+// reload replaces the settings with freshly loaded ones, or keeps the old ones if the new ones
+// do not load. A run in progress finishes with the settings it started with.
+func (a *Agent) reload(ctx context.Context) {
+	s, err := a.opts.Load()
+	if err != nil {
+		a.lg.Error("config reload rejected; the agent keeps running on the config it had", "error", err)
+		return
+	}
+	old := a.current()
+	if s.ListenAddress != old.ListenAddress {
+		a.lg.Warn("a new listen-address takes effect when the agent restarts", "listen_address", a.ln.Addr().String(), "new_listen_address", s.ListenAddress)
+	}
+	a.warnFastSchedule(s)
+	a.mu.Lock()
+	a.settings = s
+	a.newest = nil // the targets may be others now
+	a.mu.Unlock()
+	a.refreshNewest(ctx, s.Save.Targets)
+	select {
+	case a.wakeup <- struct{}{}:
+	default:
+	}
+	a.lg.Info("config reloaded", "snapshot_schedule", s.ScheduleSpec, "next_snapshot", s.Schedule.Next(a.opts.Now()), "targets", targetNames(s.Save.Targets))
+}
+
+// refreshNewest reads the targets' manifests and keeps the newest backup, if it is newer than
+// the one known.
+func (a *Agent) refreshNewest(ctx context.Context, targets []repository.Target) {
+	c, err := snapshot.Load(ctx, targets)
+	if c != nil {
+		defer c.Close()
+		for name, why := range c.Unreadable {
+			a.lg.Warn("could not list the backups of a target", "target", name, "error", why)
+		}
+	}
+	if err != nil {
+		a.lg.Warn("could not list the backups in the targets", "error", err)
+		return
+	}
+	if n := len(c.Entries); n > 0 {
+		a.noteBackup(c.Entries[n-1].Manifest)
+	}
+}
+
+// noteBackup records a backup if it is the newest known.
+func (a *Agent) noteBackup(m repository.Manifest) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.newest == nil || m.Started.After(a.newest.Started) {
+		a.newest = &m
+	}
+}
+
+// warnFastSchedule warns of a schedule of seconds, which is meant for tests.
+func (a *Agent) warnFastSchedule(s Settings) {
+	if iv, ok := interval(s.Schedule, a.opts.Now()); ok && iv < time.Minute {
+		a.lg.Warn("the snapshot schedule runs more than once a minute: a schedule of seconds is meant for tests", "snapshot_schedule", s.ScheduleSpec)
+	}
+}
+
+func targetNames(ts []repository.Target) string {
+	names := make([]string, 0, len(ts))
+	for _, t := range ts {
+		names = append(names, t.Name)
+	}
+	return strings.Join(names, ",")
+}

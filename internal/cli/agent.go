@@ -1,0 +1,123 @@
+package cli
+
+import (
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/etcdguard/etcdguard/internal/agent"
+	"github.com/etcdguard/etcdguard/internal/config"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+type agentOptions struct {
+	listenAddress string
+	noDiscover    bool
+	targetTimeout time.Duration
+}
+
+func newAgentCommand(env Env, g *globalOptions) *cobra.Command {
+	o := &agentOptions{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the continuous-protection daemon: scheduled, verified full snapshots",
+		Long: `Run etcdguard as a long-running daemon that keeps the cluster protected.
+
+It reads the same config file as every other command (endpoints, TLS files, targets, age
+recipients); what only the agent uses is in its agent: section, and everything there has a
+default, so that file alone runs it:
+
+  agent:
+    snapshot-schedule: "*/30 * * * *"   # cron: minute hour day-of-month month day-of-week
+    listen-address: 127.0.0.1:9479
+
+Each scheduled snapshot goes through the same verified path as 'etcdguard snapshot save'. Runs
+never overlap: a slot that comes while a run is still going is skipped, with a log line. A failed
+run is logged with its error and exit-code class, and the next slot tries again; the agent
+itself keeps running. At start, if the targets hold no recent backup, one is taken at once.
+
+HTTP endpoints on the listen address:
+  /-/healthy  200 while the process runs
+  /-/ready    200 while the cluster is protected: the newest verified backup in the targets is
+              younger than two schedule intervals; 503 otherwise, with the reason in one line
+
+Signals: SIGTERM or SIGINT stops the agent (a snapshot in progress is cancelled and what it was
+writing is removed) and it exits 0. SIGHUP reads the config file again; a config that does not
+load is rejected with a logged error and the agent keeps running on the one it had. A new
+listen-address takes effect at the next start.
+
+A schedule with a sixth, leading field of seconds ("*/5 * * * * *") is accepted; it is meant for
+tests. deploy/systemd/etcdguard-agent.service runs the agent under systemd.`,
+		Example: `  # the config file alone: a verified full snapshot every 30 minutes
+  etcdguard agent --config /etc/etcdguard/etcdguard.yaml
+
+  # serve /-/healthy and /-/ready on every interface, for a load balancer's probes
+  etcdguard agent --config /etc/etcdguard/etcdguard.yaml --listen-address :9479
+
+  # reload the config without stopping the agent
+  systemctl reload etcdguard-agent   # or: kill -HUP <pid>
+  curl -s http://127.0.0.1:9479/-/ready`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			load := func() (agent.Settings, error) { return o.settings(cmd, env, g) }
+			var reload <-chan os.Signal
+			if env.Notify != nil {
+				ch, stop := env.Notify(syscall.SIGHUP)
+				defer stop()
+				reload = ch
+			}
+			// The log level and stream are the first load's; later loads only replace settings.
+			s, err := g.resolve(env)
+			if err != nil {
+				return err
+			}
+			ctx := commandContext(cmd)
+			a, err := agent.New(ctx, agent.Options{Load: load, Reload: reload, Logger: s.logger, Now: env.Now, Classify: env.Classify})
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+	cmd.Flags().StringVar(&o.listenAddress, "listen-address", "", "host:port of the HTTP endpoints /-/healthy and /-/ready (default agent.listen-address in --config, else "+config.DefaultListenAddress+")")
+	cmd.Flags().DurationVar(&o.targetTimeout, "target-timeout", snapshot.DefaultTargetIdleTimeout, "a target that accepts no data for this long is dropped from that run as stalled")
+	cmd.Flags().BoolVar(&o.noDiscover, "no-discover", false, "use only the endpoints given, not every member in the member list")
+	return cmd
+}
+
+// settings resolves the config file, environment and flags into the agent's settings. It runs
+// at start and at every reload, so the file is read again each time.
+func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (agent.Settings, error) {
+	s, err := g.resolve(env)
+	if err != nil {
+		return agent.Settings{}, err
+	}
+	if err := s.requireTargets(); err != nil {
+		return agent.Settings{}, err
+	}
+	codec, err := s.codec()
+	if err != nil {
+		return agent.Settings{}, err
+	}
+	ac := s.cfg.Agent
+	if cmd.Flags().Changed("listen-address") {
+		if err := config.CheckListenAddress(o.listenAddress); err != nil {
+			return agent.Settings{}, fmt.Errorf("%w: --listen-address: %w", ErrUsage, err)
+		}
+		ac.ListenAddress = o.listenAddress
+	}
+	sched, err := config.ParseSchedule(ac.SnapshotSchedule)
+	if err != nil {
+		return agent.Settings{}, fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	return agent.Settings{
+		Save: snapshot.SaveOptions{
+			Etcd: s.etcd, Discover: !o.noDiscover, Targets: s.cfg.Targets, Codec: codec,
+			WorkDir: s.cfg.WorkDir, TargetIdleTimeout: o.targetTimeout,
+		},
+		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,
+	}, nil
+}
