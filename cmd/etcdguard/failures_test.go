@@ -266,6 +266,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"snapshot", "save", "--target", "tape"}, 2, `no configured target has that name`},
 		{[]string{"snapshot", "save", "--config", "/no/such/config.yml"}, 2, "read config file"},
 		{[]string{"snapshot", "get"}, 2, "accepts 1 arg(s)"},
+		{[]string{"agent"}, 2, "no backup target"},
+		{[]string{"agent", "--target", "file:///tmp/x", "--listen-address", "localhost"}, 2, `listen-address "localhost" is not host:port`},
+		{[]string{"agent", "extra"}, 2, "unknown command"},
 		{[]string{"snapshot", "status", "a", "b"}, 2, "accepts 1 arg(s)"},
 		{[]string{"snapshot", "frobnicate"}, 2, "unknown command"},
 		{[]string{"restore", "latest", "--target", "file:///tmp/x", "--data-dir", "/tmp/d", "--name", "m1", "--initial-cluster", "m2=http://127.0.0.1:2380", "--initial-advertise-peer-urls", "http://127.0.0.1:2380"}, 2, "--name m1 does not appear in --initial-cluster"},
@@ -284,7 +287,7 @@ func TestUsageErrors(t *testing.T) {
 
 // TestHelpListsExitCodes keeps the help and the exit code table together.
 func TestHelpListsExitCodes(t *testing.T) {
-	for _, cmd := range [][]string{{"snapshot", "save"}, {"snapshot", "verify"}, {"snapshot", "get"}, {"demo"}} {
+	for _, cmd := range [][]string{{"snapshot", "save"}, {"snapshot", "verify"}, {"snapshot", "get"}, {"demo"}, {"agent"}} {
 		r := etcdguard(t, append(cmd, "--help")...)
 		require.Equal(t, 0, r.code)
 		require.Contains(t, r.stdout, "Exit codes:")
