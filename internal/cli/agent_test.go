@@ -214,4 +214,3 @@ func TestAgentHelp(t *testing.T) {
 		require.Contains(t, out.String(), want)
 	}
 }
-
