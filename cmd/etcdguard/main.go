@@ -41,7 +41,7 @@ var errInterrupted = errors.New("interrupted by a signal")
 func exitCodes() []exitCode {
 	return []exitCode{
 		{0, "success", nil},
-		{130, "interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run; what it was writing is removed, nothing is stored", []error{errInterrupted}},
+		{130, "interrupted: SIGINT (Ctrl-C) or SIGTERM stopped the run; what it was writing is removed, nothing is stored (the agent, stopped so, exits 0)", []error{errInterrupted}},
 		{2, "usage: a bad flag, argument or configuration file", []error{cli.ErrUsage, restore.ErrInput}},
 		{3, "partial: the backup is stored and verified, but at least one target failed", []error{snapshot.ErrPartial}},
 		{4, "etcd unavailable: no member could be used (down, TLS or certificate problem)", []error{etcdx.ErrUnavailable}},

@@ -103,7 +103,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s}
 	a.warnFastSchedule(s)
-	a.refreshNewest(ctx, s.Save.Targets)
+	a.newest = a.newestIn(ctx, s.Save.Targets)
 	return a, nil
 }
 
@@ -179,11 +179,10 @@ func (a *Agent) reload(ctx context.Context) {
 		a.lg.Warn("a new listen-address takes effect when the agent restarts", "listen_address", a.ln.Addr().String(), "new_listen_address", s.ListenAddress)
 	}
 	a.warnFastSchedule(s)
+	newest := a.newestIn(ctx, s.Save.Targets) // the targets may be others now
 	a.mu.Lock()
-	a.settings = s
-	a.newest = nil // the targets may be others now
+	a.settings, a.newest = s, newest
 	a.mu.Unlock()
-	a.refreshNewest(ctx, s.Save.Targets)
 	select {
 	case a.wakeup <- struct{}{}:
 	default:
@@ -191,9 +190,8 @@ func (a *Agent) reload(ctx context.Context) {
 	a.lg.Info("config reloaded", "snapshot_schedule", s.ScheduleSpec, "next_snapshot", s.Schedule.Next(a.opts.Now()), "targets", targetNames(s.Save.Targets))
 }
 
-// refreshNewest reads the targets' manifests and keeps the newest backup, if it is newer than
-// the one known.
-func (a *Agent) refreshNewest(ctx context.Context, targets []repository.Target) {
+// newestIn reads the targets' manifests and returns the newest backup, or nil for none.
+func (a *Agent) newestIn(ctx context.Context, targets []repository.Target) *repository.Manifest {
 	c, err := snapshot.Load(ctx, targets)
 	if c != nil {
 		defer c.Close()
@@ -203,11 +201,13 @@ func (a *Agent) refreshNewest(ctx context.Context, targets []repository.Target) 
 	}
 	if err != nil {
 		a.lg.Warn("could not list the backups in the targets", "error", err)
-		return
+		return nil
 	}
 	if n := len(c.Entries); n > 0 {
-		a.noteBackup(c.Entries[n-1].Manifest)
+		m := c.Entries[n-1].Manifest
+		return &m
 	}
+	return nil
 }
 
 // noteBackup records a backup if it is the newest known.
