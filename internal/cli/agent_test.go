@@ -58,7 +58,7 @@ func TestAgent(t *testing.T) {
 	ec, err := c.Client(t.Context())
 	require.NoError(t, err)
 	val := strings.Repeat("v", 64<<10)
-	for i := 0; i < 64; i++ { // 4 MiB, so that a snapshot takes a moment
+	for i := 0; i < 256; i++ { // 16 MiB, so that streaming a snapshot takes a moment
 		_, err := ec.Put(t.Context(), fmt.Sprintf("/registry/configmaps/agent/cm-%03d", i), val)
 		require.NoError(t, err)
 	}
@@ -129,9 +129,9 @@ func TestAgent(t *testing.T) {
 	hup <- syscall.SIGHUP
 	require.Eventually(t, func() bool { return logs.count(`msg="config reloaded" snapshot_schedule="*/2 * * * * *"`) == 1 }, 60*time.Second, 20*time.Millisecond)
 
-	// Cancel while a run is in progress, if one can be caught.
-	started := logs.count("scheduled snapshot started")
-	caught := waitFor(func() bool { return logs.count("scheduled snapshot started") > started }, 5*time.Second)
+	// Cancel while a snapshot streams, if one can be caught.
+	streaming := logs.count("taking snapshot")
+	caught := waitFor(func() bool { return logs.count("taking snapshot") > streaming }, 5*time.Second)
 	cancel()
 	select {
 	case err := <-done:
@@ -141,7 +141,7 @@ func TestAgent(t *testing.T) {
 	}
 	out := logs.String()
 	require.Contains(t, out, "agent stopped")
-	t.Logf("cancelled with a run in progress: %v; it ended: %v", caught && strings.Count(out, "scheduled snapshot started") > strings.Count(out, "scheduled snapshot stored"),
+	t.Logf("cancelled while a snapshot streamed: %v; the run was stopped: %v", caught && strings.Count(out, "taking snapshot") > strings.Count(out, "scheduled snapshot stored"),
 		strings.Contains(out, "scheduled snapshot stopped: the agent is stopping"))
 	for _, secret := range []string{val[:64], "PRIVATE KEY"} {
 		require.NotContains(t, out, secret)
@@ -176,7 +176,7 @@ func TestAgent(t *testing.T) {
 	for _, e := range cat.Entries {
 		m := e.Manifest
 		require.Positive(t, m.Revision)
-		require.Equal(t, 64, m.Status.TotalKey)
+		require.Equal(t, 256, m.Status.TotalKey)
 		require.NotEmpty(t, m.Verification.Checks)
 		rep, err := snapshot.Verify(t.Context(), slog.New(slog.DiscardHandler), e.Copies[0], nil, verifyDir)
 		require.NoError(t, err, m.ID)
