@@ -107,7 +107,13 @@ func (l *Local) save(ctx context.Context, name string, rd io.Reader, place func(
 	}
 	dst := l.path(name)
 	dir := filepath.Dir(dst)
-	if err := l.mkdirs(path.Dir(name)); err != nil {
+	created, err := l.mkdirs(path.Dir(name))
+	defer func() {
+		if err != nil {
+			l.removeCreated(created)
+		}
+	}()
+	if err != nil {
 		return 0, l.mapErr(fmt.Sprintf("save %s to %s", name, l.root), err)
 	}
 	// CreateTemp creates the file with mode 0600.
@@ -444,9 +450,9 @@ func (e readError) Unwrap() error { return e.err }
 // mkdirs creates the directory dir (slash-separated, relative to the root) and its missing
 // parents below the root, fsyncing the parent of each one it creates so that the new entries
 // survive a crash along with the object saved in them.
-func (l *Local) mkdirs(dir string) error {
+func (l *Local) mkdirs(dir string) (created []string, err error) {
 	if dir == "." {
-		return nil
+		return nil, nil
 	}
 	parent := l.root
 	for _, elem := range strings.Split(dir, "/") {
@@ -454,15 +460,32 @@ func (l *Local) mkdirs(dir string) error {
 		err := os.Mkdir(p, 0o700)
 		switch {
 		case err == nil:
+			created = append(created, p)
 			if err := atomicfile.SyncDir(parent); err != nil {
-				return err
+				return created, err
 			}
 		case errors.Is(err, fs.ErrExist):
 			// Already there (or created concurrently); a file in the way fails CreateTemp.
 		default:
-			return err
+			return created, err
 		}
 		parent = p
 	}
-	return nil
+	return created, nil
+}
+
+// removeCreated removes, deepest first, the folders a failed Save created, so that an
+// interrupted save leaves no empty backup folder behind (snapshots/ID/). It removes only those
+// still empty, and never a top-level folder of the layout (snapshots/, locks/): other runs
+// share those and may be about to write into them.
+func (l *Local) removeCreated(created []string) {
+	for i := len(created) - 1; i >= 0; i-- {
+		if filepath.Dir(created[i]) == l.root {
+			continue
+		}
+		if os.Remove(created[i]) != nil {
+			return // not empty (or gone): something else is in it
+		}
+		_ = atomicfile.SyncDir(filepath.Dir(created[i]))
+	}
 }

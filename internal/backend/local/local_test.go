@@ -150,6 +150,26 @@ func TestFailedSaveRemovesTemporaryFile(t *testing.T) {
 	require.Empty(t, entries)
 }
 
+// TestFailedSaveRemovesItsFolders: a save that fails (an interrupted snapshot save) removes the
+// folders it created for its object, so no empty backup folder is left; a top-level folder of
+// the layout, which other runs share, and a folder that was already there, stay.
+func TestFailedSaveRemovesItsFolders(t *testing.T) {
+	root := t.TempDir()
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	readErr := errors.New("interrupted")
+	_, err = b.Save(t.Context(), "snapshots/20261202T015008Z-eb3268fe/snapshot.db.zst", io.MultiReader(strings.NewReader("data"), errReader{readErr}))
+	require.ErrorIs(t, err, readErr)
+	require.NoDirExists(t, filepath.Join(root, "snapshots", "20261202T015008Z-eb3268fe"))
+	require.DirExists(t, filepath.Join(root, "snapshots"))
+
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "snapshots", "kept"), 0o700))
+	_, err = b.Save(t.Context(), "snapshots/kept/deeper/x", io.MultiReader(strings.NewReader("data"), errReader{readErr}))
+	require.ErrorIs(t, err, readErr)
+	require.NoDirExists(t, filepath.Join(root, "snapshots", "kept", "deeper"))
+	require.DirExists(t, filepath.Join(root, "snapshots", "kept"), "a folder the save did not create stays")
+}
+
 // TestDiskFull fills a 2 MiB tmpfs. It needs root (to mount) and mount(8).
 func TestDiskFull(t *testing.T) {
 	dir := t.TempDir()
