@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,13 +9,14 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/testenv"
 
 	"github.com/etcdguard/etcdguard/internal/config"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -55,26 +55,6 @@ func TestProtected(t *testing.T) {
 		})
 	}
 }
-
-// syncBuffer is a log sink that tests read while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(sub string) int { return strings.Count(s.String(), sub) }
 
 // fakeSave plays scheduled runs: the first is slow, the second fails, the others succeed. It
 // records how many runs were ever in progress at once.
@@ -116,7 +96,7 @@ func classify(err error) (int, string) {
 // its exit-code class and the next slot succeeds, /-/ready follows, and a reload with a config
 // that does not load keeps the old schedule.
 func TestSchedule(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testenv.Logs{}
 	var loads atomic.Int32
 	broken := errors.New(`usage error: config file x.yml: agent: snapshot-schedule "every now and then" is not a cron schedule`)
 	load := func() (Settings, error) {
@@ -143,15 +123,15 @@ func TestSchedule(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	require.Equal(t, "not ready: no verified backup in the targets yet\n", body)
 
-	require.Eventually(t, func() bool { return logs.count("scheduled snapshot failed") > 0 }, 10*time.Second, 50*time.Millisecond, logs.String())
+	require.Eventually(t, func() bool { return logs.Count("scheduled snapshot failed") > 0 }, 10*time.Second, 50*time.Millisecond, logs.String())
 	require.Contains(t, logs.String(), "exit_code=4")
 	require.Contains(t, logs.String(), `class="etcd unavailable"`)
-	require.GreaterOrEqual(t, logs.count("scheduled snapshot skipped: the previous run is still going"), 1, logs.String())
+	require.GreaterOrEqual(t, logs.Count("scheduled snapshot skipped: the previous run is still going"), 1, logs.String())
 
 	reload <- syscall.SIGHUP
-	require.Eventually(t, func() bool { return logs.count("config reload rejected") > 0 }, 5*time.Second, 20*time.Millisecond)
-	stored := logs.count("scheduled snapshot stored and verified")
-	require.Eventually(t, func() bool { return logs.count("scheduled snapshot stored and verified") >= stored+2 }, 5*time.Second, 50*time.Millisecond,
+	require.Eventually(t, func() bool { return logs.Count("config reload rejected") > 0 }, 5*time.Second, 20*time.Millisecond)
+	stored := logs.Count("scheduled snapshot stored and verified")
+	require.Eventually(t, func() bool { return logs.Count("scheduled snapshot stored and verified") >= stored+2 }, 5*time.Second, 50*time.Millisecond,
 		"the old schedule goes on after a rejected reload")
 	code, body = get(t, url+"/-/ready")
 	require.Equal(t, http.StatusOK, code, body)

@@ -100,7 +100,7 @@ func (a *Agent) runOnce(ctx context.Context, s Settings, slot time.Time, why str
 		}
 	default:
 		a.lg.Info("scheduled snapshot stored and verified", "slot", slot, "id", m.ID, "revision", m.Revision,
-			"targets", fmt.Sprintf("%d/%d", stored(m.Targets), len(m.Targets)), "elapsed", res.Elapsed.Round(time.Millisecond))
+			"targets", fmt.Sprintf("%d/%d", repository.StoredCount(m.Targets), len(m.Targets)), "elapsed", res.Elapsed.Round(time.Millisecond))
 	}
 	a.mu.Lock()
 	a.lastRun = out
@@ -112,14 +112,4 @@ func (a *Agent) classify(err error) (int, string) {
 		return 1, "failure"
 	}
 	return a.opts.Classify(err)
-}
-
-func stored(ts []repository.TargetResult) int {
-	n := 0
-	for _, t := range ts {
-		if t.State == repository.StateStored {
-			n++
-		}
-	}
-	return n
 }

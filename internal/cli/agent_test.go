@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,26 +23,6 @@ import (
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
-
-// syncBuffer is a log sink the test reads while the agent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) count(sub string) int { return strings.Count(s.String(), sub) }
 
 // TestAgent runs `etcdguard agent` in-process against a real TLS etcd 3.6 and a local target,
 // on a schedule of seconds: backups appear and verify, /-/ready goes from 503 to 200, a SIGHUP
@@ -78,7 +57,7 @@ func TestAgent(t *testing.T) {
 	}
 	writeConfig("*/1 * * * * *")
 
-	logs := &syncBuffer{}
+	logs := &testenv.Logs{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Log("the agent's log:\n" + logs.String())
@@ -115,23 +94,23 @@ func TestAgent(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, http.StatusOK, code)
 
-	storedCount := func() int { return logs.count("scheduled snapshot stored and verified") }
+	storedCount := func() int { return logs.Count("scheduled snapshot stored and verified") }
 	require.Eventually(t, func() bool { return storedCount() >= 3 }, 30*time.Second, 50*time.Millisecond)
 
 	// A broken config is rejected and the old schedule goes on.
 	writeConfig("every now and then")
 	hup <- syscall.SIGHUP
-	require.Eventually(t, func() bool { return logs.count("config reload rejected") == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return logs.Count("config reload rejected") == 1 }, 10*time.Second, 20*time.Millisecond)
 	n := storedCount()
 	require.Eventually(t, func() bool { return storedCount() >= n+2 }, 15*time.Second, 50*time.Millisecond, "the old schedule goes on")
 	// A good one replaces it.
 	writeConfig("*/2 * * * * *")
 	hup <- syscall.SIGHUP
-	require.Eventually(t, func() bool { return logs.count(`msg="config reloaded" snapshot_schedule="*/2 * * * * *"`) == 1 }, 60*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return logs.Count(`msg="config reloaded" snapshot_schedule="*/2 * * * * *"`) == 1 }, 60*time.Second, 20*time.Millisecond)
 
 	// Cancel while a snapshot streams, if one can be caught.
-	streaming := logs.count("taking snapshot")
-	caught := waitFor(func() bool { return logs.count("taking snapshot") > streaming }, 5*time.Second)
+	streaming := logs.Count("taking snapshot")
+	caught := waitFor(func() bool { return logs.Count("taking snapshot") > streaming }, 5*time.Second)
 	cancel()
 	select {
 	case err := <-done:

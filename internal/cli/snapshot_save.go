@@ -96,23 +96,13 @@ counts and the exit code says partial (3).`,
 			}
 			fmt.Fprintf(env.Stdout, "backup %s: revision %d, %d keys, %s -> %s stored, verified (%s), %d/%d targets, %s\n",
 				m.ID, m.Revision, m.Status.TotalKey, humanBytes(m.RawSize), humanBytes(m.StoredSize),
-				strings.Join(m.Verification.Checks, ", "), countStored(m.Targets), len(m.Targets), res.Elapsed.Round(time.Millisecond))
+				strings.Join(m.Verification.Checks, ", "), repository.StoredCount(m.Targets), len(m.Targets), res.Elapsed.Round(time.Millisecond))
 			return err
 		},
 	}
 	cmd.Flags().DurationVar(&o.targetTimeout, "target-timeout", snapshot.DefaultTargetIdleTimeout, "a target that accepts no data for this long is dropped as stalled, so that the others finish (exit code 3)")
 	cmd.Flags().BoolVar(&o.noDiscover, "no-discover", false, "use only the endpoints given, not every member in the member list")
 	return cmd
-}
-
-func countStored(ts []repository.TargetResult) int {
-	n := 0
-	for _, t := range ts {
-		if t.State == repository.StateStored {
-			n++
-		}
-	}
-	return n
 }
 
 // codec returns how new backups are encoded.

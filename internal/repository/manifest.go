@@ -123,6 +123,17 @@ const (
 	StateAbsent = "absent"
 )
 
+// StoredCount returns how many of a run's targets stored their copy.
+func StoredCount(ts []TargetResult) int {
+	n := 0
+	for _, t := range ts {
+		if t.State == StateStored {
+			n++
+		}
+	}
+	return n
+}
+
 var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$`)
 
 // NewID returns a new backup id: the UTC time, so ids sort by age, and 8 random hex digits.
