@@ -95,10 +95,7 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 	if err != nil {
 		return agent.Settings{}, err
 	}
-	if err := s.requireTargets(); err != nil {
-		return agent.Settings{}, err
-	}
-	codec, err := s.codec()
+	save, err := s.saveOptions(o.noDiscover, o.targetTimeout)
 	if err != nil {
 		return agent.Settings{}, err
 	}
@@ -114,10 +111,7 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 		return agent.Settings{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	return agent.Settings{
-		Save: snapshot.SaveOptions{
-			Etcd: s.etcd, Discover: !o.noDiscover, Targets: s.cfg.Targets, Codec: codec,
-			WorkDir: s.cfg.WorkDir, TargetIdleTimeout: o.targetTimeout,
-		},
+		Save:     save,
 		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,
 	}, nil
 }

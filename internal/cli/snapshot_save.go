@@ -52,17 +52,11 @@ counts and the exit code says partial (3).`,
 			if err != nil {
 				return err
 			}
-			if err := s.requireTargets(); err != nil {
-				return err
-			}
-			codec, err := s.codec()
+			opts, err := s.saveOptions(o.noDiscover, o.targetTimeout)
 			if err != nil {
 				return err
 			}
-			opts := snapshot.SaveOptions{
-				Etcd: s.etcd, Discover: !o.noDiscover, Targets: s.cfg.Targets, Codec: codec,
-				WorkDir: s.cfg.WorkDir, Logger: s.logger, Now: env.Now, TargetIdleTimeout: o.targetTimeout,
-			}
+			opts.Logger, opts.Now = s.logger, env.Now
 			var prog *progress
 			if env.IsTerminal && s.output == "table" {
 				prog = newProgress(env.Stderr, env.Now)
@@ -103,6 +97,22 @@ counts and the exit code says partial (3).`,
 	cmd.Flags().DurationVar(&o.targetTimeout, "target-timeout", snapshot.DefaultTargetIdleTimeout, "a target that accepts no data for this long is dropped as stalled, so that the others finish (exit code 3)")
 	cmd.Flags().BoolVar(&o.noDiscover, "no-discover", false, "use only the endpoints given, not every member in the member list")
 	return cmd
+}
+
+// saveOptions are the options of a verified full snapshot from the settings: what `snapshot
+// save` and the agent's scheduled snapshots both run.
+func (s settings) saveOptions(noDiscover bool, targetTimeout time.Duration) (snapshot.SaveOptions, error) {
+	if err := s.requireTargets(); err != nil {
+		return snapshot.SaveOptions{}, err
+	}
+	codec, err := s.codec()
+	if err != nil {
+		return snapshot.SaveOptions{}, err
+	}
+	return snapshot.SaveOptions{
+		Etcd: s.etcd, Discover: !noDiscover, Targets: s.cfg.Targets, Codec: codec,
+		WorkDir: s.cfg.WorkDir, TargetIdleTimeout: targetTimeout,
+	}, nil
 }
 
 // codec returns how new backups are encoded.
