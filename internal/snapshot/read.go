@@ -181,24 +181,37 @@ type CopyReport struct {
 // everything the manifest promises: the stored bytes' SHA-256, decryption, decompression, the plain
 // snapshot's SHA-256 and etcd trailer, bbolt's consistency check and the status (hash, revision,
 // key count). On any failure dst is untouched and no partial file is left.
+// It holds a read lock on the copy's target while it reads (lockForRead).
 func Fetch(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Identity, dst string) (CopyReport, error) {
-	start := time.Now()
-	m := cp.Manifest
-	rep := CopyReport{ID: m.ID, Target: cp.Repo.Target.Name}
-	fail := func(err error) (CopyReport, error) {
-		if cerr := ctx.Err(); cerr != nil {
-			// Interrupted (Ctrl-C, a deadline): the copy is not to blame.
-			err = fmt.Errorf("interrupted: %w", cerr)
-		}
-		rep.Error, rep.ErrorKind = err.Error(), backend.Kind(err)
-		rep.Elapsed = time.Since(start)
-		return rep, fmt.Errorf("copy of %s in target %s: %w", m.ID, rep.Target, err)
-	}
-	release, err := lockForRead(ctx, lg, cp.Repo, m.ID)
+	release, err := lockForRead(ctx, lg, cp.Repo, cp.Manifest.ID)
 	if err != nil {
-		return fail(err)
+		return copyFailed(ctx, reportOf(cp), time.Now(), err)
 	}
 	defer release()
+	return fetch(ctx, cp, identities, dst)
+}
+
+// copyFailed completes rep, the report of a re-read started at start, for its failure err, and
+// returns it with the error.
+func copyFailed(ctx context.Context, rep CopyReport, start time.Time, err error) (CopyReport, error) {
+	if cerr := ctx.Err(); cerr != nil {
+		// Interrupted (Ctrl-C, a deadline): the copy is not to blame.
+		err = fmt.Errorf("interrupted: %w", cerr)
+	}
+	rep.Error, rep.ErrorKind = err.Error(), backend.Kind(err)
+	rep.Elapsed = time.Since(start)
+	return rep, fmt.Errorf("copy of %s in target %s: %w", rep.ID, rep.Target, err)
+}
+
+// reportOf is the empty report of a re-read of cp.
+func reportOf(cp Copy) CopyReport { return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name} }
+
+// fetch is Fetch for a caller that holds the read lock.
+func fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) (CopyReport, error) {
+	start := time.Now()
+	m := cp.Manifest
+	rep := reportOf(cp)
+	fail := func(err error) (CopyReport, error) { return copyFailed(ctx, rep, start, err) }
 	dir := filepath.Dir(dst)
 	tmp, err := os.CreateTemp(dir, partialPrefix(dst)+scratchOwner()+"-")
 	if err != nil {
@@ -314,12 +327,22 @@ func FetchBest(ctx context.Context, lg *slog.Logger, e Entry, identities []age.I
 // Verify re-reads one stored copy completely (see Fetch) into a scratch file in workDir, which
 // is removed afterwards.
 func Verify(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
+	release, err := lockForRead(ctx, lg, cp.Repo, cp.Manifest.ID)
+	if err != nil {
+		return copyFailed(ctx, reportOf(cp), time.Now(), err)
+	}
+	defer release()
+	return verify(ctx, cp, identities, workDir)
+}
+
+// verify is Verify for a caller that holds the read lock.
+func verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
 	dir, err := MakeScratch(workDir, "verify")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}
 	defer os.RemoveAll(dir)
-	return Fetch(ctx, lg, cp, identities, filepath.Join(dir, "snapshot.db"))
+	return fetch(ctx, cp, identities, filepath.Join(dir, "snapshot.db"))
 }
 
 // CopyTo stores a backup that dst lacks, reading the data object from src as stored (still

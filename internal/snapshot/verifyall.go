@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"filippo.io/age"
 
@@ -81,20 +82,33 @@ func VerifyAll(ctx context.Context, targets []repository.Target, o VerifyOptions
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	// A target another run keeps us out of (its exclusive lock outlasted the wait) is waited for
-	// once: its other copies are reported with the same error instead of waiting again each.
+	// One read lock per target for the whole run, taken before its first copy is read: a
+	// deletion waits for the run, and a target another run keeps us out of (its exclusive lock
+	// outlasted the wait) is waited for once, its copies reported as kept out by the lock.
 	locked := map[string]error{}
+	var releases []func()
+	defer func() {
+		for _, release := range releases {
+			release()
+		}
+	}()
 	for _, e := range entries {
 		for _, c := range e.Copies {
-			var cr CopyReport
-			if lerr, ok := locked[c.Repo.Target.Name]; ok {
-				err = fmt.Errorf("copy of %s in target %s: not read, as the target is locked: %w", c.Manifest.ID, c.Repo.Target.Name, lerr)
-				cr = CopyReport{ID: c.Manifest.ID, Target: c.Repo.Target.Name, Error: err.Error(), ErrorKind: backend.Kind(err)}
-			} else {
-				cr, err = Verify(ctx, lg, c, o.Identities, o.WorkDir)
-				if errors.Is(err, repository.ErrLocked) {
-					locked[c.Repo.Target.Name] = err
+			name := c.Repo.Target.Name
+			lerr, tried := locked[name]
+			if !tried {
+				var release func()
+				release, lerr = lockForRead(ctx, lg, c.Repo, c.Manifest.ID)
+				locked[name] = lerr
+				if lerr == nil {
+					releases = append(releases, release)
 				}
+			}
+			var cr CopyReport
+			if lerr != nil {
+				cr, err = copyFailed(ctx, reportOf(c), time.Now(), lerr)
+			} else {
+				cr, err = verify(ctx, c, o.Identities, o.WorkDir)
 			}
 			rep.Copies = append(rep.Copies, cr)
 			if err != nil {
