@@ -36,6 +36,8 @@ type Settings struct {
 	// ListenAddress is where the HTTP endpoints are served. It is bound once, at start: a
 	// reload that changes it is logged and takes effect at the next start.
 	ListenAddress string
+	// Delta configures the delta log. It is read once, at start, as ListenAddress is.
+	Delta DeltaSettings
 }
 
 // Options configures an agent.
@@ -63,12 +65,17 @@ type Agent struct {
 	lg     *slog.Logger
 	ln     net.Listener
 	wakeup chan struct{} // the settings changed: the scheduler computes its next slot again
+	// snapNow asks the scheduler for a full snapshot at once (the delta log needs a base), with
+	// the reason; newBases hands each new full backup on the delta log's target to it.
+	snapNow  chan string
+	newBases chan repository.Manifest
 
 	mu       sync.Mutex
 	settings Settings
 	newest   *repository.Manifest // the newest backup in the targets, by the time it was taken
 	running  time.Time            // when the run in progress started; zero when none is
 	lastRun  runOutcome
+	delta    deltaState
 }
 
 // runOutcome is how the last finished run ended.
@@ -101,7 +108,8 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: listen on %s: %w", s.ListenAddress, err)
 	}
-	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s}
+	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s,
+		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1)}
 	a.warnFastSchedule(s)
 	a.newest = a.newestIn(ctx, s.Save.Targets)
 	return a, nil
@@ -129,6 +137,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { a.reloadLoop(ctx); return nil }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return a.deltaLog(ctx) }, func(error) { cancel() })
 	}
 	{
 		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -178,6 +190,10 @@ func (a *Agent) reload(ctx context.Context) {
 	if s.ListenAddress != old.ListenAddress {
 		a.lg.Warn("a new listen-address takes effect when the agent restarts", "listen_address", a.ln.Addr().String(), "new_listen_address", s.ListenAddress)
 	}
+	if !sameDelta(s.Delta, old.Delta) {
+		a.lg.Warn("new delta log settings take effect when the agent restarts")
+	}
+	s.Delta = old.Delta
 	a.warnFastSchedule(s)
 	newest := a.newestIn(ctx, s.Save.Targets) // the targets may be others now
 	a.mu.Lock()
@@ -224,6 +240,18 @@ func (a *Agent) warnFastSchedule(s Settings) {
 	if iv, ok := interval(s.Schedule, a.opts.Now()); ok && iv < time.Minute {
 		a.lg.Warn("the snapshot schedule runs more than once a minute: a schedule of seconds is meant for tests", "snapshot_schedule", s.ScheduleSpec)
 	}
+}
+
+func sameDelta(a, b DeltaSettings) bool {
+	if a.Enabled != b.Enabled || a.Local.Name != b.Local.Name || a.SyncInterval != b.SyncInterval || a.SealInterval != b.SealInterval || len(a.Remotes) != len(b.Remotes) {
+		return false
+	}
+	for i := range a.Remotes {
+		if a.Remotes[i].Name != b.Remotes[i].Name {
+			return false
+		}
+	}
+	return true
 }
 
 func targetNames(ts []repository.Target) string {

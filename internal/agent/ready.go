@@ -12,7 +12,7 @@ import (
 // time: there is none) is protected at now under a snapshot schedule: the backup is younger
 // than two schedule intervals, so at most one scheduled run was missed. An interval is the time
 // between the schedule's next two slots after now. The reason says why, in one line without
-// secrets. Once the delta log exists, protected will also mean that its chain runs.
+// secrets. With the delta log on, the agent is ready only while its chain runs too (readiness).
 func Protected(now time.Time, newestID string, newest time.Time, sched config.Schedule) (bool, string) {
 	if newest.IsZero() {
 		return false, "no verified backup in the targets yet"
@@ -51,6 +51,21 @@ func (a *Agent) readiness(now time.Time) (bool, string) {
 		id, at = a.newest.ID, a.newest.Started
 	}
 	ok, reason := Protected(now, id, at, a.settings.Schedule)
+	if a.settings.Delta.Enabled {
+		d := a.delta
+		switch {
+		case !d.running && d.lastErr != nil:
+			ok = false
+			reason += fmt.Sprintf("; the delta log is not running: since %s: %v", d.errAt.UTC().Format(time.RFC3339), d.lastErr)
+		case !d.running:
+			ok = false
+			reason += "; the delta log is not running yet"
+		case d.progress.Base != d.base || d.progress.Revision == 0:
+			reason += fmt.Sprintf("; the delta chain of %s runs, nothing written to it yet", d.base)
+		default:
+			reason += fmt.Sprintf("; the delta chain of %s runs, durable up to revision %d", d.base, d.progress.Revision)
+		}
+	}
 	if last := a.lastRun; last.err != nil {
 		reason += fmt.Sprintf("; the last scheduled snapshot, at %s, failed (exit code %d, %s)", last.at.UTC().Format(time.RFC3339), last.code, last.class)
 	}

@@ -57,6 +57,9 @@ func (a *Agent) schedule(ctx context.Context) error {
 			return nil
 		case <-a.wakeup:
 			stop()
+		case why := <-a.snapNow:
+			stop()
+			start(a.opts.Now(), why)
 		case <-due:
 			last = next
 			start(next, "scheduled")
@@ -84,6 +87,7 @@ func (a *Agent) runOnce(ctx context.Context, s Settings, slot time.Time, why str
 	m := res.Manifest
 	if m.ID != "" {
 		a.noteBackup(m) // a partial backup is stored and verified too
+		a.offerBase(m)
 	}
 	out := runOutcome{at: a.opts.Now(), err: err}
 	switch {

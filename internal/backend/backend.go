@@ -126,6 +126,26 @@ type Creator interface {
 	SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error)
 }
 
+// Appender is implemented by backends that can keep an object open and make what was appended
+// to it durable piece by piece: a local disk. The delta log keeps its open segment on one, so
+// that what the agent received a moment ago survives a power cut. An appended object is not
+// written once as other objects are: its writer owns it until it closes it, and readers read
+// its complete prefix (the delta format says how much is complete).
+type Appender interface {
+	// Create creates the object under name for appending, failing with ErrExist if anything is
+	// stored there. Its folders are made as Save makes them.
+	Create(ctx context.Context, name string) (AppendFile, error)
+}
+
+// AppendFile is an object open for appending.
+type AppendFile interface {
+	io.Writer
+	// Sync makes everything written so far durable.
+	Sync() error
+	// Close closes the object; what was written and synced stays.
+	Close() error
+}
+
 // Sweeper is implemented by backends on which a save interrupted by a crash (a process killed
 // mid-write) can leave temporary data that List does not show: partial files on a local disk,
 // incomplete multipart uploads in S3. The repository calls it only while holding its lock, when

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/agent"
 	"github.com/etcdguard/etcdguard/internal/config"
+	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
 
@@ -110,8 +112,44 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 	if err != nil {
 		return agent.Settings{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
+	delta, err := deltaSettings(ac, save.Targets)
+	if err != nil {
+		return agent.Settings{}, err
+	}
 	return agent.Settings{
 		Save:     save,
 		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,
+		Delta: delta,
 	}, nil
+}
+
+// deltaSettings chooses the delta log's targets: the one named by agent.delta-target, else the
+// first file:// target, keeps the open segment; every other target receives the sealed ones.
+func deltaSettings(ac config.Agent, targets []repository.Target) (agent.DeltaSettings, error) {
+	d := agent.DeltaSettings{Enabled: ac.DeltaLogOn(), SyncInterval: time.Duration(ac.DeltaSyncInterval), SealInterval: time.Duration(ac.DeltaSealInterval)}
+	if !d.Enabled {
+		return d, nil
+	}
+	local := -1
+	for i, t := range targets {
+		if (ac.DeltaTarget == "" && strings.HasPrefix(t.URL, "file:") && !t.Offline) || (ac.DeltaTarget != "" && t.Name == ac.DeltaTarget) {
+			local = i
+			break
+		}
+	}
+	switch {
+	case local < 0 && ac.DeltaTarget == "":
+		return d, fmt.Errorf("%w: the delta log keeps its open segment on a local disk, and no target is a file:// one that is not offline: add one, or set agent.delta-log: false", ErrUsage)
+	case local < 0:
+		return d, fmt.Errorf("%w: agent.delta-target %q names no target", ErrUsage, ac.DeltaTarget)
+	case !strings.HasPrefix(targets[local].URL, "file:"):
+		return d, fmt.Errorf("%w: agent.delta-target %q is not a file:// target: the open segment needs a local disk", ErrUsage, ac.DeltaTarget)
+	}
+	d.Local = targets[local]
+	for i, t := range targets {
+		if i != local {
+			d.Remotes = append(d.Remotes, t)
+		}
+	}
+	return d, nil
 }

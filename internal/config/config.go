@@ -57,7 +57,19 @@ type Agent struct {
 	SnapshotSchedule string `yaml:"snapshot-schedule"`
 	// ListenAddress is the host:port of the agent's HTTP endpoints (/-/healthy, /-/ready).
 	ListenAddress string `yaml:"listen-address"`
+	// DeltaLog turns the delta log on (the default) or off.
+	DeltaLog *bool `yaml:"delta-log"`
+	// DeltaTarget names the target that keeps the delta log's open segment: a file:// target
+	// (the first one when empty). Sealed segments are shipped from it to every other target.
+	DeltaTarget string `yaml:"delta-target"`
+	// DeltaSyncInterval is how often the open segment is made durable (default 50ms);
+	// DeltaSealInterval how often it is sealed, stored and shipped (default 10s).
+	DeltaSyncInterval Duration `yaml:"delta-sync-interval"`
+	DeltaSealInterval Duration `yaml:"delta-seal-interval"`
 }
+
+// DeltaLogOn reports whether the delta log is on: unless delta-log is false.
+func (a Agent) DeltaLogOn() bool { return a.DeltaLog == nil || *a.DeltaLog }
 
 // Default agent settings.
 const (
@@ -151,11 +163,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("compression %q: use zstd or none", c.Compression)
 	}
 	names := map[string]bool{}
+	normalized := map[string]bool{} // with the default names filled in
 	for _, t := range c.Targets {
 		n := t
 		if err := n.Normalize(); err != nil {
 			return err
 		}
+		normalized[n.Name] = true
 		if t.Name != "" && names[t.Name] {
 			return fmt.Errorf("two targets are named %q: give each a distinct name", t.Name)
 		}
@@ -166,6 +180,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseSchedule(c.Agent.SnapshotSchedule); err != nil {
 		return err
+	}
+	if c.Agent.DeltaSyncInterval < 0 || c.Agent.DeltaSealInterval < 0 {
+		return errors.New("agent: delta-sync-interval and delta-seal-interval must not be negative")
+	}
+	if c.Agent.DeltaTarget != "" && !normalized[c.Agent.DeltaTarget] {
+		return fmt.Errorf("agent: delta-target %q names no target: use the name of a file:// target", c.Agent.DeltaTarget)
 	}
 	return CheckListenAddress(c.Agent.ListenAddress)
 }

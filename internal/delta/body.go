@@ -12,7 +12,8 @@ import (
 //
 //	revision ('R'):      1 revision (varint), 2 received (varint, Unix ns), 3 event (bytes, repeated:
 //	                     an mvccpb.Event with type and kv, never prev_kv)
-//	lease grant ('G'):   1 id (varint), 2 ttl in seconds (varint), 3 at revision (varint), 4 received
+//	lease grant ('G'):   1 id (varint), 2 ttl in seconds (varint), 3 at revision (varint), 4 received,
+//	                     5 remaining ttl in seconds at received (varint)
 //	lease revoke ('V'):  1 id (varint), 3 at revision (varint), 4 received
 //
 // Every field is written, zeros included, in this order; a reader takes them in any order, refuses
@@ -20,14 +21,14 @@ import (
 // know.
 const (
 	revRevision, revReceived, revEvent        protowire.Number = 1, 2, 3
-	leaseID, leaseTTL, leaseAt, leaseReceived protowire.Number = 1, 2, 3, 4
+	leaseID, leaseTTL, leaseAt, leaseReceived, leaseRemaining protowire.Number = 1, 2, 3, 4, 5
 )
 
 // fields are the field numbers each kind defines: the varint ones, and for a revision its
 // repeated event.
 var fields = map[byte]map[protowire.Number]bool{
 	kindRevision:    {revRevision: true, revReceived: true, revEvent: true},
-	kindLeaseGrant:  {leaseID: true, leaseTTL: true, leaseAt: true, leaseReceived: true},
+	kindLeaseGrant:  {leaseID: true, leaseTTL: true, leaseAt: true, leaseReceived: true, leaseRemaining: true},
 	kindLeaseRevoke: {leaseID: true, leaseAt: true, leaseReceived: true},
 }
 
@@ -54,6 +55,7 @@ func appendBody(b []byte, rec Record) []byte {
 		b = appendVarint(b, leaseTTL, r.TTL)
 		b = appendVarint(b, leaseAt, r.At)
 		b = appendVarint(b, leaseReceived, unixNano(r.Received))
+		b = appendVarint(b, leaseRemaining, r.Remaining)
 	case LeaseRevoke:
 		b = appendVarint(b, leaseID, r.ID)
 		b = appendVarint(b, leaseAt, r.At)
@@ -70,8 +72,8 @@ func appendVarint(b []byte, n protowire.Number, v int64) []byte {
 // parseBody decodes the body of a record of kind k. Its errors are the reason alone, for the
 // Reader to wrap.
 func parseBody(k byte, b []byte) (Record, error) {
-	var ints [5]int64 // by field number, for the varint fields
-	var seen [5]bool
+	var ints [6]int64 // by field number, for the varint fields
+	var seen [6]bool
 	var events []*mvccpb.Event
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -122,7 +124,7 @@ func parseBody(k byte, b []byte) (Record, error) {
 	case kindRevision:
 		return Revision{Revision: ints[revRevision], Received: fromUnixNano(ints[revReceived]), Events: events}, nil
 	case kindLeaseGrant:
-		return LeaseGrant{ID: ints[leaseID], TTL: ints[leaseTTL], At: ints[leaseAt], Received: fromUnixNano(ints[leaseReceived])}, nil
+		return LeaseGrant{ID: ints[leaseID], TTL: ints[leaseTTL], At: ints[leaseAt], Received: fromUnixNano(ints[leaseReceived]), Remaining: ints[leaseRemaining]}, nil
 	default:
 		return LeaseRevoke{ID: ints[leaseID], At: ints[leaseAt], Received: fromUnixNano(ints[leaseReceived])}, nil
 	}

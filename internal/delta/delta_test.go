@@ -80,7 +80,7 @@ func gen(rng *rand.Rand, from int64, n int, bigValue int) []Record {
 		case 0:
 			id := rng.Int64N(1<<62) + 1
 			leases = append(leases, id)
-			out = append(out, LeaseGrant{ID: id, TTL: 1 + rng.Int64N(3600), At: rev, Received: r.Received})
+			out = append(out, LeaseGrant{ID: id, TTL: 3600, At: rev, Received: r.Received, Remaining: rng.Int64N(3601)})
 		case 1:
 			if len(leases) > 0 {
 				out = append(out, LeaseRevoke{ID: leases[0], At: rev, Received: r.Received.Add(time.Microsecond)})
@@ -136,7 +136,7 @@ func TestRoundTrip(t *testing.T) {
 		{"one put", []Record{Revision{Revision: 7, Received: at, Events: []*mvccpb.Event{put(7, "a", "b", 0)}}}},
 		{"zero receipt time and an empty value", []Record{Revision{Revision: 1, Events: []*mvccpb.Event{put(1, "a", "", 0)}}}},
 		{"a txn with a delete, and leases", []Record{
-			LeaseGrant{ID: 0x694d77aa3f0c1b2d, TTL: 60, At: 99, Received: at},
+			LeaseGrant{ID: 0x694d77aa3f0c1b2d, TTL: 60, At: 99, Received: at, Remaining: 42},
 			Revision{Revision: 100, Received: at, Events: []*mvccpb.Event{
 				put(100, "x", "1", 0x694d77aa3f0c1b2d),
 				{Type: mvccpb.DELETE, Kv: &mvccpb.KeyValue{Key: []byte("y"), ModRevision: 100}},

@@ -84,6 +84,9 @@ type LeaseGrant struct {
 	TTL      int64
 	At       int64
 	Received time.Time
+	// Remaining is the lease's remaining TTL in seconds at Received (0: not known, a writer of
+	// before this field): a restore to a later moment gives the lease what is left of it.
+	Remaining int64
 }
 
 // LeaseRevoke records that lease ID was gone (revoked or expired) at revision At, as the writer
@@ -123,7 +126,7 @@ func (o *order) check(rec Record) error {
 			}
 		}
 	case LeaseGrant:
-		if r.ID == 0 || r.TTL < 1 || r.At < 1 {
+		if r.ID == 0 || r.TTL < 1 || r.At < 1 || r.Remaining < 0 || r.Remaining > r.TTL {
 			return fmt.Errorf("lease grant %x: ttl %d at revision %d: needs a lease, a positive ttl and revision", r.ID, r.TTL, r.At)
 		}
 	case LeaseRevoke:

@@ -276,3 +276,27 @@ func ChooseSource(statuses []MemberStatus) (ranked []MemberStatus, why string, e
 	}
 	return ranked, why, nil
 }
+
+// ClusterClient returns one etcd client over every endpoint, for work that must outlive any one
+// member: the delta log's watch moves to another member when its own fails (with
+// clientv3.WithRequireLeader, also when it loses the leader). Unlike Client it does not wait for
+// a connection: the first call fails, or waits, as the cluster is.
+func (c Config) ClusterClient(ctx context.Context) (*clientv3.Client, error) {
+	tlsCfg, err := c.TLS()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:            c.Endpoints,
+		DialTimeout:          c.dialTimeout(),
+		TLS:                  tlsCfg,
+		Context:              ctx,
+		Logger:               zap.NewNop(),
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", strings.Join(c.Endpoints, ","), err)
+	}
+	return cli, nil
+}

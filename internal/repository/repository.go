@@ -167,9 +167,14 @@ func (r *Repository) Manifests(ctx context.Context) (ms []Manifest, skipped []*M
 
 // OpenData opens a backup's stored data object.
 func (r *Repository) OpenData(ctx context.Context, m Manifest) (io.ReadCloser, error) {
-	rc, err := r.be.Open(ctx, m.Data)
+	return r.OpenObject(ctx, m.DataObject)
+}
+
+// OpenObject opens a stored data object: a backup's or a delta segment's.
+func (r *Repository) OpenObject(ctx context.Context, d DataObject) (io.ReadCloser, error) {
+	rc, err := r.be.Open(ctx, d.Data)
 	if err != nil {
-		return nil, fmt.Errorf("target %s: open %s: %w", r.Target.Name, m.Data, err)
+		return nil, fmt.Errorf("target %s: open %s: %w", r.Target.Name, d.Data, err)
 	}
 	return rc, nil
 }

@@ -62,10 +62,14 @@ type ReplayResult struct {
 	// where its history is still there (above the compaction revision).
 	Skipped int64 `json:"skipped"`
 	// LeasesNotRestored lists the leases that keys live at To are attached to and that the
-	// database holds no grant of: granted after the snapshot. The keys carry the lease id as
-	// they did in the cluster, but until the lease is restored (from the delta log's lease
-	// records, a later step) etcd cannot expire them. LeaseKeys is how many keys that is.
+	// database holds no grant of after the replay (no lease record of the source granted
+	// them). The keys carry the lease id as they did in the cluster, but etcd cannot expire
+	// them. LeaseKeys is how many keys that is.
 	LeasesNotRestored []int64 `json:"leases_not_restored,omitempty"`
+	// LeasesRestored and LeasesRemoved count the leases written into and removed from the
+	// database's lease bucket from the source's lease records (a LeaseSource).
+	LeasesRestored int `json:"leases_restored,omitempty"`
+	LeasesRemoved  int `json:"leases_removed,omitempty"`
 	LeaseKeys         int     `json:"lease_keys,omitempty"`
 }
 
@@ -184,6 +188,7 @@ func replayDB(ctx context.Context, path string, src RevisionSource, upTo int64) 
 	if got := st.Rev(); got != res.To {
 		return res, fmt.Errorf("%w: etcd's store is at revision %d after revision %d", ErrReplayMismatch, got, res.To)
 	}
+	res.LeasesRestored, res.LeasesRemoved = restoreLeases(be, src, res.To)
 	res.LeasesNotRestored, res.LeaseKeys = leases.missing(be)
 	if err := closeAll(); err != nil {
 		return res, fmt.Errorf("close the staged database: %w", err)

@@ -94,6 +94,66 @@ func (l *Local) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, 
 	})
 }
 
+var _ backend.Appender = (*Local)(nil)
+
+// Create creates the file of name (mode 0600, exclusively) for appending; its folders are
+// created and fsynced as Save creates them, and so is the new entry in its folder, so that a
+// Sync of the file is enough to make what was written durable.
+func (l *Local) Create(ctx context.Context, name string) (backend.AppendFile, error) {
+	if err := l.checkOp(ctx, name); err != nil {
+		return nil, fmt.Errorf("create %s: %w", name, err)
+	}
+	doing := fmt.Sprintf("create %s in %s", name, l.root)
+	created, err := l.mkdirs(path.Dir(name))
+	if err != nil {
+		l.removeCreated(created)
+		return nil, l.mapErr(doing, err)
+	}
+	dst := l.path(name)
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		l.removeCreated(created)
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s: %w", doing, backend.ErrExist)
+		}
+		return nil, l.mapErr(doing, err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(dst)); err != nil {
+		_ = f.Close()
+		return nil, l.mapErr(doing+": sync directory", err)
+	}
+	return &appendFile{f: f, l: l, name: name}, nil
+}
+
+// appendFile is a Local object open for appending; its errors carry the backend's sentinels.
+type appendFile struct {
+	f    *os.File
+	l    *Local
+	name string
+}
+
+func (a *appendFile) Write(p []byte) (int, error) {
+	n, err := a.f.Write(p)
+	if err != nil {
+		return n, a.l.mapErr("append to "+a.name, err)
+	}
+	return n, nil
+}
+
+func (a *appendFile) Sync() error {
+	if err := a.f.Sync(); err != nil {
+		return a.l.mapErr("sync "+a.name, err)
+	}
+	return nil
+}
+
+func (a *appendFile) Close() error {
+	if err := a.f.Close(); err != nil {
+		return a.l.mapErr("close "+a.name, err)
+	}
+	return nil
+}
+
 // save writes rd to a temporary file and moves it into place with place(tmp, dst).
 func (l *Local) save(ctx context.Context, name string, rd io.Reader, place func(tmp, dst string) error) (n int64, err error) {
 	if err := checkName(name); err != nil {

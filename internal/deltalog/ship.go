@@ -1,0 +1,216 @@
+package deltalog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// Shipper copies the delta log from the local target to one other target: every sealed segment
+// the other lacks, in revision order, then the chain's end record. The local target is the
+// queue: while the other target is down nothing is dropped, and when it answers again the
+// segments go over in order, each checked (read back) before its manifest is written. A chain
+// is never shipped with a hole: segment N+1 is sent only after segment N is there.
+type Shipper struct {
+	From, To *repository.Repository
+	Logger   *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	chains map[string]bool // bases whose chains may have something to ship
+	wake   chan struct{}
+	// Shipped is the last revision known stored on To, per base.
+	shipped map[string]int64
+}
+
+// NewShipper returns a shipper from the local target to another.
+func NewShipper(from, to *repository.Repository, lg *slog.Logger, now func() time.Time) *Shipper {
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Shipper{From: from, To: to, Logger: lg.With("target", to.Target.Name), Now: now,
+		chains: map[string]bool{}, wake: make(chan struct{}, 1), shipped: map[string]int64{}}
+}
+
+// Sealed tells the shipper that a segment was sealed on the local target.
+func (s *Shipper) Sealed(m repository.SegmentManifest) { s.Notify(m.Base) }
+
+// Notify tells the shipper that the chain of base has something new (a segment, its end).
+func (s *Shipper) Notify(base string) {
+	s.mu.Lock()
+	s.chains[base] = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Shipped returns the last revision of the chain of base known stored on the other target.
+func (s *Shipper) Shipped(base string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shipped[base]
+}
+
+// Run ships until ctx ends: at start every chain the local target holds, then whatever Notify
+// names, and again after a failure, with a backoff of up to a minute.
+func (s *Shipper) Run(ctx context.Context) error {
+	if err := s.discover(ctx); err != nil {
+		s.Logger.Warn("could not list the delta chains of the local target; new segments are shipped as they are sealed", "error", err)
+	}
+	backoff := time.Duration(0)
+	failing := false
+	for {
+		err := s.round(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			backoff = min(max(2*backoff, 2*time.Second), time.Minute)
+			if !failing {
+				s.Logger.Warn("could not ship the delta log; the segments wait on the local target and are sent when the target answers", "error", err, "retry_in", backoff)
+			}
+			failing = true
+		default:
+			if failing {
+				s.Logger.Info("shipping the delta log again: the target caught up")
+			}
+			backoff, failing = 0, false
+		}
+		var retry <-chan time.Time
+		var t *time.Timer
+		if failing {
+			t = time.NewTimer(backoff)
+			retry = t.C
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.wake:
+		case <-retry:
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// discover adds every chain of the local target.
+func (s *Shipper) discover(ctx context.Context) error {
+	bases := map[string]bool{}
+	err := s.From.Backend().List(ctx, "deltas/", func(fi backend.FileInfo) error {
+		rest := strings.TrimPrefix(fi.Name, "deltas/")
+		if base, _, ok := strings.Cut(rest, "/"); ok && repository.ValidID(base) {
+			bases[base] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for b := range bases {
+		s.chains[b] = true
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// round ships every pending chain, oldest first.
+func (s *Shipper) round(ctx context.Context) error {
+	s.mu.Lock()
+	bases := make([]string, 0, len(s.chains))
+	for b := range s.chains {
+		bases = append(bases, b)
+	}
+	s.mu.Unlock()
+	sort.Strings(bases) // ids start with their time
+	for _, b := range bases {
+		done, err := s.ship(ctx, b)
+		if err != nil {
+			return err
+		}
+		if done {
+			s.mu.Lock()
+			delete(s.chains, b)
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// ship copies what the other target lacks of the chain of base; done says the chain is ended and
+// all of it is there.
+func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) {
+	local, err := s.From.ListChain(ctx, base)
+	if err != nil {
+		return false, err
+	}
+	remote, err := s.To.ListChain(ctx, base)
+	if err != nil {
+		return false, err
+	}
+	have := map[repository.SegmentRef]bool{}
+	for _, r := range remote.Segments {
+		have[r] = true
+	}
+	segs := append([]repository.SegmentRef(nil), local.Segments...)
+	sort.Slice(segs, func(i, j int) bool { return segs[i].First < segs[j].First })
+	for _, ref := range segs {
+		if have[ref] {
+			s.noteShipped(base, ref.Last)
+			continue
+		}
+		m, err := s.From.SegmentManifest(ctx, ref)
+		if err != nil {
+			return false, err
+		}
+		if err := copySegment(ctx, s.From, s.To, m); err != nil && !errors.Is(err, backend.ErrExist) {
+			return false, err
+		}
+		for _, rec := range []string{
+			repository.IndexName(repository.IndexEntry{At: m.LastTime, Revision: m.Last}),
+			repository.MarkName(repository.Mark{Revision: m.Last, At: nowUTC(s.Now)}),
+		} {
+			if err := s.To.SaveNewRecord(ctx, rec); err != nil {
+				return false, err
+			}
+		}
+		s.noteShipped(base, ref.Last)
+		s.Logger.Debug("shipped delta segment", "segment", ref.String())
+	}
+	if !local.Ended {
+		return false, nil
+	}
+	if !remote.Ended {
+		e, err := s.From.ChainEnd(ctx, base)
+		if err != nil {
+			return false, err
+		}
+		if err := s.To.SaveNewChainEnd(ctx, e); err != nil && !errors.Is(err, backend.ErrExist) {
+			return false, fmt.Errorf("ship the end of the chain of %s: %w", base, err)
+		}
+	}
+	return true, nil
+}
+
+func (s *Shipper) noteShipped(base string, rev int64) {
+	s.mu.Lock()
+	s.shipped[base] = max(s.shipped[base], rev)
+	s.mu.Unlock()
+}

@@ -1,0 +1,158 @@
+// Package deltalog keeps the delta log in backup repositories: the writer that follows a
+// cluster's watch into segments (open on a local target, synced at a short cadence, then sealed
+// and stored through the codec), the shipping of sealed segments to the other targets, and the
+// reading of a chain back as the revisions a point-in-time restore replays. The bytes of one
+// segment are package delta's; the names and manifests are package repository's; docs/design.md,
+// "Delta segments", describes both.
+package deltalog
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/repository"
+)
+
+// ErrCorrupt is returned (wrapped) when a stored segment does not read back as it was written.
+var ErrCorrupt = repository.ErrCorrupt
+
+// storeSegment stores the plain, sealed segment that plain reads (header to trailer) as segment
+// m.Ref() of repo: its data object through codec (written once, with SaveNew), read back and
+// compared, then its manifest. m carries everything but the stored data's description, which
+// storeSegment fills in; when m.SHA256 is set, the plain bytes must hash to it, or nothing
+// counts. It returns the manifest stored.
+func storeSegment(ctx context.Context, repo *repository.Repository, codec repository.Codec, plain io.Reader, m repository.SegmentManifest) (repository.SegmentManifest, error) {
+	ref := m.Ref()
+	m.Data = ref.DataName(codec)
+	m.Compression = codec.Compression
+	m.Encryption = codec.Encryption()
+	pr, pw := io.Pipe()
+	stored := &counter{h: sha256.New()}
+	raw := &counter{h: sha256.New()}
+	go func() {
+		enc, err := codec.NewEncoder(io.MultiWriter(stored, pw))
+		if err == nil {
+			_, err = io.Copy(enc, io.TeeReader(plain, raw))
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err == nil && m.SHA256 != "" && (hex.EncodeToString(raw.h.Sum(nil)) != m.SHA256 || raw.n != m.RawSize) {
+			err = fmt.Errorf("%w: segment %s reads as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, ref, raw.n, hex.EncodeToString(raw.h.Sum(nil)), m.RawSize, m.SHA256)
+		}
+		pw.CloseWithError(err) // nil: EOF
+	}()
+	_, err := repo.SaveNew(ctx, m.Data, pr)
+	pr.CloseWithError(errors.New("store ended")) // unblock the encoder if the store stopped early
+	if errors.Is(err, backend.ErrExist) {
+		// A data object without a manifest under the segment's name: this writer's own, from a
+		// store that was cut off before its manifest (a crash, a lost connection). It is
+		// incomplete, and what the clean-up would remove; the caller stores the segment again.
+		if _, merr := repo.SegmentManifest(ctx, ref); errors.Is(merr, backend.ErrNotExist) {
+			if rerr := repo.Backend().Remove(ctx, m.Data); rerr == nil {
+				return m, fmt.Errorf("store segment %s: an incomplete data object of an earlier try was there and is removed; store it again: %w", ref, errRetry)
+			}
+		}
+	}
+	if err != nil {
+		return m, fmt.Errorf("store segment %s: %w", ref, err)
+	}
+	m.StoredSize, m.StoredSHA256 = stored.n, hex.EncodeToString(stored.h.Sum(nil))
+	m.RawSize, m.SHA256 = raw.n, hex.EncodeToString(raw.h.Sum(nil))
+	if err := readBack(ctx, repo, m.DataObject); err != nil {
+		return m, fmt.Errorf("store segment %s: %w", ref, err)
+	}
+	if err := repo.SaveNewSegmentManifest(ctx, m); err != nil {
+		return m, fmt.Errorf("store segment %s: %w", ref, err)
+	}
+	return m, nil
+}
+
+// copySegment copies a stored segment, as stored (the agent that ships it holds no key to
+// decrypt it), from one repository to another: the data object checked against its manifest
+// on the way, read back from the destination, then the manifest.
+func copySegment(ctx context.Context, from, to *repository.Repository, m repository.SegmentManifest) error {
+	rc, err := from.OpenObject(ctx, m.DataObject)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	vr := &verifying{r: rc, c: counter{h: sha256.New()}, d: m.DataObject, where: from.Target.Name}
+	_, err = to.SaveNew(ctx, m.Data, vr)
+	if errors.Is(err, backend.ErrExist) && readBack(ctx, to, m.DataObject) == nil {
+		err = nil // an earlier copy stored the same bytes, and was cut off before the manifest
+	}
+	if err != nil {
+		return fmt.Errorf("copy segment %s from %s to %s: %w", m.Ref(), from.Target.Name, to.Target.Name, err)
+	}
+	if err := readBack(ctx, to, m.DataObject); err != nil {
+		return fmt.Errorf("copy segment %s to %s: %w", m.Ref(), to.Target.Name, err)
+	}
+	if err := to.SaveNewSegmentManifest(ctx, m); err != nil {
+		return fmt.Errorf("copy segment %s to %s: %w", m.Ref(), to.Target.Name, err)
+	}
+	return nil
+}
+
+
+// errRetry marks a store that failed in a way that storing again fixes.
+var errRetry = errors.New("try again")
+
+// readBack reads a stored data object back and compares its size and SHA-256 with d.
+func readBack(ctx context.Context, repo *repository.Repository, d repository.DataObject) error {
+	rc, err := repo.OpenObject(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	c := &counter{h: sha256.New()}
+	if _, err := io.Copy(c, rc); err != nil {
+		return fmt.Errorf("read back %s: %w", d.Data, err)
+	}
+	if got := hex.EncodeToString(c.h.Sum(nil)); c.n != d.StoredSize || got != d.StoredSHA256 {
+		return fmt.Errorf("%w: %s in target %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, d.Data, repo.Target.Name, c.n, got, d.StoredSize, d.StoredSHA256)
+	}
+	return nil
+}
+
+// counter counts and hashes what is written to it.
+type counter struct {
+	h hash.Hash
+	n int64
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.h.Write(p)
+	c.n += int64(len(p))
+	return len(p), nil
+}
+
+// verifying passes a stored object through and fails, instead of returning EOF, when its size
+// or SHA-256 differ from d's, so that the destination discards the copy.
+type verifying struct {
+	r     io.Reader
+	c     counter
+	d     repository.DataObject
+	where string
+}
+
+func (v *verifying) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.c.Write(p[:n])
+	if err == io.EOF {
+		if got := hex.EncodeToString(v.c.h.Sum(nil)); v.c.n != v.d.StoredSize || got != v.d.StoredSHA256 {
+			return n, fmt.Errorf("%w: %s in target %s is %d bytes with SHA-256 %s; its manifest says %d bytes, %s", ErrCorrupt, v.d.Data, v.where, v.c.n, got, v.d.StoredSize, v.d.StoredSHA256)
+		}
+	}
+	return n, err
+}
+
+// nowUTC is t in UTC without its monotonic reading, as times are stored.
+func nowUTC(now func() time.Time) time.Time { return now().UTC().Round(0) }
