@@ -20,7 +20,7 @@ import (
 // a field given twice (but an event) or with another wire type, and skips field numbers it does not
 // know.
 const (
-	revRevision, revReceived, revEvent        protowire.Number = 1, 2, 3
+	revRevision, revReceived, revEvent                        protowire.Number = 1, 2, 3
 	leaseID, leaseTTL, leaseAt, leaseReceived, leaseRemaining protowire.Number = 1, 2, 3, 4, 5
 )
 

@@ -101,7 +101,6 @@ func copySegment(ctx context.Context, from, to *repository.Repository, m reposit
 	return nil
 }
 
-
 // errRetry marks a store that failed in a way that storing again fixes.
 var errRetry = errors.New("try again")
 

@@ -70,7 +70,7 @@ type ReplayResult struct {
 	// database's lease bucket from the source's lease records (a LeaseSource).
 	LeasesRestored int `json:"leases_restored,omitempty"`
 	LeasesRemoved  int `json:"leases_removed,omitempty"`
-	LeaseKeys         int     `json:"lease_keys,omitempty"`
+	LeaseKeys      int `json:"lease_keys,omitempty"`
 }
 
 // replayBatchLimit is how many writes the replay's backend buffers before it commits them:
