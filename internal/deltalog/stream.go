@@ -512,6 +512,12 @@ func (s *stream) seal(ctx context.Context, first int64) error {
 	}
 	s.prev, s.prevSHA = stored.Ref().ManifestName(), stored.SHA256
 	s.next = max(s.next, stored.Last+1)
+	if stored.Last > s.durable.Revision || s.durable.Base != s.base.ID {
+		s.durable = Progress{Base: s.base.ID, Revision: stored.Last, At: stored.LastTime, Head: s.head, SyncedAt: s.opts.Now()}
+		if s.opts.OnDurable != nil {
+			s.opts.OnDurable(s.durable)
+		}
+	}
 	s.lg.Debug("sealed delta segment", "segment", stored.Ref().String(), "events", stored.Events, "bytes", stored.StoredSize)
 	if s.opts.OnSealed != nil {
 		s.opts.OnSealed(stored)
