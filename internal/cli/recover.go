@@ -29,6 +29,9 @@ type recoverOptions struct {
 	maxPlanAge       time.Duration
 	etcdVersion      string
 	allowVersionSkew bool
+	toRevision       int64
+	toTime           string
+	noDelta          bool
 }
 
 func newRecoverCommand(env Env, g *globalOptions) *cobra.Command {
@@ -128,6 +131,7 @@ func (o *recoverOptions) flags(cmd *cobra.Command) {
 	cmd.PersistentFlags().StringArrayVar(&o.members, "member", nil, "a member: name=,peer-url=,client-url=,data-dir= and one of systemd-unit=, static-pod-manifest=, or start-command= and stop-command= (repeatable; replaces cluster.members of --config); for 'recover apply', a member name")
 	cmd.PersistentFlags().StringArrayVar(&o.lost, "lost", nil, "declare a member's data lost (checked with doctor on its host): it is not read, and a restore may replace it (repeatable)")
 	cmd.PersistentFlags().BoolVar(&o.noBump, "no-bump", false, "restore without raising revisions (not Kubernetes-safe)")
+	addPointFlags(cmd.PersistentFlags(), &o.toRevision, &o.toTime, &o.noDelta)
 	cmd.PersistentFlags().StringVar(&o.stateDir, "state-dir", "", "where recovery plans are kept until finished (default /var/lib/etcdguard)")
 	cmd.PersistentFlags().StringVar(&o.etcdVersion, "etcd-version", "", "the etcd version the members will run (3.5, 3.6.16, ...), when no readable member database records it; a restore from a backup of another version is checked against it")
 	cmd.PersistentFlags().BoolVar(&o.allowVersionSkew, "allow-version-skew", false, "restore even a backup of a newer etcd than the members run (a downgrade), or across more than one minor version")
@@ -173,6 +177,9 @@ func (o *recoverOptions) recoverer(env Env, g *globalOptions, fromPlan *cluster.
 		StateDir: firstNonEmpty(o.stateDir, s.cfg.StateDir), WorkDir: s.cfg.WorkDir, NoBump: o.noBump, StopControlPlane: o.stopControlPlane, Lost: o.lost,
 		Logger: s.logger, Now: env.Now, MaxPlanAge: o.maxPlanAge,
 		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,
+	}
+	if r.Point, err = parsePoint(o.toRevision, o.toTime, o.noDelta); err != nil {
+		return s, nil, err
 	}
 	return s, r, nil
 }

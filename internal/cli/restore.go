@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/etcdguard/etcdguard/internal/restore"
 )
@@ -28,6 +30,10 @@ type restoreOptions struct {
 	// etcdVersion is the etcd version the member will run, when no data dir records it.
 	etcdVersion      string
 	allowVersionSkew bool
+	// toRevision, toTime and noDelta say where the restore goes (restore.Point).
+	toRevision int64
+	toTime     string
+	noDelta    bool
 }
 
 func newRestoreCommand(env Env, g *globalOptions) *cobra.Command {
@@ -55,6 +61,14 @@ the member will run (what the data dir being replaced records, else --etcd-versi
 minor version is fine; one minor up (a 3.5 backup for etcd 3.6) is a warning; a downgrade (a
 3.6 backup for etcd 3.5) is refused (exit code 9) unless --allow-version-skew.
 
+Point in time: a backup's delta log (written by 'etcdguard agent') is replayed onto it, each
+segment checked, leases restored with what is left of their TTL, and only then are revisions
+raised. Without a bound the restore goes to the newest durable point of the log (the complete
+part of the open segment on a local target included). --to-revision N restores the cluster as it
+was at revision N, --to-time T as it was at moment T (RFC 3339); 'latest' is then the newest
+backup at or before that point. --no-delta restores the backup alone. The revision reached is
+printed: give it as --to-revision to the other members, so that all hold the same data.
+
 Restore every member of the cluster from the same backup with the same --initial-cluster and
 --initial-cluster-token, then start them (see 'etcdguard recover' for the whole cluster).`,
 		Example: `  # on each member (stop etcd first), the same backup and token everywhere
@@ -63,6 +77,10 @@ Restore every member of the cluster from the same backup with the same --initial
     --initial-cluster cp1=https://10.0.0.1:2380,cp2=https://10.0.0.2:2380,cp3=https://10.0.0.3:2380 \
     --initial-cluster-token etcd-restored-20261124 \
     --initial-advertise-peer-urls https://10.0.0.1:2380
+
+  # the cluster as it was at revision 1234567, or just before a bad deploy at 14:05 UTC
+  etcdguard restore latest --to-revision 1234567 --data-dir /var/lib/etcd --name cp1 ...
+  etcdguard restore latest --to-time 2026-12-02T14:05:00Z --data-dir /var/lib/etcd --name cp1 ...
 
   # from a plain snapshot file
   etcdguard restore /var/tmp/etcd.db --data-dir /var/lib/etcd --name cp1 ...`,
@@ -93,6 +111,9 @@ Restore every member of the cluster from the same backup with the same --initial
 			if !strings.Contains(","+o.initialCluster, ","+o.name+"=") {
 				return fmt.Errorf("%w: --name %s does not appear in --initial-cluster %s", ErrUsage, o.name, o.initialCluster)
 			}
+			if _, err := o.point(); err != nil {
+				return err
+			}
 			o.from, o.bumpGiven = args[0], cmd.Flags().Changed("bump-revision")
 			return runRestore(commandContext(cmd), env, s, *o)
 		},
@@ -109,8 +130,43 @@ Restore every member of the cluster from the same backup with the same --initial
 	f.StringVar(&o.etcdVersion, "etcd-version", "", "the etcd version the restored member will run (3.5, 3.6.16, ...), when the data dir being replaced does not record it")
 	f.BoolVar(&o.allowVersionSkew, "allow-version-skew", false, "restore even a backup of a newer etcd for an older one (a downgrade), or across more than one minor version")
 	f.BoolVar(&o.skipHashCheck, "skip-hash-check", false, "accept a snapshot file without etcd's SHA-256 trailer (a db copied from a data dir)")
+	addPointFlags(f, &o.toRevision, &o.toTime, &o.noDelta)
 	return cmd
 }
+
+// addPointFlags adds the flags that say where a restore goes (restore and recover).
+func addPointFlags(f *pflag.FlagSet, toRevision *int64, toTime *string, noDelta *bool) {
+	f.Int64Var(toRevision, "to-revision", 0, "restore the cluster as it was at this revision: the newest backup at or before it, and its delta log replayed up to it")
+	f.StringVar(toTime, "to-time", "", "restore the cluster as it was at this moment (RFC 3339, e.g. 2026-12-02T14:05:00Z): the newest backup at or before it, and its delta log up to it")
+	f.BoolVar(noDelta, "no-delta", false, "restore the backup alone, without replaying its delta log")
+}
+
+// parsePoint checks the point flags and returns the point they give.
+func parsePoint(toRevision int64, toTime string, noDelta bool) (restore.Point, error) {
+	p := restore.Point{Revision: toRevision, NoDelta: noDelta}
+	n := 0
+	for _, set := range []bool{toRevision != 0, toTime != "", noDelta} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return p, fmt.Errorf("%w: give one of --to-revision, --to-time and --no-delta", ErrUsage)
+	}
+	if toRevision < 0 {
+		return p, fmt.Errorf("%w: --to-revision %d: a revision is positive", ErrUsage, toRevision)
+	}
+	if toTime != "" {
+		t, err := time.Parse(time.RFC3339Nano, toTime)
+		if err != nil {
+			return p, fmt.Errorf("%w: --to-time %q: give a moment in RFC 3339, e.g. 2026-12-02T14:05:00Z", ErrUsage, toTime)
+		}
+		p.Time = t
+	}
+	return p, nil
+}
+
+func (o restoreOptions) point() (restore.Point, error) { return parsePoint(o.toRevision, o.toTime, o.noDelta) }
 
 func absPath(p string) string {
 	a, err := filepath.Abs(p)
@@ -128,6 +184,7 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,
 		Logger: s.logger, Now: env.Now(),
 	}
+	opts.Point, _ = o.point() // checked with the flags
 	if st, err := os.Stat(o.from); err != nil || st.IsDir() { // a backup, not a snapshot file
 		if err := s.requireTargets(); err != nil {
 			return err
@@ -157,8 +214,22 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		from = fmt.Sprintf("backup %s (copy in target %s)", rep.Backup, rep.Target)
 	}
 	fmt.Fprintf(env.Stdout, "restored member %s into %s from %s: revision %d, %d keys, cluster token %s\n", o.name, res.DataDir, from, rep.Revision, rep.Status.TotalKey, rep.Token)
+	if rr := res.Replay; rr != nil {
+		at := ""
+		if !rep.ReachedTime.IsZero() {
+			at = ", received " + rep.ReachedTime.UTC().Format(time.RFC3339Nano)
+		}
+		fmt.Fprintf(env.Stdout, "delta log replayed from target %s: revisions %d to %d (%d revisions, %d events%s); %d leases restored\n",
+			rep.Chain.Target, rr.From+1, rr.To, rr.Revisions, rr.Events, at, rr.LeasesRestored)
+		fmt.Fprintf(env.Stdout, "the member holds the cluster as it was at revision %d: restore the other members with --to-revision %d\n", rep.Reached, rep.Reached)
+		if len(rr.LeasesNotRestored) > 0 {
+			fmt.Fprintf(env.Stderr, "warning: %d keys are attached to %d leases the delta log holds no grant of; etcd cannot expire them\n", rr.LeaseKeys, len(rr.LeasesNotRestored))
+		}
+	} else if rep.Backup != "" && !o.noDelta {
+		fmt.Fprintln(env.Stdout, "no delta log of this backup in the targets: the member holds the backup's revision")
+	}
 	if rep.Bump > 0 {
-		fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Revision+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
+		fmt.Fprintf(env.Stdout, "revisions raised by %d to %d and marked compacted (%s)\n", rep.Bump, rep.Reached+int64(rep.Bump), strings.Join(rep.BumpReasons, "; "))
 	} else {
 		fmt.Fprintln(env.Stdout, rep.BumpReasons[0])
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"filippo.io/age"
 
@@ -273,4 +274,52 @@ func (s *segmentReader) close() {
 		s.dec.Close()
 	}
 	s.rc.Close()
+}
+
+// Newest returns the newest revision the chain holds and when it was received: the last
+// revision of the open segment's complete prefix when there is an open segment, else the last
+// sealed segment's (the base's revision and zero time for an empty chain). Only the open segment
+// is read.
+func (c Chain) Newest(ctx context.Context) (int64, time.Time, error) {
+	rev, at := c.Reach, time.Time{}
+	if n := len(c.Segments); n > 0 {
+		at = c.Segments[n-1].LastTime
+	}
+	if c.Open == 0 {
+		return rev, at, nil
+	}
+	st, _, err := scanOpen(ctx, c.Repo, repository.OpenSegmentName(c.Base.ID, c.Open))
+	if errors.Is(err, backend.ErrNotExist) {
+		return rev, at, nil // sealed meanwhile: a new listing sees it
+	}
+	if err != nil {
+		return rev, at, err
+	}
+	if st.Last > rev {
+		rev, at = st.Last, st.LastTime
+	}
+	return rev, at, nil
+}
+
+// RevisionAt returns the newest revision of the chain received at or before t, and when it was
+// received; the base's revision (and zero time) when none was. It reads the chain up to there.
+func (c Chain) RevisionAt(ctx context.Context, ids []age.Identity, t time.Time) (int64, time.Time, error) {
+	r := c.NewReader(ctx, ReadOptions{Identities: ids})
+	defer r.Close()
+	rev, at := c.Base.Status.Revision, time.Time{}
+	for {
+		rec, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return rev, at, nil
+		}
+		if err != nil {
+			return rev, at, err
+		}
+		if rv, ok := rec.(delta.Revision); ok {
+			if rv.Received.After(t) {
+				return rev, at, nil
+			}
+			rev, at = rv.Revision, rv.Received
+		}
+	}
 }

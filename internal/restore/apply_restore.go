@@ -14,6 +14,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
 	"github.com/etcdguard/etcdguard/internal/cluster"
+	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/failpoint"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -66,6 +67,14 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 	}); err != nil {
 		return err
 	}
+	var replay func() (RevisionSource, func(), error)
+	if d := p.Source.Delta; d != nil {
+		cp, err := r.planChain(ctx, p)
+		if err != nil {
+			return err
+		}
+		replay = cp.Source(ctx, r.Identities)
+	}
 	var mu sync.Mutex
 	if err := r.parallel(members, func(m cluster.Member) error {
 		return st.do("restore", m.Name, func() (string, error) {
@@ -77,6 +86,7 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 				Snapshot: src, Name: m.Name, InitialCluster: p.Cluster.InitialCluster(), InitialClusterToken: p.Token,
 				PeerURLs: []string{m.PeerURL}, DataDir: m.DataDir, Bump: p.Bump, Quarantine: true, SkipHashCheck: skipHash, Now: r.now(),
 				Marker: func(staging string) error { return writeMarker(m.DataDir, p.ID, staging) },
+				Replay: replay, ReplayTo: deltaUpTo(p.Source),
 			})
 			if res.Quarantined != "" {
 				mu.Lock()
@@ -106,6 +116,45 @@ func (r *Recoverer) applyRestore(ctx context.Context, p Plan, selected func(stri
 		return nil // the other members are applied elsewhere; quorum comes when they are
 	}
 	return st.do("wait for quorum", "", func() (string, error) { return r.waitQuorum(ctx, p.Cluster, 2*time.Minute) })
+}
+
+// planChain finds the delta chain the plan replays: the chain of its backup in the target the
+// plan names, which must reach the plan's revision.
+func (r *Recoverer) planChain(ctx context.Context, p Plan) (*ChainPlan, error) {
+	d := p.Source.Delta
+	cat, err := snapshot.Load(ctx, r.Targets)
+	if cat != nil {
+		defer cat.Close()
+	}
+	if err != nil {
+		return nil, err
+	}
+	e, err := cat.Find(p.Source.BackupID)
+	if err != nil {
+		return nil, err
+	}
+	for _, cp := range e.Copies {
+		if cp.Repo.Target.Name != d.Target {
+			continue
+		}
+		c, err := deltalog.LoadChain(ctx, cp.Repo, cp.Manifest)
+		if err != nil {
+			return nil, err
+		}
+		if c.Reach < d.UpTo && c.Open == 0 {
+			return nil, fmt.Errorf("%w: the delta log of %s in target %s reaches revision %d; the plan replays it to %d", ErrPlanMismatch, e.Manifest.ID, d.Target, c.Reach, d.UpTo)
+		}
+		return &ChainPlan{Chain: c, Target: d.Target, Segments: len(c.Segments), Reach: c.Reach, Open: c.Open != 0, UpTo: d.UpTo}, nil
+	}
+	return nil, fmt.Errorf("%w: target %s holds no copy of backup %s, whose delta log the plan replays", ErrPlanMismatch, d.Target, p.Source.BackupID)
+}
+
+// deltaUpTo is the revision a plan's replay goes to.
+func deltaUpTo(s *Source) int64 {
+	if s.Delta == nil {
+		return 0
+	}
+	return s.Delta.UpTo
 }
 
 // keptSource looks at a source copy an earlier run of the plan left in the state dir. A copy

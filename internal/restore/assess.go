@@ -94,7 +94,9 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 	// A cluster restored earlier has a new id, and its older backups carry the old one: when no
 	// backup has this cluster's id, all are considered, and the plan (which the operator
 	// confirms) names the backup and its revision.
-	ch, err := cat.Latest(ctx, snapshot.Query{ClusterID: clusterID, AnyClusterIfNone: true})
+	q := r.Point.Query()
+	q.ClusterID, q.AnyClusterIfNone = clusterID, true
+	ch, err := cat.Latest(ctx, q)
 	if ch.OtherClusters {
 		r.log().Warn("no backup has this cluster's id; considering backups of other cluster ids (a restored cluster gets a new id)", "cluster", clusterID)
 	}
@@ -119,6 +121,12 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 	}
 	m := ch.Entry.Manifest
 	newest := &BackupInfo{ID: m.ID, ClusterID: m.ClusterID, Revision: m.Revision, Created: m.Started, SHA256: m.SHA256, TotalKey: m.Status.TotalKey - m.Status.BumpKeys, Version: backupVersion(m)}
+	history = append(history, marksOf(ctx, ch.Entry)...)
+	d, err := r.deltaInfo(ctx, ch.Entry)
+	if err != nil {
+		return as, nil, nil, err
+	}
+	newest.Delta = d
 	return as, newest, history, nil
 }
 
@@ -202,4 +210,36 @@ func (r *Recoverer) checkMembership(as []cluster.Assessment) error {
 		}
 	}
 	return nil
+}
+
+// deltaInfo says how far the delta log of backup e takes a restore toward r.Point: the point
+// itself for a revision, the newest revision received by then for a moment, the newest durable
+// one otherwise. Nil when the backup has no delta log (or NoDelta).
+func (r *Recoverer) deltaInfo(ctx context.Context, e snapshot.Entry) (*DeltaInfo, error) {
+	cp, notes, err := PlanChain(ctx, e, r.Point)
+	for _, n := range notes {
+		r.log().Warn(n)
+	}
+	if err != nil || cp == nil {
+		return nil, err
+	}
+	d := &DeltaInfo{Target: cp.Target, Segments: cp.Segments, Open: cp.Open, Problem: cp.Problem}
+	switch {
+	case cp.UpTo > 0:
+		d.UpTo = cp.UpTo
+		// Its time: from the segment holding it, when sealed (the open segment's is not read).
+		for _, s := range cp.Chain.Segments {
+			if s.First <= cp.UpTo && cp.UpTo <= s.Last {
+				d.At = s.LastTime
+			}
+		}
+	case !cp.Until.IsZero():
+		d.UpTo, d.At, err = cp.Chain.RevisionAt(ctx, r.Identities, cp.Until)
+	default:
+		d.UpTo, d.At, err = cp.Chain.Newest(ctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the delta log of backup %s in target %s: %w", e.Manifest.ID, cp.Target, err)
+	}
+	return d, nil
 }

@@ -46,6 +46,10 @@ type DataDirOptions struct {
 	// just before the restored one is moved into place (recover records there which plan
 	// restored it).
 	Marker func(staging string) error
+	// Replay, when set, opens the revisions to replay between the restore and the bump (a delta
+	// chain), up to revision ReplayTo (0: to its end). RestoreDataDir calls it once.
+	Replay   func() (RevisionSource, func(), error)
+	ReplayTo int64
 }
 
 // DataDirResult is what a member restore did.
@@ -55,6 +59,8 @@ type DataDirResult struct {
 	Quarantined string        `json:"quarantined,omitempty"`
 	Bump        uint64        `json:"bump"`
 	Elapsed     time.Duration `json:"elapsed_ns"`
+	// Replay is what the replay of DataDirOptions.Replay did.
+	Replay *ReplayResult `json:"replay,omitempty"`
 }
 
 // RestoreDataDir restores one member's data dir. The restore is built in a sibling folder and renamed
@@ -82,11 +88,27 @@ func RestoreDataDir(ctx context.Context, opts DataDirOptions) (DataDirResult, er
 		return res, err
 	}
 	res.DataDir = s.DataDir
+	if opts.Replay != nil {
+		src, done, err := opts.Replay()
+		if err != nil {
+			s.Discard()
+			return res, err
+		}
+		rr, err := s.Replay(ctx, src, opts.ReplayTo)
+		done()
+		res.Replay = &rr
+		if err != nil {
+			s.Discard()
+			return res, err
+		}
+	}
 	if err := s.Bump(ctx, opts.Bump); err != nil {
 		s.Discard()
 		return res, err
 	}
+	replayed := res.Replay
 	res, err = s.Install(ctx)
+	res.Replay = replayed
 	if err == nil {
 		res.Elapsed = time.Since(start)
 	}

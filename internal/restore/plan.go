@@ -50,6 +50,19 @@ type BackupInfo struct {
 	// Version is the etcd version of the backup: its storage version, else the server version it
 	// was taken from.
 	Version string `json:"version,omitempty"`
+	// Delta is the backup's delta log that a restore replays onto it; nil when there is none.
+	Delta *DeltaInfo `json:"delta,omitempty"`
+}
+
+// DeltaInfo is the part of a backup's delta log a restore replays: from the target that holds
+// the most of it, up to revision UpTo, received at At.
+type DeltaInfo struct {
+	Target   string    `json:"target"`
+	Segments int       `json:"segments"`
+	Open     bool      `json:"open_segment,omitempty"`
+	UpTo     int64     `json:"up_to"`
+	At       time.Time `json:"at,omitzero"`
+	Problem  string    `json:"problem,omitempty"`
 }
 
 // Source is where a whole-cluster restore takes its data from.
@@ -65,6 +78,10 @@ type Source struct {
 	SHA256   string    `json:"sha256,omitempty"`
 	TotalKey int       `json:"total_key,omitempty"`
 	At       time.Time `json:"at"`
+	// Delta is the delta log replayed onto the backup (Kind backup): Revision and At are then
+	// the point it reaches, and BackupRevision the backup's own revision.
+	Delta          *DeltaInfo `json:"delta,omitempty"`
+	BackupRevision int64      `json:"backup_revision,omitempty"`
 }
 
 // Action is what the plan does with one member.
@@ -110,8 +127,12 @@ type Plan struct {
 type DecideInputs struct {
 	Cluster     cluster.Cluster
 	Assessments []cluster.Assessment
-	// Backup is the newest verified backup of this cluster, nil if there is none.
+	// Backup is the newest verified backup of this cluster, nil if there is none; with its
+	// delta log, when it has one.
 	Backup *BackupInfo
+	// PointInTime says the restore goes to a point asked for (--to-revision, --to-time): only
+	// the backup and its delta log are sources, the members' newer data is not.
+	PointInTime bool
 	// History holds the other backups' revisions and times, for sizing the revision bump.
 	History []RevisionPoint
 	NoBump  bool
@@ -209,9 +230,20 @@ func Decide(in DecideInputs) (Plan, error) {
 			candidates = append(candidates, Source{Kind: SourceMember, Member: a.Name, DBPath: a.Disk.DBPath, Revision: a.Disk.DBRevision, At: a.Disk.DBModTime})
 		}
 	}
+	if in.PointInTime {
+		candidates = nil // the members' data is newer than the point asked for
+	}
 	if in.Backup != nil {
 		b := in.Backup
-		candidates = append(candidates, Source{Kind: SourceBackup, BackupID: b.ID, ClusterID: b.ClusterID, Revision: b.Revision, SHA256: b.SHA256, TotalKey: b.TotalKey, At: b.Created})
+		src := Source{Kind: SourceBackup, BackupID: b.ID, ClusterID: b.ClusterID, Revision: b.Revision, SHA256: b.SHA256, TotalKey: b.TotalKey, At: b.Created}
+		if d := b.Delta; d != nil && d.UpTo > b.Revision {
+			// The keys' count after the replay is not known before it: not checked.
+			src.Delta, src.BackupRevision, src.Revision, src.TotalKey = d, b.Revision, d.UpTo, 0
+			if !d.At.IsZero() {
+				src.At = d.At
+			}
+		}
+		candidates = append(candidates, src)
 	}
 	sort.SliceStable(candidates, func(i, j int) bool {
 		if candidates[i].Revision != candidates[j].Revision {
@@ -232,8 +264,16 @@ func Decide(in DecideInputs) (Plan, error) {
 		if in.Backup != nil {
 			p.Why = append(p.Why, fmt.Sprintf("newer than the newest backup %s (revision %d)", in.Backup.ID, in.Backup.Revision))
 		}
+	} else if d := best.Delta; d != nil {
+		p.Why = append(p.Why, fmt.Sprintf("freshest intact source: backup %s at revision %d and its delta log in target %s up to revision %d (received %s)",
+			best.BackupID, best.BackupRevision, d.Target, d.UpTo, d.At.UTC().Format(time.RFC3339Nano)))
+		if d.Problem != "" {
+			p.Why = append(p.Why, "warning: the delta log stops early: "+d.Problem)
+		}
 	} else {
 		p.Why = append(p.Why, fmt.Sprintf("freshest intact source: backup %s at revision %d", best.BackupID, best.Revision))
+	}
+	if best.Kind == SourceBackup {
 		// A member database is of the cluster's own version; a backup may be of another.
 		skew := CheckVersionSkew(in.Backup.Version, membersVersion(in.Assessments, in.EtcdVersion), in.AllowVersionSkew)
 		if err := skew.Err(); err != nil {

@@ -61,6 +61,10 @@ type Recoverer struct {
 	// Hostname is this host's name, compared with members' host fields; empty means the
 	// operating system's.
 	Hostname string
+	// Point is where a restore goes: the newest durable point of the backups' delta log (the
+	// zero Point), a revision or a moment (then only the backup and its log are sources), or the
+	// backup alone.
+	Point Point
 }
 
 func (r *Recoverer) now() time.Time {
@@ -98,6 +102,7 @@ func (r *Recoverer) Plan(ctx context.Context) (Plan, error) {
 	}
 	now := r.now()
 	p, err := Decide(DecideInputs{Cluster: r.Cluster, Assessments: as, Backup: backup, History: history, NoBump: r.NoBump,
+		PointInTime: r.Point.Revision > 0 || !r.Point.Time.IsZero(),
 		EtcdVersion: r.EtcdVersion, AllowVersionSkew: r.AllowVersionSkew, Now: now, PlanID: NewPlanID(now)})
 	if err != nil {
 		return p, err

@@ -57,6 +57,10 @@ type MemberOptions struct {
 	// AllowVersionSkew restores even a downgrade.
 	EtcdVersion      string
 	AllowVersionSkew bool
+	// Point is where the restore goes: with a backup (latest or an id), its delta log is
+	// replayed onto it, to its newest durable point or to Point's revision or moment; "latest"
+	// then means the newest backup at or before that point.
+	Point Point
 
 	Logger *slog.Logger
 	Now    time.Time
@@ -77,6 +81,12 @@ type MemberReport struct {
 	VersionSkew VersionSkew          `json:"version_skew"`
 	Manifest    *repository.Manifest `json:"manifest,omitempty"`
 	Copy        *snapshot.CopyReport `json:"copy,omitempty"`
+	// Point is where the restore was asked to go; Chain the delta log replayed onto the backup
+	// (nil: none), and Reached the revision and moment the restored member holds.
+	Point       string     `json:"point"`
+	Chain       *ChainPlan `json:"chain,omitempty"`
+	Reached     int64      `json:"reached_revision"`
+	ReachedTime time.Time  `json:"reached_time,omitzero"`
 	// Notes are for the operator (a version skew warning, what could not be read), in order.
 	Notes []string `json:"-"`
 }
@@ -110,7 +120,12 @@ func RestoreMember(ctx context.Context, o MemberOptions) (MemberReport, error) {
 	token := o.Token
 	var backupPoint RevisionPoint
 	var history []RevisionPoint
+	rep.Point = o.Point.String()
+	var chain *ChainPlan
 	if st, err := os.Stat(o.From); err == nil && !st.IsDir() {
+		if o.Point.Revision > 0 || !o.Point.Time.IsZero() {
+			return rep, fmt.Errorf("%w: --to-revision and --to-time restore a backup and its delta log: a snapshot file has none (give a backup id or latest)", ErrInput)
+		}
 		rep.File, plain = o.From, o.From
 		sum, err := checkSnapshotFile(ctx, plain, o.SkipHashCheck)
 		if err != nil {
@@ -144,6 +159,16 @@ func RestoreMember(ctx context.Context, o MemberOptions) (MemberReport, error) {
 			if e.Manifest.ClusterID == m.ClusterID && e.Manifest.ID != m.ID {
 				history = append(history, RevisionPoint{Revision: e.Manifest.Revision, At: e.Manifest.Started})
 			}
+		}
+		if e, err := cat.Find(m.ID); err == nil {
+			var notes []string
+			chain, notes, err = PlanChain(ctx, e, o.Point)
+			rep.Notes = append(rep.Notes, notes...)
+			if err != nil {
+				return rep, err
+			}
+			rep.Chain = chain
+			history = append(history, marksOf(ctx, e)...)
 		}
 	}
 	rep.Revision = backupPoint.Revision
@@ -180,11 +205,26 @@ func RestoreMember(ctx context.Context, o MemberOptions) (MemberReport, error) {
 	}
 
 	rep.Token = token
-	rep.Member, err = RestoreDataDir(ctx, DataDirOptions{
+	dopts := DataDirOptions{
 		Snapshot: plain, Name: o.Name, InitialCluster: o.InitialCluster, InitialClusterToken: token,
 		PeerURLs: o.PeerURLs, DataDir: o.DataDir, Bump: rep.Bump, Quarantine: o.Quarantine,
 		SkipHashCheck: o.SkipHashCheck, Now: o.Now,
-	})
+	}
+	var src *ChainSource
+	if chain != nil {
+		open := chain.Source(ctx, o.Identities)
+		dopts.Replay = func() (RevisionSource, func(), error) {
+			s, done, err := open()
+			src, _ = s.(*ChainSource)
+			return s, done, err
+		}
+		dopts.ReplayTo = chain.UpTo
+	}
+	rep.Reached = backupPoint.Revision
+	rep.Member, err = RestoreDataDir(ctx, dopts)
+	if src != nil {
+		rep.Reached, rep.ReachedTime = src.Reached, src.ReachedTime
+	}
 	return rep, err
 }
 
@@ -216,7 +256,7 @@ func fetchForRestore(ctx context.Context, lg *slog.Logger, o MemberOptions, plai
 		return repository.Manifest{}, snapshot.CopyReport{}, nil, cat, err
 	}
 	if o.From == "latest" {
-		f, err := snapshot.FetchLatest(ctx, lg, cat, snapshot.Query{}, o.Identities, plain)
+		f, err := snapshot.FetchLatest(ctx, lg, cat, o.Point.Query(), o.Identities, plain)
 		return f.Entry.Manifest, f.Copy, f.Skipped, cat, err
 	}
 	e, err := cat.Find(o.From)

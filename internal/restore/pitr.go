@@ -1,0 +1,129 @@
+package restore
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"filippo.io/age"
+
+	"github.com/etcdguard/etcdguard/internal/deltalog"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+// Point says where a restore goes: the newest durable point of the delta log (the zero Point),
+// a revision, or a moment. NoDelta restores the full backup alone.
+type Point struct {
+	Revision int64
+	Time     time.Time
+	NoDelta  bool
+}
+
+// Query returns the catalog query of the newest full backup a restore to p starts from.
+func (p Point) Query() snapshot.Query {
+	return snapshot.Query{AtOrBeforeRevision: p.Revision, AtOrBefore: p.Time}
+}
+
+// String describes the point for messages.
+func (p Point) String() string {
+	switch {
+	case p.Revision > 0:
+		return fmt.Sprintf("revision %d", p.Revision)
+	case !p.Time.IsZero():
+		return "the moment " + p.Time.UTC().Format(time.RFC3339Nano)
+	case p.NoDelta:
+		return "the full backup alone"
+	}
+	return "the newest durable point of the delta log"
+}
+
+// ChainPlan is the delta chain a restore replays onto its full backup, from the target that
+// holds the most of it.
+type ChainPlan struct {
+	Chain deltalog.Chain `json:"-"`
+	// Target is where the chain is read from; Segments and Reach describe what it holds there
+	// (Open: and the complete prefix of its open segment after Reach).
+	Target   string `json:"target"`
+	Segments int    `json:"segments"`
+	Reach    int64  `json:"reach"`
+	Open     bool   `json:"open_segment"`
+	// UpTo and Until bound the replay (0, zero: to the end).
+	UpTo  int64     `json:"up_to,omitempty"`
+	Until time.Time `json:"until,omitzero"`
+	// Problem says why the chain stops where it does in that target, if something is wrong.
+	Problem string `json:"problem,omitempty"`
+}
+
+// PlanChain finds, among the copies of the backup e, the target whose chain of it reaches
+// furthest (an open segment counts as reaching further than the same sealed reach), and bounds
+// its replay by p. It returns nil when no target holds a segment of the chain, and ErrInput when
+// p asks for a revision the chain cannot reach.
+func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []string, error) {
+	if p.NoDelta {
+		return nil, nil, nil
+	}
+	var best *ChainPlan
+	var notes []string
+	for _, cp := range e.Copies {
+		c, err := deltalog.LoadChain(ctx, cp.Repo, cp.Manifest)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("note: the delta log of %s in target %s could not be read: %v", e.Manifest.ID, cp.Repo.Target.Name, err))
+			continue
+		}
+		if len(c.Segments) == 0 && c.Open == 0 {
+			continue
+		}
+		cand := &ChainPlan{Chain: c, Target: cp.Repo.Target.Name, Segments: len(c.Segments), Reach: c.Reach, Open: c.Open != 0, Problem: c.Problem}
+		if best == nil || cand.Reach > best.Reach || (cand.Reach == best.Reach && cand.Open && !best.Open) {
+			best = cand
+		}
+	}
+	base := e.Manifest.Status.Revision
+	if best == nil {
+		if p.Revision > base {
+			return nil, notes, fmt.Errorf("%w: --to-revision %d: backup %s is at revision %d and no target holds a delta log of it", ErrInput, p.Revision, e.Manifest.ID, base)
+		}
+		return nil, notes, nil
+	}
+	if best.Problem != "" {
+		notes = append(notes, fmt.Sprintf("warning: the delta log of %s in target %s stops at revision %d: %s", e.Manifest.ID, best.Target, best.Reach, best.Problem))
+	}
+	if p.Revision > 0 {
+		if p.Revision > best.Reach && !best.Open {
+			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, best.Reach, best.Target)
+		}
+		if p.Revision == base {
+			return nil, notes, nil // the backup itself is the point
+		}
+		best.UpTo = p.Revision
+	}
+	best.Until = p.Time
+	return best, notes, nil
+}
+
+// Source returns the opener of the plan's revisions, for DataDirOptions.Replay; each call reads
+// the chain afresh, so that each member restored from it has its own reader.
+func (c *ChainPlan) Source(ctx context.Context, ids []age.Identity) func() (RevisionSource, func(), error) {
+	return func() (RevisionSource, func(), error) {
+		r := c.Chain.NewReader(ctx, deltalog.ReadOptions{Identities: ids, UpTo: c.UpTo})
+		return NewChainSource(r, c.Until), r.Close, nil
+	}
+}
+
+// marksOf returns the high-water marks of the targets of e's copies, as revision points for
+// sizing the bump: the revisions the cluster had reached, as recorded beside the backups.
+func marksOf(ctx context.Context, e snapshot.Entry) []RevisionPoint {
+	var out []RevisionPoint
+	for _, cp := range e.Copies {
+		ms, err := cp.Repo.Marks(ctx)
+		if err != nil {
+			continue
+		}
+		if n := len(ms); n > 0 {
+			m := ms[n-1]
+			out = append(out, RevisionPoint{Revision: m.Revision, At: m.At})
+		}
+	}
+	return out
+}
+
