@@ -166,7 +166,9 @@ func parsePoint(toRevision int64, toTime string, noDelta bool) (restore.Point, e
 	return p, nil
 }
 
-func (o restoreOptions) point() (restore.Point, error) { return parsePoint(o.toRevision, o.toTime, o.noDelta) }
+func (o restoreOptions) point() (restore.Point, error) {
+	return parsePoint(o.toRevision, o.toTime, o.noDelta)
+}
 
 func absPath(p string) string {
 	a, err := filepath.Abs(p)
@@ -184,7 +186,7 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		EtcdVersion: o.etcdVersion, AllowVersionSkew: o.allowVersionSkew,
 		Logger: s.logger, Now: env.Now(),
 	}
-	opts.Point, _ = o.point() // checked with the flags
+	opts.Point, _ = o.point()                                 // checked with the flags
 	if st, err := os.Stat(o.from); err != nil || st.IsDir() { // a backup, not a snapshot file
 		if err := s.requireTargets(); err != nil {
 			return err

@@ -126,4 +126,3 @@ func marksOf(ctx context.Context, e snapshot.Entry) []RevisionPoint {
 	}
 	return out
 }
-
