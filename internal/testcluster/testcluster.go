@@ -18,7 +18,14 @@ type (
 	Member  = scratch.Member
 	PKI     = scratch.PKI
 	Writer  = scratch.Writer
+	Load    = scratch.Load
+	// LoadOptions shape a Load: see scratch.LoadOptions.
+	LoadOptions = scratch.LoadOptions
 )
+
+// StartLoad starts a Kubernetes-shaped write load that logs what was acknowledged: see
+// scratch.StartLoad.
+func StartLoad(cli *clientv3.Client, opts LoadOptions) *Load { return scratch.StartLoad(cli, opts) }
 
 // Start starts a scratch cluster: see scratch.Start.
 func Start(ctx context.Context, opts Options) (*Cluster, error) { return scratch.Start(ctx, opts) }
