@@ -90,11 +90,19 @@ var scheduleParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hou
 // ParseSchedule reads a cron schedule: the standard five fields (minute, hour, day of month,
 // month, day of week; "*/30 * * * *"), or @hourly, @daily, @every 10m and the like, in the host's
 // time zone unless it starts with CRON_TZ=Zone. A sixth, leading field of seconds is accepted
-// for tests ("*/2 * * * * *"); production schedules have no use for it.
+// for tests ("*/2 * * * * *"); production schedules have no use for it. A schedule that never
+// fires, such as 31 February, is refused: the agent would never take a snapshot.
 func ParseSchedule(spec string) (Schedule, error) {
 	s, err := scheduleParser.Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("agent: snapshot-schedule %q is not a cron schedule such as \"*/30 * * * *\" (minute, hour, day of month, month, day of week): %w", spec, err)
+	}
+	// robfig/cron's Next looks five years ahead and returns the zero time when it finds nothing.
+	// A cron schedule has no year field: one that fires at all fires within four years of a leap
+	// year's 1 January (29 February is the rarest date). A fixed start, not the clock, keeps the
+	// check the same on every host and in every test.
+	if s.Next(time.Date(2024, time.January, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q never fires: no date matches its day of month and month (such as 31 February), so no snapshot would ever be taken", spec)
 	}
 	return s, nil
 }

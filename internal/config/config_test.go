@@ -19,6 +19,7 @@ func TestBadConfigs(t *testing.T) {
 		"bad-compression.bad.yml":     `compression "lz4": use zstd or none`,
 		"cluster-unknown-key.bad.yml": "field peer-urls not found",
 		"bad-schedule.bad.yml":        `agent: snapshot-schedule "every half hour" is not a cron schedule`,
+		"never-fires.bad.yml":         `agent: snapshot-schedule "0 0 31 2 *" never fires`,
 		"bad-listen.bad.yml":          `agent: listen-address "localhost" is not host:port`,
 		"agent-unknown-key.bad.yml":   "field snapshot-interval not found",
 	}
@@ -69,6 +70,8 @@ func TestParseSchedule(t *testing.T) {
 		{"0 3 * * *", time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)},
 		{"@hourly", time.Date(2026, 12, 2, 2, 0, 0, 0, time.UTC)},
 		{"*/2 * * * * *", time.Date(2026, 12, 2, 1, 7, 32, 0, time.UTC)}, // seconds: for tests
+		{"0 0 29 2 *", time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC)},     // once in four years
+		{"0 0 31 2 MON", time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)},    // February 31 or a Monday of February, as in cron
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
@@ -77,8 +80,19 @@ func TestParseSchedule(t *testing.T) {
 			require.Equal(t, tc.next, s.Next(at))
 		})
 	}
-	_, err := ParseSchedule("61 * * * *")
-	require.ErrorContains(t, err, "is not a cron schedule")
+	bad := []struct{ spec, err string }{
+		{"61 * * * *", `agent: snapshot-schedule "61 * * * *" is not a cron schedule`},
+		{"0 0 31 2 *", `agent: snapshot-schedule "0 0 31 2 *" never fires: no date matches its day of month and month`},
+		{"0 0 30 2 *", `agent: snapshot-schedule "0 0 30 2 *" never fires`},
+		{"0 0 31 4,6,9,11 *", `agent: snapshot-schedule "0 0 31 4,6,9,11 *" never fires`},
+		{"CRON_TZ=Europe/Berlin 0 0 31 2 *", `agent: snapshot-schedule "CRON_TZ=Europe/Berlin 0 0 31 2 *" never fires`},
+	}
+	for _, tc := range bad {
+		t.Run(tc.spec, func(t *testing.T) {
+			_, err := ParseSchedule(tc.spec)
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
 }
 
 func TestEmptyFileIsDefaults(t *testing.T) {
