@@ -19,6 +19,8 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"a schedule that never fires", "agent:\n  snapshot-schedule: \"0 0 31 2 *\"\n",
 			[]string{`snapshot-schedule "0 0 31 2 *" never fires`}},
+		{"a negative @every", "agent:\n  snapshot-schedule: \"@every -30m\"\n",
+			[]string{`snapshot-schedule "@every -30m": @every needs a positive duration`}},
 	}
 	for _, tc := range cases {
 		for _, args := range [][]string{{"agent", "--listen-address", "127.0.0.1:0"}, {"snapshot", "save"}} {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -97,6 +98,11 @@ func ParseSchedule(spec string) (Schedule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: snapshot-schedule %q is not a cron schedule such as \"*/30 * * * *\" (minute, hour, day of month, month, day of week): %w", spec, err)
 	}
+	// robfig/cron turns a duration under a second into one second: @every 0s or -30m would run
+	// a snapshot every second.
+	if d, ok := everyDuration(spec); ok && d <= 0 {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q: @every needs a positive duration such as @every 30m (%s would take a snapshot every second)", spec, d)
+	}
 	// robfig/cron's Next looks five years ahead and returns the zero time when it finds nothing.
 	// A cron schedule has no year field: one that fires at all fires within four years of a leap
 	// year's 1 January (29 February is the rarest date). A fixed start, not the clock, keeps the
@@ -105,6 +111,21 @@ func ParseSchedule(spec string) (Schedule, error) {
 		return nil, fmt.Errorf("agent: snapshot-schedule %q never fires: no date matches its day of month and month (such as 31 February), so no snapshot would ever be taken", spec)
 	}
 	return s, nil
+}
+
+// everyDuration returns the duration of an "@every" schedule that robfig/cron has parsed, after
+// its CRON_TZ= or TZ= prefix, read as robfig/cron reads it; false for any other schedule.
+func everyDuration(spec string) (time.Duration, bool) {
+	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
+		_, rest, _ := strings.Cut(spec, " ")
+		spec = strings.TrimSpace(rest)
+	}
+	rest, ok := strings.CutPrefix(spec, "@every ")
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(rest)
+	return d, err == nil
 }
 
 // Default returns the settings used when neither the file nor a flag says otherwise.

@@ -71,7 +71,9 @@ func TestParseSchedule(t *testing.T) {
 		{"@hourly", time.Date(2026, 12, 2, 2, 0, 0, 0, time.UTC)},
 		{"*/2 * * * * *", time.Date(2026, 12, 2, 1, 7, 32, 0, time.UTC)}, // seconds: for tests
 		{"0 0 29 2 *", time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC)},     // once in four years
-		{"0 0 31 2 MON", time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)},    // February 31 or a Monday of February, as in cron
+		{"@every 10m", time.Date(2026, 12, 2, 1, 17, 30, 0, time.UTC)},
+		{"CRON_TZ=UTC @every 1h", time.Date(2026, 12, 2, 2, 7, 30, 0, time.UTC)},
+		{"0 0 31 2 MON", time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)}, // February 31 or a Monday of February, as in cron
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
@@ -86,6 +88,12 @@ func TestParseSchedule(t *testing.T) {
 		{"0 0 30 2 *", `agent: snapshot-schedule "0 0 30 2 *" never fires`},
 		{"0 0 31 4,6,9,11 *", `agent: snapshot-schedule "0 0 31 4,6,9,11 *" never fires`},
 		{"CRON_TZ=Europe/Berlin 0 0 31 2 *", `agent: snapshot-schedule "CRON_TZ=Europe/Berlin 0 0 31 2 *" never fires`},
+		// robfig/cron makes a duration under a second one second.
+		{"@every -30m", `agent: snapshot-schedule "@every -30m": @every needs a positive duration such as @every 30m (-30m0s would take a snapshot every second)`},
+		{"@every 0s", `agent: snapshot-schedule "@every 0s": @every needs a positive duration`},
+		{"@every 0", `agent: snapshot-schedule "@every 0": @every needs a positive duration`},
+		{"CRON_TZ=UTC @every -1h", `agent: snapshot-schedule "CRON_TZ=UTC @every -1h": @every needs a positive duration`},
+		{"TZ=Europe/Berlin   @every -5m", `agent: snapshot-schedule "TZ=Europe/Berlin   @every -5m": @every needs a positive duration`},
 	}
 	for _, tc := range bad {
 		t.Run(tc.spec, func(t *testing.T) {
