@@ -94,6 +94,11 @@ var scheduleParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hou
 // for tests ("*/2 * * * * *"); production schedules have no use for it. A schedule that never
 // fires, such as 31 February, is refused: the agent would never take a snapshot.
 func ParseSchedule(spec string) (Schedule, error) {
+	// robfig/cron cuts a time zone prefix at the first space and panics (slice bounds) when
+	// there is none: "CRON_TZ=UTC" alone crashed the agent at start or at a reload.
+	if (strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=")) && !strings.Contains(spec, " ") {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q has a time zone but no schedule after it: write them separated by a space, such as \"CRON_TZ=UTC 0 3 * * *\"", spec)
+	}
 	s, err := scheduleParser.Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("agent: snapshot-schedule %q is not a cron schedule such as \"*/30 * * * *\" (minute, hour, day of month, month, day of week): %w", spec, err)

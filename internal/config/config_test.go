@@ -88,6 +88,9 @@ func TestParseSchedule(t *testing.T) {
 		{"0 0 30 2 *", `agent: snapshot-schedule "0 0 30 2 *" never fires`},
 		{"0 0 31 4,6,9,11 *", `agent: snapshot-schedule "0 0 31 4,6,9,11 *" never fires`},
 		{"CRON_TZ=Europe/Berlin 0 0 31 2 *", `agent: snapshot-schedule "CRON_TZ=Europe/Berlin 0 0 31 2 *" never fires`},
+		// robfig/cron panicked on a time zone with nothing after it.
+		{"CRON_TZ=UTC", `agent: snapshot-schedule "CRON_TZ=UTC" has a time zone but no schedule after it`},
+		{"TZ=Europe/Berlin\t@hourly", `agent: snapshot-schedule "TZ=Europe/Berlin\t@hourly" has a time zone but no schedule after it`},
 		// robfig/cron makes a duration under a second one second.
 		{"@every -30m", `agent: snapshot-schedule "@every -30m": @every needs a positive duration such as @every 30m (-30m0s would take a snapshot every second)`},
 		{"@every 0s", `agent: snapshot-schedule "@every 0s": @every needs a positive duration`},
