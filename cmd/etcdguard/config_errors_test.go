@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,10 @@ import (
 
 // TestConfigErrors: a config file that does not validate stops the agent (at start, and so that
 // systemd does not restart it: RestartPreventExitStatus=2) and every other command with exit code
-// 2, before etcd or a target is touched; the message names the file and what is wrong.
+// 2, before etcd or a target is touched; the message names the file and what is wrong, and never
+// the credentials a target URL carries.
 func TestConfigErrors(t *testing.T) {
+	const key, secret = "AKIDLEAKED", "SECRETLEAKED"
 	cases := []struct {
 		name, config string
 		want         []string
@@ -21,6 +24,12 @@ func TestConfigErrors(t *testing.T) {
 			[]string{`snapshot-schedule "0 0 31 2 *" never fires`}},
 		{"a negative @every", "agent:\n  snapshot-schedule: \"@every -30m\"\n",
 			[]string{`snapshot-schedule "@every -30m": @every needs a positive duration`}},
+		{"S3 credentials in a target URL", "targets:\n  - name: offsite\n    url: s3://" + key + ":" + secret + "@etcd-backups/prod?endpoint=http://127.0.0.1:9000\n",
+			[]string{`target "offsite"`, "credentials do not belong in the URL"}},
+		{"a secret in an S3 target URL's query", "targets:\n  - name: offsite\n    url: s3://etcd-backups/prod?endpoint=http://127.0.0.1:9000&secret-key=" + secret + "\n",
+			[]string{`target "offsite"`, `unknown parameter "secret-key"`}},
+		{"S3 credentials in a target URL's endpoint", "targets:\n  - name: offsite\n    url: s3://etcd-backups/prod?endpoint=http://" + key + ":" + secret + "@127.0.0.1:9000\n",
+			[]string{`target "offsite"`, "credentials do not belong in the endpoint"}},
 	}
 	for _, tc := range cases {
 		for _, args := range [][]string{{"agent", "--listen-address", "127.0.0.1:0"}, {"snapshot", "save"}} {
@@ -33,7 +42,23 @@ func TestConfigErrors(t *testing.T) {
 				for _, w := range tc.want {
 					require.Contains(t, r.stderr, w)
 				}
+				require.NotContains(t, r.stdout+r.stderr, secret)
+				require.NotContains(t, r.stdout+r.stderr, key)
 			})
 		}
+	}
+	// The same target URLs given as --target are a bad flag: exit code 2 too.
+	for i, u := range []string{
+		"s3://" + key + ":" + secret + "@etcd-backups/prod?endpoint=http://127.0.0.1:9000",
+		"s3://etcd-backups/prod?endpoint=http://127.0.0.1:9000&secret-key=" + secret,
+		"s3://etcd-backups/prod?endpoint=http://" + key + ":" + secret + "@127.0.0.1:9000",
+	} {
+		t.Run(fmt.Sprintf("--target with credentials %d", i), func(t *testing.T) {
+			r := etcdguard(t, "snapshot", "list", "--target", u)
+			require.Equal(t, 2, r.code, r.stderr)
+			require.Contains(t, r.stderr, "--target")
+			require.NotContains(t, r.stdout+r.stderr, secret)
+			require.NotContains(t, r.stdout+r.stderr, key)
+		})
 	}
 }

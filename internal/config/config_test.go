@@ -20,6 +20,7 @@ func TestBadConfigs(t *testing.T) {
 		"cluster-unknown-key.bad.yml": "field peer-urls not found",
 		"bad-schedule.bad.yml":        `agent: snapshot-schedule "every half hour" is not a cron schedule`,
 		"never-fires.bad.yml":         `agent: snapshot-schedule "0 0 31 2 *" never fires`,
+		"s3-credentials.bad.yml":      `target "offsite": parse S3 URL s3://REDACTED@s3.example.com/etcd-backups: credentials do not belong in the URL`,
 		"bad-listen.bad.yml":          `agent: listen-address "localhost" is not host:port`,
 		"agent-unknown-key.bad.yml":   "field snapshot-interval not found",
 	}
@@ -32,6 +33,7 @@ func TestBadConfigs(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), want[filepath.Base(f)])
 			require.True(t, strings.HasPrefix(err.Error(), "config file "+f), "the error names the file: %v", err)
+			require.NotContains(t, err.Error(), "SECRETLEAKED")
 		})
 	}
 }
