@@ -218,8 +218,9 @@ func TestSaveSignals(t *testing.T) {
 				repo := filepath.Join(t.TempDir(), "repo")
 				work := t.TempDir()
 				// A live run's scratch folder (this process's): never swept.
-				live, err := snapshot.MakeScratch(work, "save")
+				live, remove, err := snapshot.MakeScratch(work, "save")
 				require.NoError(t, err)
+				t.Cleanup(remove)
 				cmd, out := startSave(t, repo, append([]string{"--work-dir", work}, tlsFlags(c)...)...)
 				require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
 				_ = cmd.Wait()

@@ -151,11 +151,11 @@ func statusOfFile(ctx context.Context, env Env, s settings, path string, maxSize
 			return err
 		}
 		defer dec.Close()
-		dir, err := snapshot.MakeScratch(s.cfg.WorkDir, "status")
+		dir, remove, err := snapshot.MakeScratch(s.cfg.WorkDir, "status")
 		if err != nil {
 			return fmt.Errorf("create a scratch folder to decode %s in (set --work-dir): %w", path, err)
 		}
-		defer os.RemoveAll(dir)
+		defer remove()
 		plain = dir + "/snapshot.db"
 		out, err := os.OpenFile(plain, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err != nil {

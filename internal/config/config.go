@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/robfig/cron/v3"
@@ -90,13 +91,46 @@ var scheduleParser = cron.NewParser(cron.SecondOptional | cron.Minute | cron.Hou
 // ParseSchedule reads a cron schedule: the standard five fields (minute, hour, day of month,
 // month, day of week; "*/30 * * * *"), or @hourly, @daily, @every 10m and the like, in the host's
 // time zone unless it starts with CRON_TZ=Zone. A sixth, leading field of seconds is accepted
-// for tests ("*/2 * * * * *"); production schedules have no use for it.
+// for tests ("*/2 * * * * *"); production schedules have no use for it. A schedule that never
+// fires, such as 31 February, is refused: the agent would never take a snapshot.
 func ParseSchedule(spec string) (Schedule, error) {
+	// robfig/cron cuts a time zone prefix at the first space and panics (slice bounds) when
+	// there is none: "CRON_TZ=UTC" alone crashed the agent at start or at a reload.
+	if (strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=")) && !strings.Contains(spec, " ") {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q has a time zone but no schedule after it: write them separated by a space, such as \"CRON_TZ=UTC 0 3 * * *\"", spec)
+	}
 	s, err := scheduleParser.Parse(spec)
 	if err != nil {
 		return nil, fmt.Errorf("agent: snapshot-schedule %q is not a cron schedule such as \"*/30 * * * *\" (minute, hour, day of month, month, day of week): %w", spec, err)
 	}
+	// robfig/cron turns a duration under a second into one second: @every 0s or -30m would run
+	// a snapshot every second.
+	if d, ok := everyDuration(spec); ok && d <= 0 {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q: @every needs a positive duration such as @every 30m (%s would take a snapshot every second)", spec, d)
+	}
+	// robfig/cron's Next looks five years ahead and returns the zero time when it finds nothing.
+	// A cron schedule has no year field: one that fires at all fires within four years of a leap
+	// year's 1 January (29 February is the rarest date). A fixed start, not the clock, keeps the
+	// check the same on every host and in every test.
+	if s.Next(time.Date(2024, time.January, 1, 0, 0, 0, 0, time.UTC)).IsZero() {
+		return nil, fmt.Errorf("agent: snapshot-schedule %q never fires: no date matches its day of month and month (such as 31 February), so no snapshot would ever be taken", spec)
+	}
 	return s, nil
+}
+
+// everyDuration returns the duration of an "@every" schedule that robfig/cron has parsed, after
+// its CRON_TZ= or TZ= prefix, read as robfig/cron reads it; false for any other schedule.
+func everyDuration(spec string) (time.Duration, bool) {
+	if strings.HasPrefix(spec, "TZ=") || strings.HasPrefix(spec, "CRON_TZ=") {
+		_, rest, _ := strings.Cut(spec, " ")
+		spec = strings.TrimSpace(rest)
+	}
+	rest, ok := strings.CutPrefix(spec, "@every ")
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(rest)
+	return d, err == nil
 }
 
 // Default returns the settings used when neither the file nor a flag says otherwise.

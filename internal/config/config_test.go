@@ -19,6 +19,8 @@ func TestBadConfigs(t *testing.T) {
 		"bad-compression.bad.yml":     `compression "lz4": use zstd or none`,
 		"cluster-unknown-key.bad.yml": "field peer-urls not found",
 		"bad-schedule.bad.yml":        `agent: snapshot-schedule "every half hour" is not a cron schedule`,
+		"never-fires.bad.yml":         `agent: snapshot-schedule "0 0 31 2 *" never fires`,
+		"s3-credentials.bad.yml":      `target "offsite": parse S3 URL s3://REDACTED@s3.example.com/etcd-backups: credentials do not belong in the URL`,
 		"bad-listen.bad.yml":          `agent: listen-address "localhost" is not host:port`,
 		"agent-unknown-key.bad.yml":   "field snapshot-interval not found",
 	}
@@ -31,6 +33,7 @@ func TestBadConfigs(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), want[filepath.Base(f)])
 			require.True(t, strings.HasPrefix(err.Error(), "config file "+f), "the error names the file: %v", err)
+			require.NotContains(t, err.Error(), "SECRETLEAKED")
 		})
 	}
 }
@@ -69,6 +72,10 @@ func TestParseSchedule(t *testing.T) {
 		{"0 3 * * *", time.Date(2026, 12, 2, 3, 0, 0, 0, time.UTC)},
 		{"@hourly", time.Date(2026, 12, 2, 2, 0, 0, 0, time.UTC)},
 		{"*/2 * * * * *", time.Date(2026, 12, 2, 1, 7, 32, 0, time.UTC)}, // seconds: for tests
+		{"0 0 29 2 *", time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC)},     // once in four years
+		{"@every 10m", time.Date(2026, 12, 2, 1, 17, 30, 0, time.UTC)},
+		{"CRON_TZ=UTC @every 1h", time.Date(2026, 12, 2, 2, 7, 30, 0, time.UTC)},
+		{"0 0 31 2 MON", time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)}, // February 31 or a Monday of February, as in cron
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
@@ -77,8 +84,28 @@ func TestParseSchedule(t *testing.T) {
 			require.Equal(t, tc.next, s.Next(at))
 		})
 	}
-	_, err := ParseSchedule("61 * * * *")
-	require.ErrorContains(t, err, "is not a cron schedule")
+	bad := []struct{ spec, err string }{
+		{"61 * * * *", `agent: snapshot-schedule "61 * * * *" is not a cron schedule`},
+		{"0 0 31 2 *", `agent: snapshot-schedule "0 0 31 2 *" never fires: no date matches its day of month and month`},
+		{"0 0 30 2 *", `agent: snapshot-schedule "0 0 30 2 *" never fires`},
+		{"0 0 31 4,6,9,11 *", `agent: snapshot-schedule "0 0 31 4,6,9,11 *" never fires`},
+		{"CRON_TZ=Europe/Berlin 0 0 31 2 *", `agent: snapshot-schedule "CRON_TZ=Europe/Berlin 0 0 31 2 *" never fires`},
+		// robfig/cron panicked on a time zone with nothing after it.
+		{"CRON_TZ=UTC", `agent: snapshot-schedule "CRON_TZ=UTC" has a time zone but no schedule after it`},
+		{"TZ=Europe/Berlin\t@hourly", `agent: snapshot-schedule "TZ=Europe/Berlin\t@hourly" has a time zone but no schedule after it`},
+		// robfig/cron makes a duration under a second one second.
+		{"@every -30m", `agent: snapshot-schedule "@every -30m": @every needs a positive duration such as @every 30m (-30m0s would take a snapshot every second)`},
+		{"@every 0s", `agent: snapshot-schedule "@every 0s": @every needs a positive duration`},
+		{"@every 0", `agent: snapshot-schedule "@every 0": @every needs a positive duration`},
+		{"CRON_TZ=UTC @every -1h", `agent: snapshot-schedule "CRON_TZ=UTC @every -1h": @every needs a positive duration`},
+		{"TZ=Europe/Berlin   @every -5m", `agent: snapshot-schedule "TZ=Europe/Berlin   @every -5m": @every needs a positive duration`},
+	}
+	for _, tc := range bad {
+		t.Run(tc.spec, func(t *testing.T) {
+			_, err := ParseSchedule(tc.spec)
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
 }
 
 func TestEmptyFileIsDefaults(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package proc tells whether a process recorded by an earlier run (in a lock, in the name of a
-// scratch folder) may still be running on this host. A PID means something only in the PID
-// namespace and the boot it was recorded in: the same number in another container or after a
-// reboot is another process.
+// scratch folder) may still be running on this host, and records what this process holds itself
+// (own.go): a record of this process's own PID may be an earlier process's. A PID means something
+// only in the PID namespace and the boot it was recorded in: the same number in another container
+// or after a reboot is another process.
 package proc
 
 import (

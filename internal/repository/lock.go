@@ -37,7 +37,8 @@ const LockRefreshInterval = 5 * time.Minute
 // modification time, before it is taken over when its process cannot be checked (another host,
 // another PID namespace): six missed refreshes. A lock whose process can be checked (same host,
 // PID namespace and boot) is never stale while the process exists, and stale at once when it
-// does not.
+// does not, or when it is this process's PID and this process does not hold the lock (an earlier
+// process with the same PID left it).
 const StaleLockAge = 6 * LockRefreshInterval
 
 // DefaultLockWait is how long Lock keeps trying while a conflicting lock is live, unless
@@ -130,6 +131,9 @@ type Lock struct {
 	info   lockInfo
 	stop   chan struct{}
 	done   chan struct{}
+	// release ends this process's claim on the lock's object (proc.Claim), which tells a lock of
+	// this process from one an earlier process with the same PID left.
+	release func()
 }
 
 // lockReleaseTimeout bounds the removal of a lock at the end of a run, so that a storage that
@@ -156,6 +160,9 @@ func (r *Repository) Lock(ctx context.Context, lg *slog.Logger, kind LockKind, c
 	info.Kind, info.Command, info.Created = string(kind), command, now.UTC()
 	name := fmt.Sprintf("%s%s-%d-%s.json", locksDir, now.UTC().Format("20060102T150405Z"), info.PID, NewID(now)[17:])
 	l := &Lock{repo: r, name: name, lg: lg, timing: timing, info: info, stop: make(chan struct{}), done: make(chan struct{})}
+	// Claimed before its object is first written and until it is removed, so that no run of this
+	// process takes it for an earlier process's (see staleReason).
+	l.release = proc.Claim(lockClaim(name))
 	giveUp := time.Now().Add(timing.Wait)
 	backoff := lockFirstBackoff
 	for {
@@ -185,6 +192,7 @@ func (r *Repository) Lock(ctx context.Context, lg *slog.Logger, kind LockKind, c
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
 		_ = r.be.Remove(rctx, name)
 		cancel()
+		l.release()
 		return nil, err
 	}
 	go l.refreshLoop(ctx)
@@ -274,6 +282,9 @@ func (l *Lock) Unlock(ctx context.Context) error {
 	r.locks.mu.Unlock()
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockReleaseTimeout)
 	defer cancel()
+	// Released whether the removal worked or not: a lock object left behind is no longer held,
+	// and a later run of this process may take it over.
+	defer l.release()
 	if err := r.be.Remove(rctx, l.name); err != nil {
 		return fmt.Errorf("target %s: release lock %s: %w", r.Target.Name, l.name, err)
 	}

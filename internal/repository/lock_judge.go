@@ -71,7 +71,7 @@ func (r *Repository) checkLocks(ctx context.Context, l *Lock, now time.Time) (*l
 		if err != nil {
 			return nil, fmt.Errorf("target %s: read lock %s: %w", r.Target.Name, fi.Name, err)
 		}
-		if why := staleReason(info, l.info, now.Sub(fi.ModTime), uptime, l.timing); why != "" {
+		if why := staleReason(info, l.info, proc.Claimed(lockClaim(fi.Name)), now.Sub(fi.ModTime), uptime, l.timing); why != "" {
 			l.lg.Warn("taking over a stale repository lock", "target", r.Target.Name, "lock", fi.Name, "holder_pid", info.PID, "holder_host", info.Host, "since", info.Created, "why", why)
 			if err := r.be.Remove(ctx, fi.Name); err != nil && !errors.Is(err, backend.ErrNotExist) {
 				return nil, fmt.Errorf("target %s: remove stale lock %s: %w", r.Target.Name, fi.Name, err)
@@ -90,18 +90,26 @@ func (r *Repository) checkLocks(ctx context.Context, l *Lock, now time.Time) (*l
 }
 
 // staleReason says why a lock may be taken over, or "" if it may not. self is this process as
-// its own lock describes it; age is how long ago the backend last saw the lock written; uptime
+// its own lock describes it; claimed is whether this process holds the lock's object or is
+// asking for it (proc.Claim); age is how long ago the backend last saw the lock written; uptime
 // is how long this host has been up (0: unknown).
+//
+// A lock of this place that names this process's own PID and that this process does not hold
+// was left by an earlier process that had the same PID: one killed and restarted inside a
+// container, whose PID namespace gives the same PID at every start. That process is gone; the
+// lock used to be judged alive for ever, since this process exists.
 //
 // A lock of this host's name from another boot was taken before this host last booted only if
 // the backend last saw it written before then, with a refresh interval to spare: host names are
 // not unique (two nodes named etcd-0 in two clusters sharing a bucket), and another machine of
 // this name has another boot id while its run is alive and refreshing.
-func staleReason(info, self lockInfo, age, uptime time.Duration, timing LockTiming) string {
+func staleReason(info, self lockInfo, claimed bool, age, uptime time.Duration, timing LockTiming) string {
 	here := proc.Place{PIDNamespace: self.PIDNamespace, BootID: self.BootID}
 	sameHost := info.Host == self.Host
 	samePlace := sameHost && here.Known() && info.PIDNamespace == here.PIDNamespace && info.BootID == here.BootID
 	switch {
+	case samePlace && info.PID == self.PID && !claimed:
+		return fmt.Sprintf("it names this process's PID %d but this process does not hold it: an earlier process with this PID left it", info.PID)
 	case samePlace && proc.Alive(info.PID):
 		return "" // its process exists: never stale, whatever its age
 	case samePlace:
@@ -113,6 +121,11 @@ func staleReason(info, self lockInfo, age, uptime time.Duration, timing LockTimi
 	}
 	return ""
 }
+
+// lockClaim is the key of this process's claim on the lock object name (proc.Claim). Lock names
+// are unique (the time, the PID and a random part): a name alone tells this process's locks from
+// an earlier process's, whichever Repository of this process opened the target.
+func lockClaim(name string) string { return "repository lock " + name }
 
 // errBadLock marks a lock object that is not a lock's JSON.
 var errBadLock = errors.New("not a valid lock file")

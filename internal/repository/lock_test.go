@@ -90,6 +90,7 @@ func deadPID(t *testing.T) int {
 const (
 	pidLive = -1 // replaced by a process that runs during the test
 	pidDead = -2 // replaced by a process that has exited
+	pidSelf = -3 // replaced by this process's PID: a lock an earlier process with the same PID left
 )
 
 // noWait is the timing of a run that fails at once when the lock is taken.
@@ -119,6 +120,10 @@ func TestLock(t *testing.T) {
 			wantErr: `locked by "snapshot prune" (pid `},
 		{name: "left by a dead process here", existing: &lockInfo{Host: host, PID: pidDead, PIDNamespace: ns, BootID: boot, Command: "snapshot save", Created: now.Add(-time.Minute)},
 			wantWarn: "no longer exists"},
+		// A service killed and restarted inside a container gets its predecessor's PID: this
+		// process exists, but it does not hold that lock.
+		{name: "left by an earlier process with this process's PID", existing: &lockInfo{Host: host, PID: pidSelf, PIDNamespace: ns, BootID: boot, Command: "agent", Created: now.Add(-time.Minute)},
+			wantWarn: "this process does not hold it"},
 		{name: "same host name, other PID namespace: not judged by PID", existing: &lockInfo{Host: host, PID: pidDead, PIDNamespace: "pid:[1]", BootID: boot, Command: "snapshot save", Created: now.Add(-time.Minute)},
 			wantErr: "is locked by"},
 		{name: "same host name, other PID namespace, not refreshed for 7 hours", existing: &lockInfo{Host: host, PID: pidDead, PIDNamespace: "pid:[1]", BootID: boot, Command: "snapshot save", Created: now.Add(-7 * time.Hour)},
@@ -162,6 +167,8 @@ func TestLock(t *testing.T) {
 									info.PID = livePID(t)
 								case pidDead:
 									info.PID = deadPID(t)
+								case pidSelf:
+									info.PID = os.Getpid()
 								}
 								var err error
 								data, err = json.Marshal(info)
@@ -251,4 +258,65 @@ func holdLock(t *testing.T, repo *Repository, kind LockKind) *Lock {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = lk.Unlock(t.Context()) })
 	return lk
+}
+
+// TestLockOwnPID: a lock that names this process (host, PID namespace, boot and PID) is this
+// process's own only while the process holds it or asks for it. One left by an earlier process
+// with the same PID (killed and restarted inside a container, whose PID namespace gives the same
+// PID at every start) is taken over; one this process holds is respected by any Repository of
+// this process that opens the target, until it is released.
+func TestLockOwnPID(t *testing.T) {
+	host, _ := os.Hostname()
+	here := proc.Here()
+	require.True(t, here.Known(), "this host has a boot id and a PID namespace")
+	root := filepath.Join(t.TempDir(), "repo")
+	open := func() *Repository {
+		r := lockStore{Local: root}.open(t)
+		r.SetLockTiming(noWait)
+		return r
+	}
+	repo := open()
+	const earlier = "locks/20261124T020000Z-1-00000000.json"
+	data, err := json.Marshal(lockInfo{Kind: string(LockExclusive), Host: host, PID: os.Getpid(), PIDNamespace: here.PIDNamespace,
+		BootID: here.BootID, Command: "agent", Created: time.Now().Add(-time.Minute)})
+	require.NoError(t, err)
+	_, err = repo.Save(t.Context(), earlier, bytes.NewReader(data))
+	require.NoError(t, err)
+
+	var logs bytes.Buffer
+	lk, err := repo.Lock(t.Context(), slog.New(slog.NewTextHandler(&logs, nil)), LockExclusive, "agent", time.Now())
+	require.NoError(t, err, "the earlier process's lock is taken over")
+	require.Contains(t, logs.String(), "taking over a stale repository lock")
+	require.Contains(t, logs.String(), "an earlier process with this PID left it")
+	require.Equal(t, []string{lk.name}, lockNames(t, repo))
+
+	for name, r := range map[string]*Repository{"the same Repository": repo, "another Repository of the target": open()} {
+		_, err := r.Lock(t.Context(), slog.New(slog.DiscardHandler), LockShared, "snapshot save", time.Now())
+		require.ErrorIs(t, err, ErrLocked, "%s: the lock this process holds is not taken over", name)
+		require.Equal(t, []string{lk.name}, lockNames(t, repo), "%s: a refused run leaves only the holder's lock", name)
+	}
+	require.NoError(t, lk.Unlock(t.Context()))
+	require.False(t, proc.Claimed(lockClaim(lk.name)), "released with the lock")
+
+	// A run of this process that waits keeps its object, and its claim, while it waits (its
+	// name, of an earlier time, sorts first): a third run does not take it for an earlier
+	// process's but waits for it too.
+	lk, err = repo.Lock(t.Context(), slog.New(slog.DiscardHandler), LockShared, "delta writer", time.Now())
+	require.NoError(t, err)
+	waiting := open()
+	waiting.SetLockTiming(LockTiming{Wait: 20 * time.Second})
+	got := make(chan lockResult, 1)
+	go func() {
+		l, err := waiting.Lock(t.Context(), slog.New(slog.DiscardHandler), LockExclusive, "cleanup", time.Now().Add(-time.Hour))
+		got <- lockResult{l, err}
+	}()
+	require.Eventually(t, func() bool { return len(lockNames(t, repo)) == 2 }, 5*time.Second, 10*time.Millisecond, "the waiter's object is written")
+	_, err = open().Lock(t.Context(), slog.New(slog.DiscardHandler), LockShared, "snapshot save", time.Now())
+	require.ErrorIs(t, err, ErrLocked)
+	require.ErrorContains(t, err, `locked by "cleanup"`)
+	require.NoError(t, lk.Unlock(t.Context()))
+	r := <-got
+	require.NoError(t, r.err, "the waiter gets the lock once it is free")
+	require.NoError(t, r.lock.Unlock(t.Context()))
+	require.Empty(t, lockNames(t, repo))
 }

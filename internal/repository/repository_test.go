@@ -152,21 +152,31 @@ func TestParseTarget(t *testing.T) {
 		{"file:///backup/etcd", Target{Name: "local", URL: "file:///backup/etcd", Media: "disk"}, ""},
 		{"file:///mnt/ltfs/etcd?offline=true&media=tape", Target{Name: "tape", URL: "file:///mnt/ltfs/etcd", Media: "tape", Offline: true}, ""},
 		{"file:///mnt/usb?offline=1&name=usb", Target{Name: "usb", URL: "file:///mnt/usb", Media: "offline", Offline: true}, ""},
-		{"s3://b/p?endpoint=http://127.0.0.1:9000&name=minio", Target{Name: "minio", URL: "s3://b/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000", Media: "s3"}, ""},
+		{"s3://bkt/p?endpoint=http://127.0.0.1:9000&name=minio", Target{Name: "minio", URL: "s3://bkt/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000", Media: "s3"}, ""},
 		{"file://relative/path", Target{}, "needs an absolute path"},
 		{"file:///x?offline=maybe", Target{}, "not true or false"},
 		{"gs://bucket", Target{}, `unknown scheme "gs"`},
 		{"s3:///prefix", Target{}, "name the bucket"},
 		// A parameter that cannot be unescaped was dropped when the query was written back, and
 		// with it the endpoint: the run went to AWS with the credentials meant for another server.
-		{"s3://b/p?endpoint=http://127.0.0.1:9000/%zz", Target{}, "not validly escaped"},
-		{"s3://b/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000&name=minio%zz", Target{}, "not validly escaped"},
+		{"s3://bkt/p?endpoint=http://127.0.0.1:9000/%zz", Target{}, "not validly escaped"},
+		{"s3://bkt/p?endpoint=http%3A%2F%2F127.0.0.1%3A9000&name=minio%zz", Target{}, "not validly escaped"},
+		// What the S3 backend refuses when it opens the target is refused here, with the
+		// settings, and the message never shows the credentials.
+		{"s3://AKIDLEAKED:SECRETLEAKED@host/bkt", Target{}, "credentials do not belong in the URL"},
+		{"s3://bkt/p?endpoint=http://AKIDLEAKED:SECRETLEAKED@127.0.0.1:9000", Target{}, "credentials do not belong in the endpoint"},
+		{"s3://bkt/p?secret-key=SECRETLEAKED&access-key=AKIDLEAKED", Target{}, "unknown parameter"},
+		{"s3://bkt/p?endpoint=ftp://127.0.0.1:9000", Target{}, "want http://host[:port]"},
+		{"s3://Bad_Bucket/p", Target{}, `bucket "Bad_Bucket"`},
+		{"s3://bkt/p?storage-class=COLD", Target{}, `storage class "COLD" is not supported`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.spec, func(t *testing.T) {
 			got, err := ParseTarget(tc.spec)
 			if tc.wantErr != "" {
 				require.ErrorContains(t, err, tc.wantErr)
+				require.NotContains(t, err.Error(), "SECRETLEAKED")
+				require.NotContains(t, err.Error(), "AKIDLEAKED")
 				return
 			}
 			require.NoError(t, err)

@@ -90,6 +90,13 @@ func (t *Target) Normalize() error {
 		if u.Host == "" {
 			return fmt.Errorf("target URL %s: name the bucket: s3://bucket/prefix", t.Redacted())
 		}
+		// The S3 backend's own reading of the URL, so that what it would refuse when the target
+		// is opened (credentials in the URL or its endpoint, a parameter it does not know, which
+		// may carry a secret, a bad bucket name or endpoint) is refused with the settings (exit
+		// code 2) instead of failing a run later. Its messages show the URL redacted.
+		if _, err := s3.ParseURL(u); err != nil {
+			return fmt.Errorf("target %q: %w", t.Name, err)
+		}
 		if t.Media == "" {
 			t.Media = "s3"
 		}

@@ -213,13 +213,14 @@ func fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	rep := reportOf(cp)
 	fail := func(err error) (CopyReport, error) { return copyFailed(ctx, rep, start, err) }
 	dir := filepath.Dir(dst)
-	tmp, err := os.CreateTemp(dir, partialPrefix(dst)+scratchOwner()+"-")
+	tmp, release, err := createPartial(dst)
 	if err != nil {
 		return fail(fmt.Errorf("create a file in %s: %w", dir, err))
 	}
 	defer func() {
 		tmp.Close()
 		os.Remove(tmp.Name())
+		release()
 	}()
 	if err := tmp.Chmod(0o600); err != nil {
 		return fail(err)
@@ -337,11 +338,11 @@ func Verify(ctx context.Context, lg *slog.Logger, cp Copy, identities []age.Iden
 
 // verify is Verify for a caller that holds the read lock.
 func verify(ctx context.Context, cp Copy, identities []age.Identity, workDir string) (CopyReport, error) {
-	dir, err := MakeScratch(workDir, "verify")
+	dir, remove, err := MakeScratch(workDir, "verify")
 	if err != nil {
 		return CopyReport{ID: cp.Manifest.ID, Target: cp.Repo.Target.Name, Error: err.Error()}, fmt.Errorf("create work directory in %q (set --work-dir): %w", workDir, err)
 	}
-	defer os.RemoveAll(dir)
+	defer remove()
 	return fetch(ctx, cp, identities, filepath.Join(dir, "snapshot.db"))
 }
 

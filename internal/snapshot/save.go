@@ -258,11 +258,11 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 	}
 	defer cli.Close()
 
-	workDir, err := MakeScratch(opts.WorkDir, "save")
+	workDir, removeWorkDir, err := MakeScratch(opts.WorkDir, "save")
 	if err != nil {
 		return nil, fmt.Errorf("create work directory in %q (set --work-dir): %w", opts.WorkDir, err)
 	}
-	defer os.RemoveAll(workDir)
+	defer removeWorkDir()
 	rawPath := filepath.Join(workDir, "snapshot.db")
 	raw, err := os.OpenFile(rawPath, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {

@@ -1,9 +1,12 @@
 package snapshot
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -20,9 +23,12 @@ import (
 //	etcdguard-KIND-h<host>-b<boot>-n<pid namespace>-p<pid>-<random>
 //
 // and SweepScratch, at the start of the next run, removes the folders whose owner is known to be
-// gone: same host and an earlier boot, or same host, boot and PID namespace and no such process.
-// A folder of a live run, of another host or PID namespace (a shared work dir), or with a name
-// it cannot read is left alone.
+// gone: same host and an earlier boot, or same host, boot and PID namespace and no such process,
+// or this process's own PID on a folder this process did not make (an earlier process with the
+// same PID made it: a service killed and restarted inside a container, whose PID namespace gives
+// the same PID at every start). A process records the folders and partial files it makes
+// (proc.Claim) from before they exist until they are removed. A folder of a live run, of another
+// host or PID namespace (a shared work dir), or with a name it cannot read is left alone.
 
 // scratchKinds are the kinds of scratch folder, by the command that makes them.
 var scratchKinds = []string{"save", "verify", "status"}
@@ -42,10 +48,55 @@ func scratchOwner() string {
 
 // MakeScratch creates a fresh scratch folder (mode 0700) of a kind ("save", "verify",
 // "status") in dir (see ScratchDir), named after this process so that SweepScratch can tell
-// whether it is still in use.
-func MakeScratch(dir, kind string) (string, error) {
-	return os.MkdirTemp(ScratchDir(dir), "etcdguard-"+kind+"-"+scratchOwner()+"-")
+// whether it is still in use. remove removes the folder and all it holds, and ends this process's
+// claim on it; call it once the folder is no longer needed.
+func MakeScratch(dir, kind string) (path string, remove func(), err error) {
+	path, release, err := makeOwned(ScratchDir(dir), "etcdguard-"+kind+"-", func(p string) error { return os.Mkdir(p, 0o700) })
+	if err != nil {
+		return "", nil, err
+	}
+	return path, func() { _ = os.RemoveAll(path); release() }, nil
 }
+
+// createPartial creates the partial file a copy of a snapshot for dst is written to (mode 0600,
+// beside dst, named after this process so that SweepPartials can tell whether it is in use).
+// release ends this process's claim on it; call it once the file is removed.
+func createPartial(dst string) (f *os.File, release func(), err error) {
+	_, release, err = makeOwned(filepath.Dir(dst), partialPrefix(dst), func(p string) error {
+		var err error
+		f, err = os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		return err
+	})
+	return f, release, err
+}
+
+// makeOwned creates, with mk, a fresh file or folder in dir named prefix, this process's owner
+// part and a random part. It is claimed (proc.Claim) before it exists, so that no sweep of this
+// process, running meanwhile, takes it for an earlier process's with the same PID.
+func makeOwned(dir, prefix string, mk func(path string) error) (path string, release func(), err error) {
+	owner := scratchOwner()
+	for range 100 {
+		var b [5]byte
+		_, _ = rand.Read(b[:])
+		name := prefix + owner + "-" + hex.EncodeToString(b[:])
+		release := proc.Claim(ownedKey(name))
+		p := filepath.Join(dir, name)
+		err := mk(p)
+		if err == nil {
+			return p, release, nil
+		}
+		release()
+		if !errors.Is(err, fs.ErrExist) {
+			return "", nil, err
+		}
+	}
+	return "", nil, fmt.Errorf("create a fresh name %s* in %s: every name tried exists", prefix, dir)
+}
+
+// ownedKey is the key of this process's claim on a scratch folder or partial file of this name
+// (proc.Claim). Names hold a random part: a name tells this process's own from an earlier
+// process's, however dir is spelt.
+func ownedKey(name string) string { return "snapshot scratch " + name }
 
 // SweepScratch removes the scratch folders in dir (see ScratchDir) of runs that are gone, and
 // returns them. Folders it cannot judge are logged once and left.
@@ -70,7 +121,7 @@ func SweepScratch(dir string, lg *slog.Logger) []string {
 			lg.Warn("scratch folder of an older etcdguard left as it is: it may hold a plain snapshot; remove it if no etcdguard run is using it", "folder", p)
 			continue
 		}
-		if !owner.gone(mine) {
+		if !owner.gone(mine, ownedKey(name)) {
 			continue
 		}
 		if err := os.RemoveAll(p); err != nil {
@@ -101,9 +152,11 @@ type owner struct {
 }
 
 // gone reports whether the run that owns a scratch file is known to have ended: it ran on this
-// host in an earlier boot, or in this boot and PID namespace and its process is gone. Another
-// host's or PID namespace's run cannot be checked, so it is never taken for gone.
-func (o *owner) gone(mine *owner) bool {
+// host in an earlier boot, or in this boot and PID namespace and its process is gone (for this
+// process's own PID: this process does not hold key, the file's claim, so an earlier process with
+// the same PID made it). Another host's or PID namespace's run cannot be checked, so it is never
+// taken for gone.
+func (o *owner) gone(mine *owner, key string) bool {
 	switch {
 	case o.host != mine.host:
 		return false
@@ -112,7 +165,7 @@ func (o *owner) gone(mine *owner) bool {
 	case o.ns != mine.ns:
 		return false
 	}
-	return !proc.Alive(o.pid)
+	return !proc.Running(o.pid, key)
 }
 
 // partialPrefix is how a partial file being written for dst is named: hidden, beside dst, after
@@ -136,7 +189,7 @@ func SweepPartials(dst string, lg *slog.Logger) []string {
 		if !ok || !e.Type().IsRegular() {
 			continue
 		}
-		if o := parseOwner(rest); o == nil || !o.gone(mine) {
+		if o := parseOwner(rest); o == nil || !o.gone(mine, ownedKey(e.Name())) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
