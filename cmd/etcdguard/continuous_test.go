@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -17,6 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/deltalog"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
@@ -164,4 +169,166 @@ func TestContinuousProtectionKill(t *testing.T) {
 				out.Plan.Source.BackupRevision, out.Plan.Source.Delta.UpTo, len(last.Keys), last.Checked, gap.Round(time.Millisecond))
 		})
 	}
+}
+
+// restoreToRevisionAndRead restores a one-member cluster with `etcdguard restore latest
+// --to-revision rev` from the given targets, starts etcd on it and reads every key.
+func restoreToRevisionAndRead(t *testing.T, version string, rev int64, targets ...string) map[string]string {
+	t.Helper()
+	ports := freePorts(t, 3)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	dataDir := filepath.Join(t.TempDir(), "restored")
+	args := []string{"restore", "latest", "--to-revision", fmt.Sprint(rev), "--data-dir", dataDir, "--name", "r1",
+		"--initial-cluster", "r1=" + peer, "--initial-advertise-peer-urls", peer, "--initial-cluster-token", "pitr"}
+	for _, tg := range targets {
+		args = append(args, "--target", tg)
+	}
+	r := etcdguard(t, args...)
+	require.Equal(t, 0, r.code, r.stderr)
+	require.Contains(t, r.stdout, fmt.Sprintf("the member holds the cluster as it was at revision %d", rev))
+	etcd := exec.Command(testenv.Etcd(t, version, "etcd"), "--name", "r1", "--data-dir", dataDir,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "r1="+peer,
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[2]), "--initial-cluster-token", "pitr")
+	elog := &lockedBuffer{}
+	etcd.Stdout, etcd.Stderr = elog, elog
+	require.NoError(t, etcd.Start())
+	t.Cleanup(func() { _ = etcd.Process.Kill(); _ = etcd.Wait() })
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	defer cli.Close()
+	var resp *clientv3.GetResponse
+	require.Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		defer cancel()
+		resp, err = cli.Get(ctx, "/registry/", clientv3.WithPrefix())
+		return err == nil
+	}, 30*time.Second, 200*time.Millisecond, "restored member never served: %v\n%s", err, elog)
+	kv := map[string]string{}
+	for _, x := range resp.Kvs {
+		kv[string(x.Key)] = string(x.Value)
+	}
+	return kv
+}
+
+// registryAt is the live cluster's keys under /registry/ at revision rev.
+func registryAt(t *testing.T, c *testcluster.Cluster, rev int64) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for k, v := range readAll(t, c, rev) {
+		if strings.HasPrefix(k, "/registry/") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestTwoAgents: two agents on one 3-member TLS cluster (etcd 3.6), each with its own local
+// target and both with the same MinIO bucket, as on two control-plane nodes. Exactly one is
+// elected and writes the delta log; the other stands by (and says so on /-/ready). The writer is
+// SIGKILLed under load: the other takes over, continues the same chain in MinIO from where the
+// first one's shipped segments end, and the chain in MinIO has both writers' segments, in one
+// unbroken hash chain. `etcdguard restore latest --to-revision N` from MinIO alone, for N in the
+// first writer's part and at the end, gives the live keyspace at N.
+func TestTwoAgents(t *testing.T) {
+	const version = "3.6"
+	e := newRecoverEnv(t, version)
+	_, s3URL := startS3(t)
+	cfgA := writeAgentConfig(t, e, s3URL, "127.0.0.1:0", "0 0 1 1 *")
+	require.NoError(t, os.Rename(cfgA, cfgA+".a"))
+	cfgA += ".a"
+	repoA := e.repo
+	e.repo = filepath.Join(e.dir, "repo-b")
+	cfgB := writeAgentConfig(t, e, s3URL, "127.0.0.1:0", "0 0 1 1 *")
+	e.repo = repoA
+	for _, f := range []string{cfgA, cfgB} {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(f, append(b, []byte("  delta-seal-interval: 1s\n")...), 0o600))
+	}
+
+	a := startAgent(t, cfgA)
+	b := startAgent(t, cfgB)
+	require.Equal(t, 1, a.out.count("elected the delta writer"), "the first agent writes")
+	require.Zero(t, b.out.count("elected the delta writer"), "the second stands by")
+	_, body, err := getBody(b.url + "/-/ready")
+	require.NoError(t, err)
+	require.Contains(t, body, "standing by: ")
+
+	cli, err := e.c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	load := testcluster.StartLoad(cli, testcluster.LoadOptions{Workers: 8, Namespace: "two", Seed: 2})
+	time.Sleep(5 * time.Second)
+	resp, err := cli.Get(t.Context(), "health")
+	require.NoError(t, err)
+	firstPart := resp.Header.Revision
+	time.Sleep(3 * time.Second) // the first writer seals and ships that part
+
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGKILL))
+	require.Eventually(t, func() bool { return b.out.count("elected the delta writer") == 1 }, 30*time.Second, 50*time.Millisecond, "the second agent takes over")
+	time.Sleep(5 * time.Second)
+	load.Halt()
+	presp, err := cli.Put(t.Context(), "/registry/pods/two/last", "last")
+	require.NoError(t, err)
+	last := presp.Header.Revision
+
+	// The second writer's segments reach MinIO after the first one's.
+	s3 := etcdguardTarget(t, s3URL)
+	var chain deltaChainView
+	require.Eventually(t, func() bool {
+		chain = loadChainView(t, s3)
+		return chain.reach >= last
+	}, 60*time.Second, 200*time.Millisecond, "the chain in MinIO reaches the last revision")
+	require.Empty(t, chain.problem, "one unbroken chain")
+	require.GreaterOrEqual(t, len(chain.terms), 2, "segments of both writers: %v", chain.terms)
+	require.Contains(t, b.out.String(), "continuing the delta chain from a remote target")
+
+	for _, n := range []int64{firstPart, last} {
+		require.Equal(t, registryAt(t, e.c, n), restoreToRevisionAndRead(t, version, n, s3URL), "restored to revision %d from MinIO", n)
+	}
+}
+
+func getBody(url string) (int, string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	var sb strings.Builder
+	_, err = io.Copy(&sb, resp.Body)
+	return resp.StatusCode, sb.String(), err
+}
+
+func etcdguardTarget(t *testing.T, url string) repository.Target {
+	t.Helper()
+	tg, err := repository.ParseTarget(url)
+	require.NoError(t, err)
+	return tg
+}
+
+// deltaChainView is the chain of the newest backup in one target, as a reader sees it.
+type deltaChainView struct {
+	reach   int64
+	problem string
+	terms   map[int64]int // writer term: segments
+}
+
+func loadChainView(t *testing.T, tg repository.Target) deltaChainView {
+	t.Helper()
+	cat, err := snapshot.Load(t.Context(), []repository.Target{tg})
+	require.NoError(t, err)
+	defer cat.Close()
+	if len(cat.Entries) == 0 {
+		return deltaChainView{}
+	}
+	cp := cat.Entries[len(cat.Entries)-1].Copies[0]
+	c, err := deltalog.LoadChain(t.Context(), cp.Repo, cp.Manifest)
+	require.NoError(t, err)
+	v := deltaChainView{reach: c.Reach, problem: c.Problem, terms: map[int64]int{}}
+	for _, s := range c.Segments {
+		v.terms[s.WriterTerm]++
+	}
+	return v
 }

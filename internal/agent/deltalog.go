@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -27,6 +31,10 @@ type DeltaSettings struct {
 
 // deltaState is what the delta log component reports, for readiness.
 type deltaState struct {
+	// standby: another agent is the delta writer (leader names it, when known); a writer has
+	// leader set to itself.
+	standby  bool
+	leader   string
 	running  bool // a chain is being streamed
 	base     string
 	progress deltalog.Progress
@@ -71,8 +79,39 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 		shippers = append(shippers, sh)
 		wg.Go(func() { _ = sh.Run(ctx) })
 	}
+	remotes := make([]*repository.Repository, 0, len(shippers))
+	for _, sh := range shippers {
+		remotes = append(remotes, sh.To)
+	}
+	writer := a.writerName()
+	for ctx.Err() == nil {
+		term, lctx, resign, err := a.elect(ctx, cli, writer)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.deltaFailed(err)
+				lg.Warn("could not take part in the election of the delta writer; trying again", "error", err)
+				sleepCtx(ctx, 5*time.Second)
+			}
+			continue
+		}
+		lg.Info("elected the delta writer of the cluster", "term", term, "writer", writer)
+		err = a.streamChains(lctx, lg, s, local, remotes, shippers, cli, term, writer)
+		resign()
+		if err != nil {
+			return err
+		}
+		if ctx.Err() == nil {
+			lg.Warn("lost the delta writer's election lease; standing by", "term", term)
+		}
+	}
+	return nil
+}
+
+// streamChains streams one chain after another while this agent is the delta writer (until ctx
+// ends: the agent stops, or it lost the election).
+func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettings, local *repository.Repository, remotes []*repository.Repository, shippers []*deltalog.Shipper, cli *clientv3.Client, term int64, writer string) error {
 	opts := deltalog.StreamOptions{
-		Client: cli, Local: local, Codec: a.current().Save.Codec,
+		Client: cli, Local: local, Remotes: remotes, Codec: a.current().Save.Codec, Term: term, Writer: writer,
 		SyncInterval: s.SyncInterval, SealInterval: s.SealInterval,
 		Logger: lg, Now: a.opts.Now,
 		OnDurable: func(p deltalog.Progress) {
@@ -88,9 +127,10 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 	}
 	backoff := time.Duration(0)
 	var base *repository.Manifest
+	var err error
 	for ctx.Err() == nil {
 		if base == nil {
-			base, err = a.deltaBase(ctx, local, cli)
+			base, err = a.deltaBase(ctx, append([]*repository.Repository{local}, remotes...), cli)
 			if err != nil {
 				a.deltaFailed(err)
 				lg.Warn("could not find the full snapshot to stream the delta log from", "error", err)
@@ -138,9 +178,10 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 	return nil
 }
 
-// deltaBase returns the newest full backup on the local target of the cluster the client
-// reaches, or nil when there is none.
-func (a *Agent) deltaBase(ctx context.Context, local *repository.Repository, cli *clientv3.Client) (*repository.Manifest, error) {
+// deltaBase returns the newest full backup, in the local target or the remotes, of the cluster
+// the client reaches, or nil when there is none. (A writer that took over from another one on
+// another host finds the base on the remotes.)
+func (a *Agent) deltaBase(ctx context.Context, repos []*repository.Repository, cli *clientv3.Client) (*repository.Manifest, error) {
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	resp, err := cli.Get(tctx, "health", clientv3.WithCountOnly())
@@ -148,17 +189,28 @@ func (a *Agent) deltaBase(ctx context.Context, local *repository.Repository, cli
 		return nil, fmt.Errorf("ask the cluster for its id: %w", err)
 	}
 	cluster := fmt.Sprintf("%016x", resp.Header.ClusterId)
-	ms, _, err := local.Manifests(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for i := len(ms) - 1; i >= 0; i-- {
-		m := ms[i]
-		if m.ClusterID == cluster && m.Status.Revision > 0 {
-			return &m, nil
+	var best *repository.Manifest
+	var firstErr error
+	for _, r := range repos {
+		ms, _, err := r.Manifests(ctx)
+		if err != nil {
+			firstErr = cmp.Or(firstErr, err)
+			continue
+		}
+		for i := len(ms) - 1; i >= 0; i-- {
+			m := ms[i]
+			if m.ClusterID == cluster && m.Status.Revision > 0 {
+				if best == nil || m.Started.After(best.Started) {
+					best = &m
+				}
+				break
+			}
 		}
 	}
-	return nil, nil
+	if best == nil {
+		return nil, firstErr
+	}
+	return best, nil
 }
 
 // waitBase waits for the scheduler to store a new full backup, at most limit.
@@ -217,4 +269,94 @@ func storedIn(m repository.Manifest, target string) bool {
 		}
 	}
 	return false
+}
+
+// electionPrefix is where the agents of a cluster elect their delta writer, in the cluster's
+// own keyspace (a lease-backed election: etcd's concurrency package). Kubernetes keeps its data
+// under /registry/ and never reads it.
+const electionPrefix = "/etcdguard/delta-writer"
+
+// electionTTL is the election lease's TTL: how long a writer that vanished (its host lost power)
+// holds the role before another agent takes over.
+const electionTTL = 5
+
+// elect campaigns until this agent is the delta writer, and returns its term (the revision of
+// its election key), a context that ends when the role is lost (the lease expired: this agent
+// could not reach etcd in time) and the function that gives the role up.
+func (a *Agent) elect(ctx context.Context, cli *clientv3.Client, writer string) (int64, context.Context, func(), error) {
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(electionTTL), concurrency.WithContext(ctx))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("open an election session: %w", err)
+	}
+	el := concurrency.NewElection(sess, electionPrefix)
+	a.setStandby(true, "")
+	go a.watchLeader(ctx, el, sess)
+	if err := el.Campaign(ctx, writer); err != nil {
+		sess.Close()
+		return 0, nil, nil, fmt.Errorf("campaign for the delta writer: %w", err)
+	}
+	a.setStandby(false, writer)
+	lctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-sess.Done():
+		case <-lctx.Done():
+		}
+		cancel()
+	}()
+	return el.Rev(), lctx, func() {
+		cancel()
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer rcancel()
+		_ = el.Resign(rctx)
+		sess.Close()
+	}, nil
+}
+
+// watchLeader keeps the name of the current delta writer for readiness while this agent stands by.
+func (a *Agent) watchLeader(ctx context.Context, el *concurrency.Election, sess *concurrency.Session) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		<-sess.Done()
+		cancel()
+	}()
+	for resp := range el.Observe(wctx) {
+		if len(resp.Kvs) > 0 {
+			a.mu.Lock()
+			if a.delta.standby {
+				a.delta.leader = string(resp.Kvs[0].Value)
+			}
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *Agent) setStandby(standby bool, leader string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.delta.standby, a.delta.leader = standby, leader
+}
+
+// isWriter reports whether this agent is the delta writer (always, with the delta log off: then
+// every agent takes its scheduled snapshots).
+func (a *Agent) isWriter() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.settings.Delta.Enabled || (!a.delta.standby && a.delta.leader != "")
+}
+
+// writerName names this agent in the election and in the segments it writes: host and process.
+func (a *Agent) writerName() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
 }

@@ -54,6 +54,12 @@ func (a *Agent) readiness(now time.Time) (bool, string) {
 	if a.settings.Delta.Enabled {
 		d := a.delta
 		switch {
+		case d.standby && d.leader != "":
+			// Another agent writes the delta log and takes the snapshots; this one stands by
+			// to take over, and the backups it knew at start say nothing about the writer's.
+			ok, reason = true, fmt.Sprintf("standing by: %s is the delta writer and takes the snapshots", d.leader)
+		case d.standby:
+			ok, reason = false, "standing by, and no agent is the delta writer yet"
 		case !d.running && d.lastErr != nil:
 			ok = false
 			reason += fmt.Sprintf("; the delta log is not running: since %s: %v", d.errAt.UTC().Format(time.RFC3339), d.lastErr)

@@ -35,7 +35,8 @@ func (a *Agent) schedule(ctx context.Context) error {
 			a.mu.Unlock()
 		})
 	}
-	if ok, reason := a.readiness(a.opts.Now()); !ok {
+	if ok, reason := a.readiness(a.opts.Now()); !ok && !a.current().Delta.Enabled {
+		// With the delta log on, the elected delta writer asks for this snapshot itself.
 		start(a.opts.Now(), "at start: "+reason)
 	}
 	var last time.Time // the last slot started, so that a timer that fires early never repeats it
@@ -62,6 +63,10 @@ func (a *Agent) schedule(ctx context.Context) error {
 			start(a.opts.Now(), why)
 		case <-due:
 			last = next
+			if !a.isWriter() {
+				a.lg.Debug("scheduled snapshot left to the delta writer: this agent stands by", "slot", next)
+				continue
+			}
 			start(next, "scheduled")
 		}
 	}

@@ -155,7 +155,7 @@ func TestAgent(t *testing.T) {
 	for _, e := range cat.Entries {
 		m := e.Manifest
 		require.Positive(t, m.Revision)
-		require.Equal(t, 256, m.Status.TotalKey)
+		require.Equal(t, 256+1, m.Status.TotalKey, "the keys written and the delta writer's election key")
 		require.NotEmpty(t, m.Verification.Checks)
 		rep, err := snapshot.Verify(t.Context(), slog.New(slog.DiscardHandler), e.Copies[0], nil, verifyDir)
 		require.NoError(t, err, m.ID)

@@ -30,6 +30,17 @@ type Shipper struct {
 	wake   chan struct{}
 	// Shipped is the last revision known stored on To, per base.
 	shipped map[string]int64
+	skipped map[repository.SegmentRef]bool // segments not shipped (overlaps), logged once
+}
+
+// overlapping returns a segment of segs that shares a revision with ref.
+func overlapping(segs []repository.SegmentRef, ref repository.SegmentRef) (repository.SegmentRef, bool) {
+	for _, o := range segs {
+		if o.First <= ref.Last && ref.First <= o.Last {
+			return o, true
+		}
+	}
+	return repository.SegmentRef{}, false
 }
 
 // NewShipper returns a shipper from the local target to another.
@@ -41,7 +52,7 @@ func NewShipper(from, to *repository.Repository, lg *slog.Logger, now func() tim
 		now = time.Now
 	}
 	return &Shipper{From: from, To: to, Logger: lg.With("target", to.Target.Name), Now: now,
-		chains: map[string]bool{}, wake: make(chan struct{}, 1), shipped: map[string]int64{}}
+		chains: map[string]bool{}, wake: make(chan struct{}, 1), shipped: map[string]int64{}, skipped: map[repository.SegmentRef]bool{}}
 }
 
 // Sealed tells the shipper that a segment was sealed on the local target.
@@ -174,6 +185,16 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 	for _, ref := range segs {
 		if have[ref] {
 			s.noteShipped(base, ref.Last)
+			continue
+		}
+		if o, ok := overlapping(remote.Segments, ref); ok {
+			// Another writer continued the chain on that target (a handover while this one's
+			// segments waited here): its segments hold the same revisions; this one is not
+			// sent, and stays on the local target.
+			if !s.skipped[ref] {
+				s.Logger.Warn("a delta segment is not shipped: the target holds another writer's segment of the same revisions", "segment", ref.String(), "target_segment", o.String())
+				s.skipped[ref] = true
+			}
 			continue
 		}
 		m, err := s.From.SegmentManifest(ctx, ref)

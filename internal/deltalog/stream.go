@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sort"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -50,8 +51,16 @@ type StreamOptions struct {
 	// Local is the target whose backend keeps the open segment (a backend.Appender: a local
 	// disk), and where sealed segments are stored first.
 	Local *repository.Repository
+	// Remotes are the other targets. A writer that takes over from another (on another host,
+	// whose local target it cannot read) continues the chain from the one that holds the most
+	// of it; the shipper then sends the new segments after the old ones.
+	Remotes []*repository.Repository
 	// Codec is how sealed segments are compressed and encrypted, as full snapshots are.
 	Codec repository.Codec
+	// Term and Writer are recorded in each segment: the writer's election term (the revision
+	// of its election key; it grows with each new writer) and who it is (host, process).
+	Term   int64
+	Writer string
 	// SyncInterval, SealInterval, SealSize and LeasePoll: zero means the defaults above.
 	SyncInterval time.Duration
 	SealInterval time.Duration
@@ -140,7 +149,7 @@ func Stream(ctx context.Context, opts StreamOptions, base repository.Manifest, n
 
 // resume reads the chain on the local target: the revision to go on from and the link to its
 // last segment; a killed writer's open segments are sealed or, if sealed already, removed.
-func (s *stream) resume(ctx context.Context) error {
+func (s *stream) resume(ctx context.Context) (err error) {
 	l, err := s.opts.Local.ListChain(ctx, s.base.ID)
 	if err != nil {
 		return err
@@ -148,22 +157,26 @@ func (s *stream) resume(ctx context.Context) error {
 	if l.Ended {
 		return fmt.Errorf("%w: the chain of %s in target %s has its end record", ErrEnded, s.base.ID, s.opts.Local.Target.Name)
 	}
-	segs, reach, err := repository.CheckChain(s.base.ID, s.base.Status.Revision, l.Segments)
-	if err != nil {
-		// Names that do not follow one another: something removed or added segments. What
-		// follows reach cannot be trusted to continue it; end the chain there.
-		s.next = reach + 1
-		return s.endGap(ctx, fmt.Sprintf("the chain's segments do not follow one another: %v", err))
-	}
-	s.next = reach + 1
+	// The chain goes on after the newest segment this target holds. The local chain may have
+	// holes: segments another writer wrote (a handover) are on the remotes, not here; a
+	// restore reads the target whose chain runs furthest without one.
+	segs := append([]repository.SegmentRef(nil), l.Segments...)
+	sort.Slice(segs, func(i, j int) bool { return segs[i].Last < segs[j].Last })
+	s.next = s.base.Status.Revision + 1
 	s.prev, s.prevSHA = repository.ManifestName(s.base.ID), s.base.SHA256
 	if n := len(segs); n > 0 {
 		m, err := s.opts.Local.SegmentManifest(ctx, segs[n-1])
 		if err != nil {
 			return err
 		}
+		s.next = m.Last + 1
 		s.prev, s.prevSHA = m.Ref().ManifestName(), m.SHA256
 	}
+	defer func() {
+		if err == nil {
+			err = s.resumeFromRemotes(ctx)
+		}
+	}()
 	for _, first := range l.Open {
 		name := repository.OpenSegmentName(s.base.ID, first)
 		switch {
@@ -185,6 +198,31 @@ func (s *stream) resume(ctx context.Context) error {
 		default:
 			s.lg.Warn("an open delta segment after a gap in the chain is left as it is", "segment", name, "chain_reaches", s.next-1)
 		}
+	}
+	return nil
+}
+
+// resumeFromRemotes continues the chain from a remote target when one holds more of it than the
+// local target: the writer took over from another one, whose segments reached the remotes. An
+// open segment of this writer's own is sealed before this is asked, so the local target's
+// reach is final.
+func (s *stream) resumeFromRemotes(ctx context.Context) error {
+	for _, r := range s.opts.Remotes {
+		c, err := LoadChain(ctx, r, s.base)
+		if err != nil {
+			s.lg.Warn("could not read the delta chain in a remote target; continuing from the others", "target", r.Target.Name, "error", err)
+			continue
+		}
+		if c.End != nil {
+			return fmt.Errorf("%w: the chain of %s in target %s has its end record", ErrEnded, s.base.ID, r.Target.Name)
+		}
+		if c.Reach < s.next || len(c.Segments) == 0 {
+			continue
+		}
+		last := c.Segments[len(c.Segments)-1]
+		s.lg.Info("continuing the delta chain from a remote target, which holds more of it (another writer wrote it)", "target", r.Target.Name, "from_revision", c.Reach+1)
+		s.next = c.Reach + 1
+		s.prev, s.prevSHA = last.Ref().ManifestName(), last.SHA256
 	}
 	return nil
 }
@@ -486,6 +524,7 @@ func (s *stream) seal(ctx context.Context, first int64) error {
 		Format: repository.FormatVersion, Kind: repository.KindDelta, Base: s.base.ID, ClusterID: s.base.ClusterID,
 		First: st.First, Last: st.Last, FirstTime: st.FirstTime, LastTime: st.LastTime, Events: int(st.Events),
 		Prev: s.prev, PrevSHA256: s.prevSHA, Created: nowUTC(s.opts.Now),
+		WriterTerm: s.opts.Term, Writer: s.opts.Writer,
 	}
 	var stored repository.SegmentManifest
 	for try := 0; ; try++ {

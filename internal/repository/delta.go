@@ -122,6 +122,11 @@ type SegmentManifest struct {
 	// DataObject describes the segment's data as a full manifest's does.
 	DataObject
 	Created time.Time `json:"created"`
+	// WriterTerm is the election term of the writer (the revision of its election key in etcd:
+	// a later writer has a higher one) and Writer who it was (host and process), so that
+	// segments of a handover can be told apart.
+	WriterTerm int64  `json:"writer_term,omitempty"`
+	Writer     string `json:"writer,omitempty"`
 }
 
 // Ref returns the segment the manifest describes.
