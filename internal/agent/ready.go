@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -78,8 +79,8 @@ func (a *Agent) readiness(now time.Time) (bool, string) {
 	return ok, reason
 }
 
-// handler serves /-/healthy (200 while the process runs) and /-/ready (200 while the cluster
-// is protected, 503 with the reason otherwise).
+// handler serves /-/healthy (200 while the process runs), /-/ready (200 while the cluster is
+// protected, 503 with the reason otherwise) and /-/status (Status, as JSON).
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /-/healthy", func(w http.ResponseWriter, _ *http.Request) {
@@ -96,5 +97,63 @@ func (a *Agent) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready: "+reason)
 	})
+	mux.HandleFunc("GET /-/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(a.status(a.opts.Now()))
+	})
 	return mux
+}
+
+// Status is the agent's state as /-/status serves it (JSON): what operators and benchmarks
+// read; no key or value of the cluster is in it.
+type Status struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason"`
+	// NewestBackup is the newest verified full backup the agent knows of.
+	NewestBackup     string       `json:"newest_backup,omitempty"`
+	NewestBackupTime time.Time    `json:"newest_backup_time,omitzero"`
+	Delta            *DeltaStatus `json:"delta,omitempty"`
+}
+
+// DeltaStatus is the delta log's part of Status.
+type DeltaStatus struct {
+	// Role is "writer" or "standby"; Writer names the elected writer when known.
+	Role   string `json:"role"`
+	Writer string `json:"writer,omitempty"`
+	// Base is the full backup whose chain is written; DurableRevision the newest revision
+	// durable on the local target, received at DurableReceived; Head the newest revision etcd
+	// reported to the writer; SyncedAt when the open segment was last made durable.
+	Base            string    `json:"base,omitempty"`
+	DurableRevision int64     `json:"durable_revision,omitempty"`
+	DurableReceived time.Time `json:"durable_received,omitzero"`
+	Head            int64     `json:"head,omitempty"`
+	SyncedAt        time.Time `json:"synced_at,omitzero"`
+	LastError       string    `json:"last_error,omitempty"`
+}
+
+func (a *Agent) status(now time.Time) Status {
+	ok, reason := a.readiness(now)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := Status{Ready: ok, Reason: reason}
+	if a.newest != nil {
+		st.NewestBackup, st.NewestBackupTime = a.newest.ID, a.newest.Started
+	}
+	if a.settings.Delta.Enabled {
+		d := a.delta
+		ds := &DeltaStatus{Role: "writer", Writer: d.leader, Base: d.base}
+		if d.standby {
+			ds.Role = "standby"
+		}
+		if d.progress.Base == d.base {
+			ds.DurableRevision, ds.DurableReceived, ds.Head, ds.SyncedAt = d.progress.Revision, d.progress.At, d.progress.Head, d.progress.SyncedAt
+		}
+		if d.lastErr != nil {
+			ds.LastError = d.lastErr.Error()
+		}
+		st.Delta = ds
+	}
+	return st
 }
