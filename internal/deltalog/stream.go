@@ -10,9 +10,11 @@ import (
 	"sort"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/delta"
@@ -101,6 +103,62 @@ type stream struct {
 	polled        time.Time      // when the leases were last listed
 	head          int64
 	durable       Progress
+	received      bool // the current watch delivered a response (the backoff starts over)
+}
+
+// watchResult is one response of the watch stream, or the error that ended it.
+type watchResult struct {
+	resp *etcdserverpb.WatchResponse
+	err  error
+}
+
+// watch opens a watch of the whole keyspace from revision from on etcd's gRPC stream itself and
+// returns its responses, one at a time, until the stream ends (an error, as the last result) or
+// ctx ends. etcd's client library is not used for it: it buffers every response its reader has
+// not taken yet, without bound, so a writer slower than the cluster would grow without limit;
+// here the next response is read only once the last one was taken, and gRPC's flow control holds
+// the rest in etcd, which catches a slow watcher up from its store. The stream needs a leader
+// (a member cut off from its cluster ends it, and the next watch goes to another member).
+func watch(ctx context.Context, cli *clientv3.Client, from int64) <-chan watchResult {
+	out := make(chan watchResult)
+	go func() {
+		defer close(out)
+		send := func(r watchResult) bool {
+			select {
+			case out <- r:
+				return true
+			case <-ctx.Done():
+				return false
+			}
+		}
+		sctx := metadata.AppendToOutgoingContext(ctx, rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader)
+		st, err := etcdserverpb.NewWatchClient(cli.ActiveConnection()).Watch(sctx)
+		if err != nil {
+			send(watchResult{err: err})
+			return
+		}
+		req := &etcdserverpb.WatchRequest{RequestUnion: &etcdserverpb.WatchRequest_CreateRequest{CreateRequest: &etcdserverpb.WatchCreateRequest{
+			Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, ProgressNotify: true,
+		}}}
+		if err := st.Send(req); err != nil {
+			send(watchResult{err: err})
+			return
+		}
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				send(watchResult{err: err})
+				return
+			}
+			if resp.Created && !resp.Canceled && len(resp.Events) == 0 {
+				continue
+			}
+			if !send(watchResult{resp: resp}) || resp.Canceled {
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // openSegment is the segment being appended to.
@@ -246,10 +304,16 @@ func (s *stream) run(ctx context.Context, newBase <-chan repository.Manifest) (*
 	defer tick.Stop()
 	backoff := time.Duration(0)
 	for {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := cli.Watch(wctx, "", clientv3.WithPrefix(), clientv3.WithRev(s.next), clientv3.WithProgressNotify())
+		wctx, cancel := context.WithCancel(ctx)
+		wch := watch(wctx, cli, s.next)
 		again, nb, err := s.follow(ctx, wch, tick.C, newBase)
 		cancel()
+		for range wch {
+			// the stream's goroutine ends with its context
+		}
+		if s.received {
+			backoff, s.received = 0, false
+		}
 		switch {
 		case err != nil:
 			return nil, err
@@ -271,7 +335,7 @@ func (s *stream) run(ctx context.Context, newBase <-chan repository.Manifest) (*
 
 // follow handles one watch until it fails (again: watch again from s.next), ctx ends, a new
 // base arrives (returned, the chain ended) or the chain must end (the error).
-func (s *stream) follow(ctx context.Context, wch clientv3.WatchChan, tick <-chan time.Time, newBase <-chan repository.Manifest) (again bool, nb *repository.Manifest, err error) {
+func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan time.Time, newBase <-chan repository.Manifest) (again bool, nb *repository.Manifest, err error) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -285,22 +349,30 @@ func (s *stream) follow(ctx context.Context, wch clientv3.WatchChan, tick <-chan
 			if err := s.tick(ctx); err != nil {
 				return false, nil, err
 			}
-		case resp, ok := <-wch:
+		case wr, ok := <-wch:
 			if !ok {
 				return true, nil, nil
 			}
-			if resp.CompactRevision != 0 {
+			resp := wr.resp
+			if resp != nil && resp.CompactRevision != 0 {
 				return false, nil, s.endGap(ctx, fmt.Sprintf("etcd compacted its history to revision %d, past revision %d, the next the chain needs", resp.CompactRevision, s.next))
 			}
-			if err := resp.Err(); err != nil {
+			err := wr.err
+			if err == nil && resp.Canceled {
+				err = fmt.Errorf("watch cancelled by etcd: %s", resp.CancelReason)
+			}
+			if err != nil {
 				level := slog.LevelWarn
-				if errors.Is(err, rpctypes.ErrNoLeader) {
+				if errors.Is(err, rpctypes.ErrNoLeader) || rpctypes.ErrorDesc(err) == rpctypes.ErrNoLeader.Error() || ctx.Err() != nil {
 					level = slog.LevelInfo
 				}
 				s.lg.Log(ctx, level, "delta log watch ended; watching again from the next revision", "next_revision", s.next, "error", err)
 				return true, nil, nil
 			}
-			s.head = max(s.head, resp.Header.Revision)
+			s.received = true
+			if resp.Header != nil {
+				s.head = max(s.head, resp.Header.Revision)
+			}
 			if err := s.events(ctx, resp.Events); err != nil {
 				return false, nil, err
 			}
@@ -309,7 +381,7 @@ func (s *stream) follow(ctx context.Context, wch clientv3.WatchChan, tick <-chan
 }
 
 // events appends a watch response's events, one record per revision.
-func (s *stream) events(ctx context.Context, evs []*clientv3.Event) error {
+func (s *stream) events(ctx context.Context, evs []*mvccpb.Event) error {
 	for i := 0; i < len(evs); {
 		rev := evs[i].Kv.ModRevision
 		j := i
