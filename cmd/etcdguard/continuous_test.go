@@ -175,18 +175,32 @@ func TestContinuousProtectionKill(t *testing.T) {
 // --to-revision rev` from the given targets, starts etcd on it and reads every key.
 func restoreToRevisionAndRead(t *testing.T, version string, rev int64, targets ...string) map[string]string {
 	t.Helper()
+	kv, reached := restorePointAndRead(t, version, []string{"--to-revision", fmt.Sprint(rev)}, targets...)
+	require.Equal(t, rev, reached)
+	return kv
+}
+
+// restorePointAndRead restores a one-member cluster with `etcdguard restore latest` and the
+// point flags given, from the given targets, starts etcd on it, and returns every key under
+// /registry/ and the revision the restore says it reached.
+func restorePointAndRead(t *testing.T, version string, point []string, targets ...string) (map[string]string, int64) {
+	t.Helper()
 	ports := freePorts(t, 3)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	client := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	dataDir := filepath.Join(t.TempDir(), "restored")
-	args := []string{"restore", "latest", "--to-revision", fmt.Sprint(rev), "--data-dir", dataDir, "--name", "r1",
-		"--initial-cluster", "r1=" + peer, "--initial-advertise-peer-urls", peer, "--initial-cluster-token", "pitr"}
+	args := append([]string{"restore", "latest", "--data-dir", dataDir, "--name", "r1",
+		"--initial-cluster", "r1=" + peer, "--initial-advertise-peer-urls", peer, "--initial-cluster-token", "pitr"}, point...)
 	for _, tg := range targets {
 		args = append(args, "--target", tg)
 	}
 	r := etcdguard(t, args...)
 	require.Equal(t, 0, r.code, r.stderr)
-	require.Contains(t, r.stdout, fmt.Sprintf("the member holds the cluster as it was at revision %d", rev))
+	var reached int64
+	_, rest, ok := strings.Cut(r.stdout, "the member holds the cluster as it was at revision ")
+	require.True(t, ok, r.stdout)
+	_, err := fmt.Sscanf(rest, "%d", &reached)
+	require.NoError(t, err)
 	etcd := exec.Command(testenv.Etcd(t, version, "etcd"), "--name", "r1", "--data-dir", dataDir,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "r1="+peer,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
@@ -209,7 +223,7 @@ func restoreToRevisionAndRead(t *testing.T, version string, rev int64, targets .
 	for _, x := range resp.Kvs {
 		kv[string(x.Key)] = string(x.Value)
 	}
-	return kv
+	return kv, reached
 }
 
 // registryAt is the live cluster's keys under /registry/ at revision rev.
@@ -331,4 +345,72 @@ func loadChainView(t *testing.T, tg repository.Target) deltaChainView {
 		v.terms[s.WriterTerm]++
 	}
 	return v
+}
+
+// TestAgentOutages: the agent streams a 3-member TLS etcd 3.5 cluster under load to a local
+// target and MinIO; MinIO is stopped for a minute, and during that minute the agent is
+// SIGKILLed and started again. Nothing is lost: the restarted agent seals what its predecessor
+// left in the open segment and continues the same chain; when MinIO is back the queued segments
+// go over in order and the chain in MinIO is one unbroken chain to the end. From MinIO alone,
+// `restore --to-revision` to a revision written during the outage, and `restore --to-time` to a
+// moment of it, give the live keyspace at that revision.
+func TestAgentOutages(t *testing.T) {
+	const version = "3.5"
+	e := newRecoverEnv(t, version)
+	m, s3URL := startS3(t)
+	cfg := writeAgentConfig(t, e, s3URL, "127.0.0.1:0", "0 0 1 1 *")
+	b, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(cfg, append(b, []byte("  delta-seal-interval: 1s\n")...), 0o600))
+	a := startAgent(t, cfg)
+
+	cli, err := e.c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	put := func(k string) (int64, time.Time) {
+		resp, err := cli.Put(t.Context(), k, "marker")
+		require.NoError(t, err)
+		return resp.Header.Revision, time.Now()
+	}
+	load := testcluster.StartLoad(cli, testcluster.LoadOptions{Workers: 8, Namespace: "outage", Seed: 3})
+	time.Sleep(3 * time.Second)
+
+	m.Stop()
+	outage := time.Now()
+	time.Sleep(15 * time.Second)
+	during, _ := put("/registry/pods/outage/during")
+	before, _ := put("/registry/pods/outage/before-the-moment")
+	time.Sleep(300 * time.Millisecond)
+	moment := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	after, _ := put("/registry/pods/outage/after-the-moment")
+	time.Sleep(5 * time.Second)
+
+	// The agent killed mid-stream, and started again while MinIO is still down.
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGKILL))
+	<-a.exited
+	a = startAgent(t, cfg)
+	require.Eventually(t, func() bool { return a.out.count("sealing the open delta segment an earlier writer left") == 1 }, 30*time.Second, 50*time.Millisecond,
+		"the restarted agent, elected once the dead one's election lease expired, seals what it left")
+	time.Sleep(time.Until(outage.Add(time.Minute)))
+	m.Restart(t)
+
+	load.Halt()
+	last, _ := put("/registry/pods/outage/last")
+	s3 := etcdguardTarget(t, s3URL)
+	var chain deltaChainView
+	require.Eventually(t, func() bool {
+		chain = loadChainView(t, s3)
+		return chain.reach >= last
+	}, 90*time.Second, 250*time.Millisecond, "the chain in MinIO catches up")
+	require.Empty(t, chain.problem, "one unbroken chain in MinIO")
+	local := loadChainView(t, etcdguardTarget(t, "file://"+e.repo))
+	require.Empty(t, local.problem, "one unbroken chain in the local target, across the agent's restart")
+	require.GreaterOrEqual(t, local.reach, last)
+
+	require.Equal(t, registryAt(t, e.c, during), restoreToRevisionAndRead(t, version, during, s3URL), "restored to a revision of the outage from MinIO")
+	kv, reached := restorePointAndRead(t, version, []string{"--to-time", moment.UTC().Format(time.RFC3339Nano)}, s3URL)
+	require.GreaterOrEqual(t, reached, before, "--to-time: the revision written before the moment is in")
+	require.Less(t, reached, after, "--to-time: the revision written after the moment is not")
+	require.Equal(t, registryAt(t, e.c, reached), kv, "restored to the moment from MinIO")
 }

@@ -69,19 +69,20 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 	defer wg.Wait()
 	var shippers []*deltalog.Shipper
 	for _, t := range s.Remotes {
-		remote, err := repository.Open(ctx, t)
-		if err != nil {
-			lg.Error("the delta log is not shipped to a target that does not open", "target", t.Name, "error", err)
-			continue
-		}
-		defer remote.Close()
-		sh := deltalog.NewShipper(local, remote, lg.With("component", "delta-shipper"), a.opts.Now)
+		sh := deltalog.NewShipper(local, t, lg.With("component", "delta-shipper"), a.opts.Now)
+		defer sh.Close()
 		shippers = append(shippers, sh)
 		wg.Go(func() { _ = sh.Run(ctx) })
 	}
-	remotes := make([]*repository.Repository, 0, len(shippers))
+	// The remotes that open now serve the writer's resume (a takeover continues the chain from
+	// the one holding the most of it); those that do not are shipped to once they answer.
+	var remotes []*repository.Repository
 	for _, sh := range shippers {
-		remotes = append(remotes, sh.To)
+		if r, err := sh.To(ctx); err == nil {
+			remotes = append(remotes, r)
+		} else {
+			lg.Warn("a target does not open; the delta log waits on the local target and is shipped to it once it answers", "target", sh.Target.Name, "error", err)
+		}
 	}
 	writer := a.writerName()
 	for ctx.Err() == nil {

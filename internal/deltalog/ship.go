@@ -20,13 +20,17 @@ import (
 // segments go over in order, each checked (read back) before its manifest is written. A chain
 // is never shipped with a hole: segment N+1 is sent only after segment N is there.
 type Shipper struct {
-	From, To *repository.Repository
-	Logger   *slog.Logger
+	From *repository.Repository
+	// Target is where segments go; it is opened at the first round that can (an S3 endpoint
+	// down when the agent starts is opened once it answers) and kept open.
+	Target repository.Target
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
 	mu     sync.Mutex
-	chains map[string]bool // bases whose chains may have something to ship
+	to     *repository.Repository // nil until opened
+	chains map[string]bool        // bases whose chains may have something to ship
 	wake   chan struct{}
 	// Shipped is the last revision known stored on To, per base.
 	shipped map[string]int64
@@ -44,15 +48,41 @@ func overlapping(segs []repository.SegmentRef, ref repository.SegmentRef) (repos
 }
 
 // NewShipper returns a shipper from the local target to another.
-func NewShipper(from, to *repository.Repository, lg *slog.Logger, now func() time.Time) *Shipper {
+func NewShipper(from *repository.Repository, to repository.Target, lg *slog.Logger, now func() time.Time) *Shipper {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Shipper{From: from, To: to, Logger: lg.With("target", to.Target.Name), Now: now,
+	return &Shipper{From: from, Target: to, Logger: lg.With("target", to.Name), Now: now,
 		chains: map[string]bool{}, wake: make(chan struct{}, 1), shipped: map[string]int64{}, skipped: map[repository.SegmentRef]bool{}}
+}
+
+// To returns the other target's repository, opening it if it is not open yet; nil, with the
+// reason, while it cannot be opened.
+func (s *Shipper) To(ctx context.Context) (*repository.Repository, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.to != nil {
+		return s.to, nil
+	}
+	r, err := repository.Open(ctx, s.Target)
+	if err != nil {
+		return nil, err
+	}
+	s.to = r
+	return r, nil
+}
+
+// Close closes the other target's repository, if it was opened.
+func (s *Shipper) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.to != nil {
+		s.to.Close()
+		s.to = nil
+	}
 }
 
 // Sealed tells the shipper that a segment was sealed on the local target.
@@ -168,11 +198,15 @@ func (s *Shipper) round(ctx context.Context) error {
 // ship copies what the other target lacks of the chain of base; done says the chain is ended and
 // all of it is there.
 func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) {
+	to, err := s.To(ctx)
+	if err != nil {
+		return false, err
+	}
 	local, err := s.From.ListChain(ctx, base)
 	if err != nil {
 		return false, err
 	}
-	remote, err := s.To.ListChain(ctx, base)
+	remote, err := to.ListChain(ctx, base)
 	if err != nil {
 		return false, err
 	}
@@ -201,14 +235,14 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 		if err != nil {
 			return false, err
 		}
-		if err := copySegment(ctx, s.From, s.To, m); err != nil && !errors.Is(err, backend.ErrExist) {
+		if err := copySegment(ctx, s.From, to, m); err != nil && !errors.Is(err, backend.ErrExist) {
 			return false, err
 		}
 		for _, rec := range []string{
 			repository.IndexName(repository.IndexEntry{At: m.LastTime, Revision: m.Last}),
 			repository.MarkName(repository.Mark{Revision: m.Last, At: nowUTC(s.Now)}),
 		} {
-			if err := s.To.SaveNewRecord(ctx, rec); err != nil {
+			if err := to.SaveNewRecord(ctx, rec); err != nil {
 				return false, err
 			}
 		}
@@ -223,7 +257,7 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 		if err != nil {
 			return false, err
 		}
-		if err := s.To.SaveNewChainEnd(ctx, e); err != nil && !errors.Is(err, backend.ErrExist) {
+		if err := to.SaveNewChainEnd(ctx, e); err != nil && !errors.Is(err, backend.ErrExist) {
 			return false, fmt.Errorf("ship the end of the chain of %s: %w", base, err)
 		}
 	}

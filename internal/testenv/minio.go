@@ -41,6 +41,7 @@ type MinIOServer struct {
 	log  *syncBuffer
 	done chan struct{} // closed when the process has exited
 	stop sync.Once
+	args []string // the server's command line, for Restart
 }
 
 // StartMinIO starts a MinIO server on free ports of 127.0.0.1, waits until it is ready, and
@@ -79,11 +80,26 @@ func startMinIO(tb testing.TB, bin, dir string) (*MinIOServer, error) {
 		log:       &syncBuffer{},
 		done:      make(chan struct{}),
 	}
-	m.cmd = exec.Command(bin, "server", m.Dir,
+	m.args = []string{bin, "server", m.Dir,
 		"--address", addr,
 		"--console-address", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		"--certs-dir", filepath.Join(dir, "certs"),
-		"--quiet")
+		"--quiet"}
+	if err := m.start(dir); err != nil {
+		return nil, err
+	}
+	tb.Cleanup(m.Stop)
+
+	if err := m.waitReady(); err != nil {
+		m.Stop()
+		return nil, fmt.Errorf("%w; MinIO's output:\n%s", err, m.log.String())
+	}
+	return m, nil
+}
+
+// start runs the server's process.
+func (m *MinIOServer) start(dir string) error {
+	m.cmd = exec.Command(m.args[0], m.args[1:]...)
 	m.cmd.Env = append(os.Environ(),
 		"MINIO_ROOT_USER="+m.AccessKey,
 		"MINIO_ROOT_PASSWORD="+m.SecretKey,
@@ -95,19 +111,28 @@ func startMinIO(tb testing.TB, bin, dir string) (*MinIOServer, error) {
 	m.cmd.Stdout = m.log
 	m.cmd.Stderr = m.log
 	if err := m.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("run %s: %w", bin, err)
+		return fmt.Errorf("run %s: %w", m.args[0], err)
 	}
+	done := m.done
 	go func() {
 		_ = m.cmd.Wait() // the exit status of a killed test server tells nothing
-		close(m.done)
+		close(done)
 	}()
-	tb.Cleanup(m.Stop)
+	return nil
+}
 
-	if err := m.waitReady(); err != nil {
-		m.Stop()
-		return nil, fmt.Errorf("%w; MinIO's output:\n%s", err, m.log.String())
+// Restart starts a stopped server again, on the same address, data and credentials: an S3
+// endpoint that comes back after an outage.
+func (m *MinIOServer) Restart(tb testing.TB) {
+	tb.Helper()
+	m.Stop()
+	m.done, m.stop = make(chan struct{}), sync.Once{}
+	if err := m.start(filepath.Dir(m.Dir)); err != nil {
+		tb.Fatalf("restart MinIO: %v", err)
 	}
-	return m, nil
+	if err := m.waitReady(); err != nil {
+		tb.Fatalf("restart MinIO: %v; its output:\n%s", err, m.log.String())
+	}
 }
 
 // waitReady polls MinIO's liveness endpoint until it answers 200.
