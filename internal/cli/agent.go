@@ -25,8 +25,8 @@ func newAgentCommand(env Env, g *globalOptions) *cobra.Command {
 	o := &agentOptions{}
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run the continuous-protection daemon: scheduled, verified full snapshots",
-		Long: `Run etcdguard as a long-running daemon that keeps the cluster protected.
+		Short: "Run the continuous-protection daemon: scheduled full snapshots and the delta log between them",
+		Long: `Run etcdguard as a long-running daemon that keeps the cluster continuously protected.
 
 It reads the same config file as every other command (endpoints, TLS files, targets, age
 recipients); what only the agent uses is in its agent: section, and everything there has a
@@ -35,21 +35,37 @@ default, so that file alone runs it:
   agent:
     snapshot-schedule: "*/30 * * * *"   # cron: minute hour day-of-month month day-of-week
     listen-address: 127.0.0.1:9479
+    delta-log: true                     # on by default
+    delta-target: local                 # the file:// target for the open segment (default: the first)
+    delta-sync-interval: 50ms           # how often the open segment is fsynced
+    delta-seal-interval: 10s            # how often it is sealed, stored and shipped
 
 Each scheduled snapshot goes through the same verified path as 'etcdguard snapshot save'. Runs
 never overlap: a slot that comes while a run is still going is skipped, with a log line. A failed
 run is logged with its error and exit-code class, and the next slot tries again; the agent
-itself keeps running. At start, if the targets hold no recent backup, one is taken at once.
+itself keeps running.
+
+The delta log: a watch of the whole keyspace from the newest full snapshot's own revision, every
+revision appended to an open segment on the delta target and fsynced every delta-sync-interval,
+sealed every delta-seal-interval and shipped, in order, to every other target (a target that is
+down gets them when it answers). A watch that breaks is resumed exactly; a gap (history compacted
+past the writer) ends the chain and a full snapshot is taken at once. 'etcdguard restore' and
+'recover' replay it (--to-revision, --to-time). Run the agent on every control-plane node: the
+agents elect one writer through etcd (a lease of 5 s), which also takes the scheduled snapshots;
+the others stand by and one takes over if the writer's node dies.
 
 HTTP endpoints on the listen address:
   /-/healthy  200 while the process runs
-  /-/ready    200 while the cluster is protected: the newest verified backup in the targets is
-              younger than two schedule intervals; 503 otherwise, with the reason in one line
+  /-/ready    200 while the cluster is protected: the newest verified backup is younger than two
+              schedule intervals and the delta chain from it runs (or: standing by for an elected
+              writer); 503 otherwise, with the reason in one line
+  /-/status   the same as JSON, with the writer and its newest durable revision
 
 Signals: SIGTERM or SIGINT stops the agent (a snapshot in progress is cancelled and what it was
-writing is removed) and it exits 0. SIGHUP reads the config file again; a config that does not
-load is rejected with a logged error and the agent keeps running on the one it had. A new
-listen-address takes effect at the next start.
+writing is removed; the open delta segment is sealed) and it exits 0. SIGHUP reads the config
+file again; a config that does not load is rejected with a logged error and the agent keeps
+running on the one it had. A new listen-address or new delta settings take effect at the next
+start.
 
 A schedule with a sixth, leading field of seconds ("*/5 * * * * *") is accepted; it is meant for
 tests. deploy/systemd/etcdguard-agent.service runs the agent under systemd.`,
