@@ -306,6 +306,15 @@ func Decide(in DecideInputs) (Plan, error) {
 		p.Loss.Seconds = lt.Sub(best.At).Seconds()
 	}
 	p.Loss.Note = fmt.Sprintf("revisions above %d known to the members are lost (highest seen: %d)", best.Revision, p.HighWater)
+	if d := best.Delta; d != nil && !in.PointInTime {
+		p.Loss.Note = fmt.Sprintf("writes after revision %d, received %s by the delta log's writer, are at risk: those the cluster acknowledged after it (the delta log syncs every few tens of milliseconds; the members' WALs may hold more, unreadable here)",
+			d.UpTo, d.At.UTC().Format(time.RFC3339Nano))
+		if p.HighWater > d.UpTo {
+			p.Loss.Note += fmt.Sprintf("; revisions %d to %d known to the members are lost", d.UpTo+1, p.HighWater)
+		}
+	} else if in.PointInTime {
+		p.Loss.Note = fmt.Sprintf("the cluster goes back to revision %d, as asked; what was written after it is not restored", best.Revision)
+	}
 	if best.Kind == SourceMember {
 		for _, a := range in.Assessments {
 			if a.Name == best.Member && a.Disk != nil && a.Disk.WALLastIndex > a.Disk.ConsistentIndex {

@@ -243,3 +243,54 @@ func TestDecideIsPure(t *testing.T) {
 		}
 	})
 }
+
+// TestDecideWithDeltaLog: a backup's delta log makes it the source when the log reaches past
+// the members' databases, and the plan names both revisions and what is at risk; a point in time
+// asked for makes the backup and its log the only source, even when a member's database is newer.
+func TestDecideWithDeltaLog(t *testing.T) {
+	now := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	cut := now.Add(-10 * time.Minute)
+	damaged := func(name string, dbOK bool, rev int64) cluster.Assessment {
+		return cluster.Assessment{Name: name, OnlineErr: "connection refused", Disk: &cluster.DiskState{
+			Verdict: "damaged", DBOK: dbOK, DBRevision: rev, DBModTime: cut, DBPath: "/var/lib/" + name + "/member/snap/db",
+		}}
+	}
+	as := []cluster.Assessment{damaged("m1", true, 5000), damaged("m2", false, 0), damaged("m3", false, 0)}
+	logged := func(upTo int64) *BackupInfo {
+		return &BackupInfo{ID: "20261202T043000Z-aaaaaaaa", Revision: 900, Created: now.Add(-30 * time.Minute), SHA256: "abc", TotalKey: 10,
+			Delta: &DeltaInfo{Target: "local", Segments: 12, Open: true, UpTo: upTo, At: cut.Add(-40 * time.Millisecond)}}
+	}
+	for _, tc := range []struct {
+		name        string
+		backup      *BackupInfo
+		pointInTime bool
+		want        string // "backup" or "member:NAME"
+		revision    int64
+		why, loss   string
+	}{
+		{"the log reaches past the member's database", logged(5100), false, "backup", 5100,
+			"backup 20261202T043000Z-aaaaaaaa at revision 900 and its delta log in target local up to revision 5100", "writes after revision 5100"},
+		{"the member's database is newer than the log", logged(4000), false, "member:m1", 5000, "member m1's database at revision 5000", "revisions above 5000"},
+		{"a point in time: the backup and its log, even below the member", logged(3000), true, "backup", 3000,
+			"up to revision 3000", "the cluster goes back to revision 3000, as asked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := Decide(DecideInputs{Cluster: testCluster(3), Assessments: as, Backup: tc.backup, PointInTime: tc.pointInTime, Now: now, PlanID: testPlanID})
+			require.NoError(t, err)
+			require.Equal(t, PathRestore, p.Path)
+			got := p.Source.Kind
+			if got == SourceMember {
+				got += ":" + p.Source.Member
+			}
+			require.Equal(t, tc.want, got)
+			require.Equal(t, tc.revision, p.Source.Revision)
+			require.Contains(t, fmt.Sprint(p.Why), tc.why)
+			require.Contains(t, p.Loss.Note, tc.loss)
+			if p.Source.Kind == SourceBackup {
+				require.Equal(t, tc.backup.Delta.UpTo, p.Source.Delta.UpTo)
+				require.Equal(t, int64(900), p.Source.BackupRevision)
+				require.Zero(t, p.Source.TotalKey, "the key count after a replay is not known before it")
+			}
+		})
+	}
+}
