@@ -264,8 +264,16 @@ func (s *segmentReader) next() (delta.Record, error) {
 			return nil, fmt.Errorf("%w: %s is %d bytes with SHA-256 %s; its manifest says %d, %s", ErrCorrupt, s.name, s.stored.n, got, s.m.StoredSize, s.m.StoredSHA256)
 		}
 		return nil, io.EOF
-	default:
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), backend.Kind(err) != "",
+		errors.Is(err, repository.ErrWrongKey):
 		return nil, fmt.Errorf("read %s: %w", s.name, err)
+	default:
+		// What the storage returned does not decode (a zstd frame's checksum, a record's CRC, an
+		// age chunk's tag): the stored segment is damaged.
+		if errors.Is(err, ErrCorrupt) || errors.Is(err, delta.ErrCorrupt) {
+			return nil, fmt.Errorf("read %s: %w", s.name, err)
+		}
+		return nil, fmt.Errorf("%w: read %s: %w", ErrCorrupt, s.name, err)
 	}
 }
 
