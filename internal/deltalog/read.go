@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"filippo.io/age"
@@ -47,30 +48,52 @@ func LoadChain(ctx context.Context, repo *repository.Repository, base repository
 	if err != nil {
 		return c, err
 	}
-	refs, _, cerr := repository.CheckChain(base.ID, base.Status.Revision, l.Segments)
-	var ms []repository.SegmentManifest
+	// Segments in revision order; of two that start together, the longer first. Where writers
+	// handed over (an old writer's segment and the new one's hold some revisions both), the
+	// path takes each segment that reaches further than the one before; a replay skips the
+	// revisions it has applied already, after checking them.
+	refs := append([]repository.SegmentRef(nil), l.Segments...)
+	sort.Slice(refs, func(i, j int) bool {
+		if refs[i].First != refs[j].First {
+			return refs[i].First < refs[j].First
+		}
+		return refs[i].Last > refs[j].Last
+	})
+	// linked holds the manifests whose hash links lead back to the base: a segment continues a
+	// chain only if it names one of them (or the base) and carries its SHA-256.
+	linked := map[string]string{repository.ManifestName(base.ID): base.SHA256}
 	for _, ref := range refs {
-		if ref.First != c.Reach+1 {
-			break // CheckChain's problem, reported below
+		if ref.Base != base.ID {
+			continue
+		}
+		if ref.First > c.Reach+1 {
+			c.Problem = fmt.Sprintf("chain of %s: revisions %d-%d are in no segment (the next starts at %d)", base.ID, c.Reach+1, ref.First-1, ref.First)
+			break
 		}
 		m, err := repo.SegmentManifest(ctx, ref)
 		if err != nil {
 			if !errors.Is(err, backend.ErrNotExist) && backend.Kind(err) != "" && !errors.Is(err, repository.ErrCorrupt) {
 				return c, err
 			}
+			if ref.Last <= c.Reach {
+				continue // covered already; an unreadable overlap costs nothing
+			}
 			c.Problem = err.Error()
 			break
 		}
-		if err := repository.CheckLinks(base, append(ms, m)); err != nil {
-			c.Problem = err.Error()
+		if sum, ok := linked[m.Prev]; !ok || sum != m.PrevSHA256 || m.ClusterID != base.ClusterID {
+			if ref.Last <= c.Reach {
+				continue
+			}
+			c.Problem = fmt.Sprintf("%v: segment %s does not continue the chain (it names %s)", repository.ErrChainBroken, ref, m.Prev)
 			break
 		}
-		ms = append(ms, m)
+		linked[ref.ManifestName()] = m.SHA256
+		if ref.Last <= c.Reach {
+			continue // another writer's segment of revisions the path holds
+		}
+		c.Segments = append(c.Segments, m)
 		c.Reach = m.Last
-	}
-	c.Segments = ms
-	if c.Problem == "" && cerr != nil {
-		c.Problem = cerr.Error()
 	}
 	for _, first := range l.Open {
 		if first == c.Reach+1 && c.Problem == "" {
@@ -153,7 +176,7 @@ func (r *Reader) Next() (delta.Record, error) {
 				r.finish()
 				break
 			}
-			r.last = rv.Revision
+			r.last = max(r.last, rv.Revision) // a handover's overlap repeats revisions
 		}
 		return rec, nil
 	}

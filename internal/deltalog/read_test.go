@@ -237,3 +237,44 @@ func TestShipper(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, seq(101, 130), revs)
 }
+
+// TestLoadChainHandover: two writers' segments of the same chain overlap where one took over
+// from the other (each continuing its own predecessor); the chain is every segment that reaches
+// further, its links checked back to the base, and a reader returns the overlapping revisions
+// again (a replay skips them after checking them). A segment that continues nothing on the path
+// ends it.
+func TestLoadChainHandover(t *testing.T) {
+	base := testBase()
+	repo, _ := localRepo(t, "local")
+	at := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
+	store := func(first, last int64, prev repository.SegmentManifest, prevIsBase bool) repository.SegmentManifest {
+		m := repository.SegmentManifest{Format: repository.FormatVersion, Kind: repository.KindDelta, Base: base.ID, ClusterID: base.ClusterID, First: first, Last: last}
+		m.Prev, m.PrevSHA256 = prev.Ref().ManifestName(), prev.SHA256
+		if prevIsBase {
+			m.Prev, m.PrevSHA256 = repository.ManifestName(base.ID), base.SHA256
+		}
+		stored, err := storeSegment(t.Context(), repo, repository.Codec{}, bytes.NewReader(revisions(t, first, last, at)), m)
+		require.NoError(t, err)
+		return stored
+	}
+	a1 := store(101, 110, repository.SegmentManifest{}, true)
+	a2 := store(111, 120, a1, false)
+	b1 := store(111, 125, a1, false) // the new writer continued from a1: a2 had not reached it
+	store(121, 128, a2, false)       // the old writer's last, shipped late
+	store(126, 130, b1, false)
+	c, err := LoadChain(t.Context(), repo, base)
+	require.NoError(t, err)
+	require.Empty(t, c.Problem)
+	require.Equal(t, int64(130), c.Reach)
+	revs, err := readAllRevisions(t, c, ReadOptions{})
+	require.NoError(t, err)
+	want := append(append(append(seq(101, 110), seq(111, 125)...), seq(121, 128)...), seq(126, 130)...)
+	require.Equal(t, want, revs)
+
+	// A segment whose predecessor is not on the path (forged, or of a broken chain).
+	store(131, 140, repository.SegmentManifest{Base: base.ID, First: 1, Last: 1}, false)
+	c, err = LoadChain(t.Context(), repo, base)
+	require.NoError(t, err)
+	require.Equal(t, int64(130), c.Reach)
+	require.Contains(t, c.Problem, "does not continue the chain")
+}

@@ -68,7 +68,9 @@ func (c *ChainSource) Next() (Revision, error) {
 			if !c.until.IsZero() && r.Received.After(c.until) {
 				return Revision{}, io.EOF
 			}
-			c.Reached, c.ReachedTime = r.Revision, r.Received
+			if r.Revision > c.Reached {
+				c.Reached, c.ReachedTime = r.Revision, r.Received
+			}
 			return Revision{Rev: r.Revision, Events: r.Events}, nil
 		default:
 			return Revision{}, fmt.Errorf("delta chain: a record of type %T", rec)
