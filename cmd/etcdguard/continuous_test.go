@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -187,7 +186,6 @@ func restorePointAndRead(t *testing.T, version string, point []string, targets .
 	t.Helper()
 	ports := freePorts(t, 3)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	client := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	dataDir := filepath.Join(t.TempDir(), "restored")
 	args := append([]string{"restore", "latest", "--data-dir", dataDir, "--name", "r1",
 		"--initial-cluster", "r1=" + peer, "--initial-advertise-peer-urls", peer, "--initial-cluster-token", "pitr"}, point...)
@@ -201,29 +199,7 @@ func restorePointAndRead(t *testing.T, version string, point []string, targets .
 	require.True(t, ok, r.stdout)
 	_, err := fmt.Sscanf(rest, "%d", &reached)
 	require.NoError(t, err)
-	etcd := exec.Command(testenv.Etcd(t, version, "etcd"), "--name", "r1", "--data-dir", dataDir,
-		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "r1="+peer,
-		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[2]), "--initial-cluster-token", "pitr")
-	elog := &lockedBuffer{}
-	etcd.Stdout, etcd.Stderr = elog, elog
-	require.NoError(t, etcd.Start())
-	t.Cleanup(func() { _ = etcd.Process.Kill(); _ = etcd.Wait() })
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
-	require.NoError(t, err)
-	defer cli.Close()
-	var resp *clientv3.GetResponse
-	require.Eventually(t, func() bool {
-		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-		defer cancel()
-		resp, err = cli.Get(ctx, "/registry/", clientv3.WithPrefix())
-		return err == nil
-	}, 30*time.Second, 200*time.Millisecond, "restored member never served: %v\n%s", err, elog)
-	kv := map[string]string{}
-	for _, x := range resp.Kvs {
-		kv[string(x.Key)] = string(x.Value)
-	}
-	return kv, reached
+	return serveAndRead(t, version, dataDir, "pitr", ports, "/registry/"), reached
 }
 
 // registryAt is the live cluster's keys under /registry/ at revision rev.

@@ -274,18 +274,26 @@ func restoreAndRead(t *testing.T, version, file string) map[string]string {
 	t.Helper()
 	ports := freePorts(t, 3)
 	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-	client := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	dataDir := filepath.Join(t.TempDir(), "restored")
 	out, err := exec.CommandContext(t.Context(), testenv.Etcd(t, version, "etcdutl"), "snapshot", "restore", file,
 		"--data-dir", dataDir, "--name", "r1", "--initial-cluster", "r1="+peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster-token", "restored").CombinedOutput()
 	require.NoError(t, err, string(out))
+	return serveAndRead(t, version, dataDir, "restored", ports, "")
+}
+
+// serveAndRead starts a one-member etcd named r1 on a restored data dir, with the restore's
+// token and the ports (peer, client, metrics), and reads every key under prefix.
+func serveAndRead(t *testing.T, version, dataDir, token string, ports []int, prefix string) map[string]string {
+	t.Helper()
+	peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	client := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	etcd := exec.Command(testenv.Etcd(t, version, "etcd"), "--name", "r1", "--data-dir", dataDir,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "r1="+peer,
 		"--listen-client-urls", client, "--advertise-client-urls", client,
-		"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[2]), "--initial-cluster-token", "restored")
-	var elog bytes.Buffer
-	etcd.Stdout, etcd.Stderr = &elog, &elog
+		"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", ports[2]), "--initial-cluster-token", token)
+	elog := &lockedBuffer{}
+	etcd.Stdout, etcd.Stderr = elog, elog
 	require.NoError(t, etcd.Start())
 	t.Cleanup(func() { _ = etcd.Process.Kill(); _ = etcd.Wait() })
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client}, DialTimeout: 5 * time.Second})
@@ -295,9 +303,9 @@ func restoreAndRead(t *testing.T, version, file string) map[string]string {
 	require.Eventually(t, func() bool {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
-		resp, err = cli.Get(ctx, "", clientv3.WithPrefix())
+		resp, err = cli.Get(ctx, prefix, clientv3.WithPrefix())
 		return err == nil
-	}, 30*time.Second, 200*time.Millisecond, "restored member never served: %v\n%s", err, &elog)
+	}, 30*time.Second, 200*time.Millisecond, "restored member never served: %v\n%s", err, elog)
 	kv := map[string]string{}
 	for _, x := range resp.Kvs {
 		kv[string(x.Key)] = string(x.Value)

@@ -66,7 +66,7 @@ func storeSegment(ctx context.Context, repo *repository.Repository, codec reposi
 	}
 	m.StoredSize, m.StoredSHA256 = stored.n, hex.EncodeToString(stored.h.Sum(nil))
 	m.RawSize, m.SHA256 = raw.n, hex.EncodeToString(raw.h.Sum(nil))
-	if err := readBack(ctx, repo, m.DataObject); err != nil {
+	if err := repo.ReadBack(ctx, m.DataObject); err != nil {
 		return m, fmt.Errorf("store segment %s: %w", ref, err)
 	}
 	if err := repo.SaveNewSegmentManifest(ctx, m); err != nil {
@@ -86,13 +86,13 @@ func copySegment(ctx context.Context, from, to *repository.Repository, m reposit
 	defer rc.Close()
 	vr := &verifying{r: rc, c: counter{h: sha256.New()}, d: m.DataObject, where: from.Target.Name}
 	_, err = to.SaveNew(ctx, m.Data, vr)
-	if errors.Is(err, backend.ErrExist) && readBack(ctx, to, m.DataObject) == nil {
+	if errors.Is(err, backend.ErrExist) && to.ReadBack(ctx, m.DataObject) == nil {
 		err = nil // an earlier copy stored the same bytes, and was cut off before the manifest
 	}
 	if err != nil {
 		return fmt.Errorf("copy segment %s from %s to %s: %w", m.Ref(), from.Target.Name, to.Target.Name, err)
 	}
-	if err := readBack(ctx, to, m.DataObject); err != nil {
+	if err := to.ReadBack(ctx, m.DataObject); err != nil {
 		return fmt.Errorf("copy segment %s to %s: %w", m.Ref(), to.Target.Name, err)
 	}
 	if err := to.SaveNewSegmentManifest(ctx, m); err != nil {
@@ -103,23 +103,6 @@ func copySegment(ctx context.Context, from, to *repository.Repository, m reposit
 
 // errRetry marks a store that failed in a way that storing again fixes.
 var errRetry = errors.New("try again")
-
-// readBack reads a stored data object back and compares its size and SHA-256 with d.
-func readBack(ctx context.Context, repo *repository.Repository, d repository.DataObject) error {
-	rc, err := repo.OpenObject(ctx, d)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	c := &counter{h: sha256.New()}
-	if _, err := io.Copy(c, rc); err != nil {
-		return fmt.Errorf("read back %s: %w", d.Data, err)
-	}
-	if got := hex.EncodeToString(c.h.Sum(nil)); c.n != d.StoredSize || got != d.StoredSHA256 {
-		return fmt.Errorf("%w: %s in target %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, d.Data, repo.Target.Name, c.n, got, d.StoredSize, d.StoredSHA256)
-	}
-	return nil
-}
 
 // counter counts and hashes what is written to it.
 type counter struct {

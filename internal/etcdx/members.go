@@ -18,26 +18,35 @@ import (
 // Client returns an etcd client for exactly one endpoint. Talking to members one at a time is
 // what lets etcdguard say which member answered what, and stream a snapshot from a chosen member.
 func (c Config) Client(ctx context.Context, endpoint string) (*clientv3.Client, error) {
-	tlsCfg, err := c.TLS()
+	cfg, err := c.clientConfig(ctx, []string{endpoint})
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:   []string{endpoint},
-		DialTimeout: c.dialTimeout(),
-		TLS:         tlsCfg,
-		Context:     ctx,
-		Logger:      zap.NewNop(),
-		// Keepalives notice a member that vanished without closing the connection (its host
-		// lost power), so a snapshot stream fails instead of waiting forever.
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-		DialOptions:          []grpc.DialOption{grpc.WithBlock()}, //nolint:staticcheck // fail fast per endpoint
-	})
+	cfg.DialOptions = []grpc.DialOption{grpc.WithBlock()} //nolint:staticcheck // fail fast per endpoint
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", endpoint, err)
 	}
 	return cli, nil
+}
+
+// clientConfig is the client configuration of both kinds of client: TLS, timeouts, and
+// keepalives, which notice a member that vanished without closing the connection (its host lost
+// power), so that a snapshot stream or a watch fails instead of waiting forever.
+func (c Config) clientConfig(ctx context.Context, endpoints []string) (clientv3.Config, error) {
+	tlsCfg, err := c.TLS()
+	if err != nil {
+		return clientv3.Config{}, err
+	}
+	return clientv3.Config{
+		Endpoints:            endpoints,
+		DialTimeout:          c.dialTimeout(),
+		TLS:                  tlsCfg,
+		Context:              ctx,
+		Logger:               zap.NewNop(),
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
+	}, nil
 }
 
 // MemberStatus is what one endpoint said about its member, or why it said nothing.
@@ -282,19 +291,11 @@ func ChooseSource(statuses []MemberStatus) (ranked []MemberStatus, why string, e
 // clientv3.WithRequireLeader, also when it loses the leader). Unlike Client it does not wait for
 // a connection: the first call fails, or waits, as the cluster is.
 func (c Config) ClusterClient(ctx context.Context) (*clientv3.Client, error) {
-	tlsCfg, err := c.TLS()
+	cfg, err := c.clientConfig(ctx, c.Endpoints)
 	if err != nil {
 		return nil, err
 	}
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            c.Endpoints,
-		DialTimeout:          c.dialTimeout(),
-		TLS:                  tlsCfg,
-		Context:              ctx,
-		Logger:               zap.NewNop(),
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-	})
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", strings.Join(c.Endpoints, ","), err)
 	}

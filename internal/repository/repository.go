@@ -7,6 +7,8 @@ package repository
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -177,6 +179,37 @@ func (r *Repository) OpenObject(ctx context.Context, d DataObject) (io.ReadClose
 		return nil, fmt.Errorf("target %s: open %s: %w", r.Target.Name, d.Data, err)
 	}
 	return rc, nil
+}
+
+// ReadBack reads a stored data object back and compares its size and SHA-256 with what d says
+// was stored; a difference is ErrCorrupt. ctx is checked between reads of 1 MiB.
+func (r *Repository) ReadBack(ctx context.Context, d DataObject) error {
+	rc, err := r.OpenObject(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	var n int64
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("read back %s: %w", d.Data, err)
+		}
+		k, err := rc.Read(buf)
+		h.Write(buf[:k])
+		n += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read back %s: %w", d.Data, err)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); n != d.StoredSize || got != d.StoredSHA256 {
+		return fmt.Errorf("%w: %s in target %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, d.Data, r.Target.Name, n, got, d.StoredSize, d.StoredSHA256)
+	}
+	return nil
 }
 
 // CleanupIncomplete removes what interrupted runs left behind: every object of a backup that has

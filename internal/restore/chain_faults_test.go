@@ -20,7 +20,6 @@ import (
 	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
-	"github.com/etcdguard/etcdguard/internal/snapshot"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
@@ -138,14 +137,7 @@ func startFaultRun(t *testing.T, version string, endpoints func(c *testcluster.C
 	tls := etcdx.Config{CACert: c.PKI.CAFile, Cert: c.ClientCertFile, Key: c.ClientKeyFile}
 	save := tls
 	save.Endpoints = c.Endpoints()
-	target := repository.Target{Name: "local", URL: "file://" + filepath.Join(t.TempDir(), "repo")}
-	require.NoError(t, target.Normalize())
-	saved, err := snapshot.Save(ctx, snapshot.SaveOptions{Etcd: save, Targets: []repository.Target{target}, WorkDir: t.TempDir()})
-	require.NoError(t, err)
-	f.base = saved.Manifest
-	f.repo, err = repository.Open(ctx, target)
-	require.NoError(t, err)
-	t.Cleanup(func() { f.repo.Close() })
+	f.repo, f.base = backupTo(t, save)
 	wcfg := tls
 	wcfg.Endpoints = endpoints(c)
 	wcli, err := wcfg.ClusterClient(ctx)
@@ -194,15 +186,7 @@ func (f *faultRun) replayedEqualsLive(t *testing.T, rev int64) {
 	require.NoError(t, err)
 	require.Empty(t, chain.Problem)
 	require.GreaterOrEqual(t, chain.Reach, rev)
-	cat, err := snapshot.Load(t.Context(), []repository.Target{f.repo.Target})
-	require.NoError(t, err)
-	defer cat.Close()
-	e, err := cat.Find(f.base.ID)
-	require.NoError(t, err)
-	snap := filepath.Join(t.TempDir(), "base.db")
-	_, _, err = snapshot.FetchBest(t.Context(), nil, e, nil, snap)
-	require.NoError(t, err)
-	o, _ := restoreOpts(t, snap, "faults")
+	o, _ := restoreOpts(t, fetchBase(t, f.repo, f.base), "faults")
 	s, err := RestoreStaging(t.Context(), o)
 	require.NoError(t, err)
 	rd := chain.NewReader(t.Context(), deltalog.ReadOptions{UpTo: rev})
@@ -316,15 +300,7 @@ func TestChainEndsAtACompactionGap(t *testing.T) {
 			require.False(t, errors.Is(err, deltalog.ErrGap))
 			// What it holds replays: compare with the keyspace at held, read from the restore
 			// itself since the live history below head is compacted.
-			cat, err := snapshot.Load(t.Context(), []repository.Target{f.repo.Target})
-			require.NoError(t, err)
-			defer cat.Close()
-			en, err := cat.Find(f.base.ID)
-			require.NoError(t, err)
-			snap := filepath.Join(t.TempDir(), "base.db")
-			_, _, err = snapshot.FetchBest(t.Context(), nil, en, nil, snap)
-			require.NoError(t, err)
-			o, _ := restoreOpts(t, snap, "gap")
+			o, _ := restoreOpts(t, fetchBase(t, f.repo, f.base), "gap")
 			s, err := RestoreStaging(t.Context(), o)
 			require.NoError(t, err)
 			rd := chain.NewReader(t.Context(), deltalog.ReadOptions{})

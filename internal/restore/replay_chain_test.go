@@ -66,14 +66,7 @@ func streamedChain(t *testing.T, version string) *chainRun {
 	put("/registry/leases/old", "a", clientv3.WithLease(old.ID))
 
 	ecfg := etcdx.Config{Endpoints: c.Endpoints(), CACert: c.PKI.CAFile, Cert: c.ClientCertFile, Key: c.ClientKeyFile}
-	target := repository.Target{Name: "local", URL: "file://" + filepath.Join(t.TempDir(), "repo")}
-	require.NoError(t, target.Normalize())
-	saved, err := snapshot.Save(ctx, snapshot.SaveOptions{Etcd: ecfg, Targets: []repository.Target{target}, WorkDir: t.TempDir()})
-	require.NoError(t, err)
-	r.base = saved.Manifest
-	r.repo, err = repository.Open(ctx, target)
-	require.NoError(t, err)
-	t.Cleanup(func() { r.repo.Close() })
+	r.repo, r.base = backupTo(t, ecfg)
 
 	wcli, err := ecfg.ClusterClient(ctx)
 	require.NoError(t, err)
@@ -150,15 +143,36 @@ func streamedChain(t *testing.T, version string) *chainRun {
 	stop()
 	require.NoError(t, <-done)
 
-	cat, err := snapshot.Load(ctx, []repository.Target{target})
-	require.NoError(t, err)
-	t.Cleanup(cat.Close)
-	e, err := cat.Find(r.base.ID)
-	require.NoError(t, err)
-	r.snap = filepath.Join(t.TempDir(), "base.db")
-	_, _, err = snapshot.FetchBest(ctx, nil, e, nil, r.snap)
-	require.NoError(t, err)
+	r.snap = fetchBase(t, r.repo, r.base)
 	return r
+}
+
+// backupTo takes a verified full backup of the cluster into a new local target and returns the
+// target's repository and the backup.
+func backupTo(t *testing.T, ecfg etcdx.Config) (*repository.Repository, repository.Manifest) {
+	t.Helper()
+	target := repository.Target{Name: "local", URL: "file://" + filepath.Join(t.TempDir(), "repo")}
+	require.NoError(t, target.Normalize())
+	saved, err := snapshot.Save(t.Context(), snapshot.SaveOptions{Etcd: ecfg, Targets: []repository.Target{target}, WorkDir: t.TempDir()})
+	require.NoError(t, err)
+	repo, err := repository.Open(t.Context(), target)
+	require.NoError(t, err)
+	t.Cleanup(func() { repo.Close() })
+	return repo, saved.Manifest
+}
+
+// fetchBase fetches and checks a backup from repo into a plain snapshot file.
+func fetchBase(t *testing.T, repo *repository.Repository, base repository.Manifest) string {
+	t.Helper()
+	cat, err := snapshot.Load(t.Context(), []repository.Target{repo.Target})
+	require.NoError(t, err)
+	defer cat.Close()
+	e, err := cat.Find(base.ID)
+	require.NoError(t, err)
+	snap := filepath.Join(t.TempDir(), "base.db")
+	_, _, err = snapshot.FetchBest(t.Context(), nil, e, nil, snap)
+	require.NoError(t, err)
+	return snap
 }
 
 // TestChainReplayIsExact: the delta log a real writer streamed from a 3-member TLS cluster of

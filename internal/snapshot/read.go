@@ -407,7 +407,7 @@ const (
 func checkCopy(ctx context.Context, dst *repository.Repository, m repository.Manifest, sent uint32) (string, error) {
 	ar, archival := backend.As[backend.Archival](dst.Backend())
 	if !archival || !ar.Archived(m.Data) {
-		return CheckReadBack, readBack(ctx, dst, m)
+		return CheckReadBack, dst.ReadBack(ctx, m.DataObject)
 	}
 	cs, ok := backend.As[backend.Checksumer](dst.Backend())
 	if !ok {
@@ -421,23 +421,6 @@ func checkCopy(ctx context.Context, dst *repository.Repository, m repository.Man
 		return "", fmt.Errorf("%w: the server's CRC-32C of %s is %08x; %08x was sent", ErrCorrupt, m.Data, got, sent)
 	}
 	return CheckServerCRC32C, nil
-}
-
-// readBack reads a stored data object back and compares its size and SHA-256 with the manifest.
-func readBack(ctx context.Context, repo *repository.Repository, m repository.Manifest) error {
-	rc, err := repo.OpenData(ctx, m)
-	if err != nil {
-		return err
-	}
-	defer rc.Close()
-	h := &countingWriter{h: sha256.New()}
-	if _, err := io.CopyBuffer(h, ctxReader{ctx: ctx, r: rc}, make([]byte, 1<<20)); err != nil {
-		return fmt.Errorf("read back %s: %w", m.Data, err)
-	}
-	if got := hex.EncodeToString(h.h.Sum(nil)); h.n != m.StoredSize || got != m.StoredSHA256 {
-		return fmt.Errorf("%w: %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, m.Data, h.n, got, m.StoredSize, m.StoredSHA256)
-	}
-	return nil
 }
 
 // ctxReader stops a long read when its context ends.
