@@ -62,6 +62,16 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 	if p.NoDelta {
 		return nil, nil, nil
 	}
+	// A replay only goes forward from its backup: a point before it cannot be reached from
+	// this backup (restoring it would give the backup's later state as if it were the point).
+	base := e.Manifest.Status.Revision
+	switch {
+	case p.Revision > 0 && p.Revision < base:
+		return nil, nil, fmt.Errorf("%w: --to-revision %d: backup %s is at revision %d, after it: restore an older backup, or 'latest', which picks the newest at or before the revision", ErrInput, p.Revision, e.Manifest.ID, base)
+	case !p.Time.IsZero() && e.Manifest.Started.After(p.Time):
+		return nil, nil, fmt.Errorf("%w: --to-time %s: backup %s was taken at %s, after that moment: restore an older backup, or 'latest', which picks the newest taken at or before it", ErrInput,
+			p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, e.Manifest.Started.UTC().Format(time.RFC3339Nano))
+	}
 	var best *ChainPlan
 	var notes []string
 	for _, cp := range e.Copies {
@@ -78,7 +88,6 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 			best = cand
 		}
 	}
-	base := e.Manifest.Status.Revision
 	if best == nil {
 		if p.Revision > base {
 			return nil, notes, fmt.Errorf("%w: --to-revision %d: backup %s is at revision %d and no target holds a delta log of it", ErrInput, p.Revision, e.Manifest.ID, base)
