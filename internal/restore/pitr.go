@@ -98,8 +98,19 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 		notes = append(notes, fmt.Sprintf("warning: the delta log of %s in target %s stops at revision %d: %s", e.Manifest.ID, best.Target, best.Reach, best.Problem))
 	}
 	if p.Revision > 0 {
-		if p.Revision > best.Reach && !best.Open {
-			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, best.Reach, best.Target)
+		reach := best.Reach
+		if p.Revision > reach && best.Open {
+			// How far the open segment reaches is known only by reading it (its complete
+			// prefix); a plan to a revision it does not hold would fail only in the replay,
+			// after recover stopped every member.
+			newest, _, err := best.Chain.Newest(ctx)
+			if err != nil {
+				return nil, notes, fmt.Errorf("read the open segment of the delta log of backup %s in target %s: %w", e.Manifest.ID, best.Target, err)
+			}
+			reach = newest
+		}
+		if p.Revision > reach {
+			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, reach, best.Target)
 		}
 		if p.Revision == base {
 			return nil, notes, nil // the backup itself is the point

@@ -143,3 +143,28 @@ func TestPlanChainRefusesAPointBeforeItsBackup(t *testing.T) {
 		require.NoError(t, err)
 	})
 }
+
+// TestPlanChainChecksTheOpenSegmentReaches: --to-revision R past the sealed segments is accepted
+// when an open segment continues them, but only if that open segment holds R. Otherwise the plan
+// promised R: `recover` stopped every member and only then found, in the replay, that the log
+// ends before R (ErrReplayShort), and `restore` fetched and restored the snapshot first.
+func TestPlanChainChecksTheOpenSegmentReaches(t *testing.T) {
+	f := newFakeChain(t, 100, time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC))
+	f.seal(101, 110)
+	f.open(111, 115)
+
+	cp, _, err := PlanChain(t.Context(), f.entry(), Point{Revision: 115})
+	require.NoError(t, err, "the open segment holds revision 115")
+	require.Equal(t, int64(115), cp.UpTo)
+
+	cp, _, err = PlanChain(t.Context(), f.entry(), Point{Revision: 116})
+	require.ErrorIs(t, err, ErrInput, "the open segment ends at 115 (planned a replay to %d)", upTo(cp))
+	require.ErrorContains(t, err, "115")
+}
+
+func upTo(cp *ChainPlan) int64 {
+	if cp == nil {
+		return 0
+	}
+	return cp.UpTo
+}
