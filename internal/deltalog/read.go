@@ -150,7 +150,9 @@ func (r *Reader) Next() (delta.Record, error) {
 		}
 		if rv, ok := rec.(delta.Revision); ok {
 			if r.opts.UpTo > 0 && rv.Revision > r.opts.UpTo {
-				r.finish()
+				if err := r.Stop(); err != nil {
+					return nil, err
+				}
 				break
 			}
 			r.last = rv.Revision
@@ -158,6 +160,26 @@ func (r *Reader) Next() (delta.Record, error) {
 		return rec, nil
 	}
 	return nil, io.EOF
+}
+
+// Stop ends the reader before the end of the chain (its caller reached the moment it reads up
+// to): the rest of the sealed segment being read is read through its checks, so that the
+// records already returned from it are known to be the bytes its manifest describes (their
+// CRCs alone do not say that). It returns what those checks found; the open segment has none.
+func (r *Reader) Stop() error {
+	defer r.finish()
+	if r.done || r.cur == nil || r.cur.open {
+		return nil
+	}
+	for {
+		_, err := r.cur.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // openNext opens the next segment, or ends the reader.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/delta"
+	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -167,4 +168,45 @@ func upTo(cp *ChainPlan) int64 {
 		return 0
 	}
 	return cp.UpTo
+}
+
+// TestChainReaderChecksASegmentItStopsInside: a sealed segment whose data was replaced by another
+// well-formed segment (every record's CRC right, its own trailer right, but not the bytes its
+// manifest's SHA-256 names) is corrupt, also when the replay's revision is inside it: the reader
+// stopped there and never compared the segment with its manifest, so the altered revisions
+// before the bound were replayed as if verified.
+func TestChainReaderChecksASegmentItStopsInside(t *testing.T) {
+	f := newFakeChain(t, 100, time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC))
+	m := f.seal(101, 110)
+	forged, _ := f.plain(101, 110, true, func(rev int64) string {
+		if rev == 105 {
+			return "forged"
+		}
+		return defaultValue(rev)
+	})
+	_, err := f.repo.Save(t.Context(), m.Data, bytes.NewReader(forged))
+	require.NoError(t, err)
+
+	cp, _, err := PlanChain(t.Context(), f.entry(), Point{})
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name  string
+		upTo  int64
+		until time.Time
+	}{
+		{"to its end", 0, time.Time{}},
+		{"up to a revision inside it", 107, time.Time{}},
+		{"up to a moment inside it", 0, f.received(107)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cp.Chain.NewReader(t.Context(), deltalog.ReadOptions{UpTo: tc.upTo})
+			defer r.Close()
+			src := NewChainSource(r, tc.until)
+			var err error
+			for err == nil {
+				_, err = src.Next()
+			}
+			require.ErrorIs(t, err, deltalog.ErrCorrupt, "the segment is not the one its manifest describes")
+		})
+	}
 }
