@@ -42,6 +42,12 @@ const (
 // from it.
 var ErrGap = errors.New("delta chain gap")
 
+// ErrClusterChanged is returned (wrapped) by Stream when it ended the chain because the
+// endpoints answer for another cluster than the base's (the cluster was restored, which gives it
+// a new cluster id): the chain's end record says "cluster-changed"; the caller takes a full
+// snapshot of the cluster there is now and starts its chain.
+var ErrClusterChanged = errors.New("delta chain source is another cluster")
+
 // ErrEnded is returned (wrapped) by Stream when the chain of the base it was given is closed
 // already: the caller continues the chain of the newer base, or takes one.
 var ErrEnded = errors.New("delta chain ended")
@@ -150,9 +156,8 @@ func watch(ctx context.Context, cli *clientv3.Client, from int64) <-chan watchRe
 				send(watchResult{err: err})
 				return
 			}
-			if resp.Created && !resp.Canceled && len(resp.Events) == 0 {
-				continue
-			}
+			// A created response holds no event, but its header says which cluster answers:
+			// passed on, so that the writer checks it before anything is appended.
 			if !send(watchResult{resp: resp}) || resp.Canceled {
 				return
 			}
@@ -181,6 +186,8 @@ type openSegment struct {
 //   - newBase delivers a newer base: the open segment is sealed, the chain ended ("new-base",
 //     naming it), and the new base returned, for the caller to stream its chain;
 //   - events were lost: the chain is ended ("gap") and the error wraps ErrGap;
+//   - the endpoints answer for another cluster than the base's: the chain is ended
+//     ("cluster-changed") and the error wraps ErrClusterChanged;
 //   - the chain is ended already (ErrEnded), or the local target fails: the chain is left as it
 //     is, for the caller to try again.
 func Stream(ctx context.Context, opts StreamOptions, base repository.Manifest, newBase <-chan repository.Manifest) (*repository.Manifest, error) {
@@ -354,6 +361,11 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 				return true, nil, nil
 			}
 			resp := wr.resp
+			if resp != nil && resp.Header != nil && resp.Header.ClusterId != 0 && s.base.ClusterID != "" {
+				if got := fmt.Sprintf("%016x", resp.Header.ClusterId); got != s.base.ClusterID {
+					return false, nil, s.endClusterChanged(ctx, got)
+				}
+			}
 			if resp != nil && resp.CompactRevision != 0 {
 				return false, nil, s.endGap(ctx, fmt.Sprintf("etcd compacted its history to revision %d, past revision %d, the next the chain needs", resp.CompactRevision, s.next))
 			}
@@ -369,7 +381,9 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 				s.lg.Log(ctx, level, "delta log watch ended; watching again from the next revision", "next_revision", s.next, "error", err)
 				return true, nil, nil
 			}
-			s.received = true
+			if !resp.Created || len(resp.Events) > 0 {
+				s.received = true // a watch that delivers (not one only created) resets the backoff
+			}
 			if resp.Header != nil {
 				s.head = max(s.head, resp.Header.Revision)
 			}
@@ -705,6 +719,19 @@ func (s *stream) endGap(ctx context.Context, why string) error {
 	}
 	s.lg.Warn("delta chain ended by a gap; a new full snapshot starts a new chain", "last_revision", s.next-1, "reason", why)
 	return fmt.Errorf("%w: the chain of %s ends at revision %d: %s", ErrGap, s.base.ID, s.next-1, why)
+}
+
+// endClusterChanged seals what is open (all of it from the base's cluster: each response is
+// checked before its events are appended) and ends the chain with "cluster-changed".
+func (s *stream) endClusterChanged(ctx context.Context, cluster string) error {
+	if err := s.closeAndSeal(ctx); err != nil {
+		return err
+	}
+	if err := s.end(ctx, repository.EndClusterChanged, ""); err != nil {
+		return err
+	}
+	s.lg.Warn("delta chain ended: the endpoints answer for another cluster (restored?); a new full snapshot starts a new chain", "last_revision", s.next-1, "base_cluster", s.base.ClusterID, "cluster", cluster)
+	return fmt.Errorf("%w: the chain of %s (cluster %s) ends at revision %d: the endpoints answer for cluster %s", ErrClusterChanged, s.base.ID, s.base.ClusterID, s.next-1, cluster)
 }
 
 // endNewBase seals what is open and ends the chain in favour of the newer base m.
