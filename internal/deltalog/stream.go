@@ -205,6 +205,7 @@ func Stream(ctx context.Context, opts StreamOptions, base repository.Manifest, n
 		return nil, fmt.Errorf("target %s cannot keep the delta log's open segment: it must be a local disk", opts.Local.Target.Name)
 	}
 	s := &stream{opts: opts, lg: opts.Logger.With("base", base.ID), base: base, leases: map[int64]bool{}}
+	defer s.release()
 	if err := s.resume(ctx); err != nil {
 		return nil, err
 	}
@@ -578,6 +579,16 @@ func (s *stream) closeAndSeal(ctx context.Context) error {
 		return s.opts.Local.Backend().Remove(ctx, sg.name)
 	}
 	return s.seal(ctx, sg.first)
+}
+
+// release closes the open segment's file of a Stream that ends with it still open (a write or
+// sync failed: a full disk). What was synced stays on the target, and the next Stream seals it;
+// the file is not kept open, which would hold the blocks of a file that seal removes.
+func (s *stream) release() {
+	if s.seg != nil {
+		_ = s.seg.f.Close()
+		s.seg = nil
+	}
 }
 
 // stop ends a Stream whose context ended: the open segment is sealed and stored, with a

@@ -3,13 +3,17 @@ package deltalog
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/backend/local"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
@@ -85,4 +89,159 @@ func TestStreamEndsTheChainOfAnotherCluster(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, repository.EndClusterChanged, e.Reason)
 	require.Equal(t, rev, e.Last)
+}
+
+// fullDisk is a local target whose disk fills up: once full, appends and saves fail as a full
+// disk fails them (backend.ErrNoSpace). It counts the open segments' files left open.
+type fullDisk struct {
+	*local.Local
+	mu    sync.Mutex
+	room  int64 // bytes appends may still write
+	full  bool
+	open  int
+	files int
+}
+
+func (d *fullDisk) nospace(doing string) error {
+	return fmt.Errorf("%s: write: no space left on device: %w", doing, backend.ErrNoSpace)
+}
+
+func (d *fullDisk) setRoom(n int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.room, d.full = n, n <= 0
+}
+
+func (d *fullDisk) Create(ctx context.Context, name string) (backend.AppendFile, error) {
+	f, err := d.Local.Create(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	d.open++
+	d.files++
+	d.mu.Unlock()
+	return &fullFile{AppendFile: f, d: d}, nil
+}
+
+func (d *fullDisk) Save(ctx context.Context, name string, rd io.Reader) (int64, error) {
+	d.mu.Lock()
+	full := d.full
+	d.mu.Unlock()
+	if full {
+		return 0, d.nospace("save " + name)
+	}
+	return d.Local.Save(ctx, name, rd)
+}
+
+func (d *fullDisk) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error) {
+	d.mu.Lock()
+	full := d.full
+	d.mu.Unlock()
+	if full {
+		return 0, d.nospace("save " + name)
+	}
+	return d.Local.SaveNew(ctx, name, rd)
+}
+
+func (d *fullDisk) openFiles() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.open
+}
+
+type fullFile struct {
+	backend.AppendFile
+	d      *fullDisk
+	closed bool
+}
+
+func (f *fullFile) Write(p []byte) (int, error) {
+	f.d.mu.Lock()
+	defer f.d.mu.Unlock()
+	if int64(len(p)) > f.d.room {
+		n := max(f.d.room, 0)
+		f.d.room, f.d.full = 0, true
+		if n > 0 {
+			if _, err := f.AppendFile.Write(p[:n]); err != nil {
+				return 0, err
+			}
+		}
+		return int(n), f.d.nospace("append")
+	}
+	f.d.room -= int64(len(p))
+	return f.AppendFile.Write(p)
+}
+
+func (f *fullFile) Close() error {
+	f.d.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		f.d.open--
+	}
+	f.d.mu.Unlock()
+	return f.AppendFile.Close()
+}
+
+// TestStreamOnAFullDisk: when the local target's disk fills up under the open segment, the
+// writer stops with an error that says so (backend.ErrNoSpace) and closes the open segment's
+// file; once there is room again, the next Stream seals the complete prefix the full disk left
+// and carries the chain on, unbroken. The writer returned with the file still open: every failed
+// Stream leaked a descriptor, and one to a file that the next Stream seals and removes, whose
+// blocks the full disk cannot get back while the agent runs.
+func TestStreamOnAFullDisk(t *testing.T) {
+	cli := oneMember(t)
+	rev := put(t, cli, 3, "before")
+	target, plainRepo := localTarget(t, "local")
+	lb, ok := backend.As[*local.Local](plainRepo.Backend())
+	require.True(t, ok)
+	disk := &fullDisk{Local: lb, room: 4 << 10}
+	repo := repository.New(target, disk)
+	base := fakeBase(time.Now().UTC(), rev)
+	resp, err := cli.Get(t.Context(), "x")
+	require.NoError(t, err)
+	base.ClusterID = fmt.Sprintf("%016x", resp.Header.ClusterId)
+
+	logs := &testenv.Logs{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("writer's log:\n%s", logs)
+		}
+	})
+	opts := StreamOptions{Client: cli, Local: repo, SealInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	done := make(chan error, 1)
+	go func() { _, err := Stream(t.Context(), opts, base, nil); done <- err }()
+	for i := 0; ; i++ {
+		put(t, cli, 1, fmt.Sprintf("filling-%d", i))
+		select {
+		case err = <-done:
+		case <-time.After(20 * time.Millisecond):
+			require.Less(t, i, 2000, "the disk never fills")
+			continue
+		}
+		break
+	}
+	require.ErrorIs(t, err, backend.ErrNoSpace, "the writer says the disk is full")
+	require.Zero(t, disk.openFiles(), "the open segment's file is closed when the writer stops")
+
+	disk.setRoom(1 << 30) // room again
+	last := put(t, cli, 5, "after")
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { _, err := Stream(ctx, opts, base, nil); done <- err }()
+	require.Eventually(t, func() bool {
+		c, err := LoadChain(t.Context(), repo, base)
+		if err != nil || c.Open == 0 {
+			return false
+		}
+		n, _, err := c.Newest(t.Context())
+		return err == nil && n >= last
+	}, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	c, err := LoadChain(t.Context(), repo, base)
+	require.NoError(t, err)
+	require.Empty(t, c.Problem)
+	require.Equal(t, last, c.Reach, "the chain runs unbroken to the last revision")
+	require.Zero(t, disk.openFiles())
 }
