@@ -349,6 +349,13 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 		case <-ctx.Done():
 			return false, nil, nil
 		case m := <-newBase:
+			if m.ID == s.base.ID || !m.Started.After(s.base.Started) {
+				// Offered before this Stream began (the caller chose it as the newest base
+				// meanwhile): it is no newer base, and ending the chain for it would end
+				// the chain in favour of itself.
+				s.lg.Debug("an offered full backup is not newer than the base; ignored", "offered", m.ID)
+				continue
+			}
 			if err := s.endNewBase(ctx, m); err != nil {
 				return false, nil, err
 			}

@@ -245,3 +245,48 @@ func TestStreamOnAFullDisk(t *testing.T) {
 	require.Equal(t, last, c.Reach, "the chain runs unbroken to the last revision")
 	require.Zero(t, disk.openFiles())
 }
+
+// TestStreamIgnoresAnOfferOfItsOwnBase: the agent hands each new full backup to the writer
+// through a channel that keeps the last one not taken. A backup stored while no Stream ran (the
+// writer in its backoff after a failure of the local target) stays there, and is also what the
+// agent then picks as the newest base to stream; the Stream of it took the offer of itself for a
+// newer base and ended its own chain at once, "new-base" naming itself, which sent the agent for
+// yet another full snapshot and left the revisions until it in no chain.
+func TestStreamIgnoresAnOfferOfItsOwnBase(t *testing.T) {
+	cli := oneMember(t)
+	rev := put(t, cli, 3, "before")
+	_, repo := localTarget(t, "local")
+	base := fakeBase(time.Now().UTC(), rev)
+	resp, err := cli.Get(t.Context(), "x")
+	require.NoError(t, err)
+	base.ClusterID = fmt.Sprintf("%016x", resp.Header.ClusterId)
+	offers := make(chan repository.Manifest, 1)
+	offers <- base // stored while no Stream ran: the same backup the agent now streams
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	type result struct {
+		next *repository.Manifest
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		next, err := Stream(ctx, StreamOptions{Client: cli, Local: repo, SealInterval: 200 * time.Millisecond}, base, offers)
+		done <- result{next, err}
+	}()
+	last := put(t, cli, 5, "after")
+	select {
+	case r := <-done:
+		e, _ := repo.ChainEnd(t.Context(), base.ID)
+		t.Fatalf("the Stream ended (next %v, error %v); the chain's end record: %+v", r.next != nil, r.err, e)
+	case <-time.After(2 * time.Second):
+	}
+	cancel()
+	r := <-done
+	require.NoError(t, r.err)
+	require.Nil(t, r.next)
+	c, err := LoadChain(t.Context(), repo, base)
+	require.NoError(t, err)
+	require.Nil(t, c.End, "the chain stays open")
+	require.Equal(t, last, c.Reach)
+}
