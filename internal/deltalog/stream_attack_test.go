@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,4 +290,60 @@ func TestStreamIgnoresAnOfferOfItsOwnBase(t *testing.T) {
 	require.NoError(t, err)
 	require.Nil(t, c.End, "the chain stays open")
 	require.Equal(t, last, c.Reach)
+}
+
+// TestNewChainKeepsReceiptTimes: when a newer base arrives, the writer ends the old chain where
+// it is and starts the new one at the new base's revision + 1, watching those revisions again
+// from etcd's history; it records them as received at that second watch, which comes after the
+// new snapshot was taken, verified and stored (a minute for a large cluster). A restore to a
+// moment T inside that window picks the new base (taken before T) and stops its replay at the
+// first revision "received" after T, that is at once: the cluster as it was when the new
+// snapshot started, not at T; the writes between are lost to --to-time although the writer had
+// received them before T (the old chain holds them, with their real times).
+func TestNewChainKeepsReceiptTimes(t *testing.T) {
+	t.Skip("known: a new chain's first revisions carry the time they were watched again, not received; keeping the old chain's receipt times across the switch needs them in memory (sealed segments may be encrypted to keys the agent does not hold): see the attack report")
+	cli := oneMember(t)
+	_, repo := localTarget(t, "local")
+	resp, err := cli.Get(t.Context(), "x")
+	require.NoError(t, err)
+	cluster := fmt.Sprintf("%016x", resp.Header.ClusterId)
+	base1 := fakeBase(time.Now().UTC(), put(t, cli, 3, "first"))
+	base1.ClusterID = cluster
+	var durable atomic.Int64
+	opts := StreamOptions{Client: cli, Local: repo, SealInterval: 200 * time.Millisecond, OnDurable: func(p Progress) { durable.Store(p.Revision) }}
+	offers := make(chan repository.Manifest, 1)
+	type result struct {
+		next *repository.Manifest
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() { next, err := Stream(t.Context(), opts, base1, offers); done <- result{next, err} }()
+
+	r2 := put(t, cli, 1, "at-the-new-base")
+	base2 := fakeBase(time.Now().UTC(), r2) // its snapshot starts now...
+	base2.ClusterID = cluster
+	put(t, cli, 3, "while-it-is-taken")
+	time.Sleep(300 * time.Millisecond)
+	moment := time.Now().UTC()
+	time.Sleep(300 * time.Millisecond)
+	last := put(t, cli, 2, "later")
+	require.Eventually(t, func() bool { return durable.Load() >= last }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(time.Second) // ...and is verified and stored a while later
+	offers <- base2
+	r := <-done
+	require.NoError(t, r.err)
+	require.NotNil(t, r.next)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { next, err := Stream(ctx, opts, base2, offers); done <- result{next, err} }()
+	require.Eventually(t, func() bool { return durable.Load() >= last }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	require.NoError(t, (<-done).err)
+
+	c, err := LoadChain(t.Context(), repo, base2)
+	require.NoError(t, err)
+	at, _, err := c.RevisionAt(t.Context(), nil, moment)
+	require.NoError(t, err)
+	require.Equal(t, r2+3, at, "the revisions received before the moment are in the new chain's replay to it")
 }
