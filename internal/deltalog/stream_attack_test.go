@@ -347,3 +347,46 @@ func TestNewChainKeepsReceiptTimes(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, r2+3, at, "the revisions received before the moment are in the new chain's replay to it")
 }
+
+// TestNewChainSurvivesACompactionDuringTheSnapshot: the new chain starts by watching again, from
+// etcd's history, the revisions after the new base that the old chain already holds. When etcd
+// compacted past them while the new snapshot was taken and verified (Kubernetes' apiserver
+// compacts every 5 minutes; a large cluster's snapshot can take longer), the new chain ends at
+// once with a gap and the agent takes another snapshot, which meets the same fate: the
+// revisions from each new base on are in no chain, though the writer had received every one.
+func TestNewChainSurvivesACompactionDuringTheSnapshot(t *testing.T) {
+	t.Skip("known: the new chain is filled by watching again instead of from the records the writer already holds; a compaction during the snapshot ends it with a gap (see the attack report)")
+	cli := oneMember(t)
+	_, repo := localTarget(t, "local")
+	resp, err := cli.Get(t.Context(), "x")
+	require.NoError(t, err)
+	cluster := fmt.Sprintf("%016x", resp.Header.ClusterId)
+	base1 := fakeBase(time.Now().UTC(), put(t, cli, 3, "first"))
+	base1.ClusterID = cluster
+	var durable atomic.Int64
+	opts := StreamOptions{Client: cli, Local: repo, SealInterval: 200 * time.Millisecond, OnDurable: func(p Progress) { durable.Store(p.Revision) }}
+	offers := make(chan repository.Manifest, 1)
+	done := make(chan error, 1)
+	var next *repository.Manifest
+	go func() { n, err := Stream(t.Context(), opts, base1, offers); next = n; done <- err }()
+	r2 := put(t, cli, 1, "at-the-new-base")
+	base2 := fakeBase(time.Now().UTC(), r2)
+	base2.ClusterID = cluster
+	last := put(t, cli, 5, "while-it-is-taken")
+	require.Eventually(t, func() bool { return durable.Load() >= last }, 10*time.Second, 10*time.Millisecond)
+	_, err = cli.Compact(t.Context(), last)
+	require.NoError(t, err)
+	offers <- base2
+	require.NoError(t, <-done)
+	require.NotNil(t, next)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() { _, err := Stream(ctx, opts, base2, offers); done <- err }()
+	time.Sleep(time.Second)
+	cancel()
+	require.NoError(t, <-done, "the new chain carries on from what the writer holds")
+	c, err := LoadChain(t.Context(), repo, base2)
+	require.NoError(t, err)
+	require.Nil(t, c.End)
+	require.Equal(t, last, c.Reach)
+}
