@@ -323,6 +323,21 @@ func (c Chain) Newest(ctx context.Context) (int64, time.Time, error) {
 	return rev, at, nil
 }
 
+// OpenDamage reads the open segment, if the chain has one, and returns the error that says
+// where it is damaged after its complete records (a changed byte, not the cut-off end of a
+// killed writer), with the last revision before the damage; a nil damage when it is intact or
+// only cut off, or when there is none. A replay ends at the damage.
+func (c Chain) OpenDamage(ctx context.Context) (last int64, damage error, err error) {
+	if c.Open == 0 {
+		return c.Reach, nil, nil
+	}
+	st, damage, err := scanOpen(ctx, c.Repo, repository.OpenSegmentName(c.Base.ID, c.Open))
+	if errors.Is(err, backend.ErrNotExist) {
+		return c.Reach, nil, nil // sealed meanwhile
+	}
+	return max(st.Last, c.Reach), damage, err
+}
+
 // RevisionAt returns the newest revision of the chain received at or before t, and when it was
 // received; the base's revision (and zero time) when none was. It reads the chain up to there.
 func (c Chain) RevisionAt(ctx context.Context, ids []age.Identity, t time.Time) (int64, time.Time, error) {

@@ -97,6 +97,11 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 	if best.Problem != "" {
 		notes = append(notes, fmt.Sprintf("warning: the delta log of %s in target %s stops at revision %d: %s", e.Manifest.ID, best.Target, best.Reach, best.Problem))
 	}
+	if best.Open {
+		if last, damage, err := best.Chain.OpenDamage(ctx); err == nil && damage != nil {
+			notes = append(notes, fmt.Sprintf("warning: the open segment of the delta log of %s in target %s is damaged after revision %d (%v): a replay goes no further", e.Manifest.ID, best.Target, last, damage))
+		}
+	}
 	if p.Revision > 0 {
 		reach := best.Reach
 		if p.Revision > reach && best.Open {

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -209,4 +212,27 @@ func TestChainReaderChecksASegmentItStopsInside(t *testing.T) {
 			require.ErrorIs(t, err, deltalog.ErrCorrupt, "the segment is not the one its manifest describes")
 		})
 	}
+}
+
+// TestPlanChainWarnsOfADamagedOpenSegment: a changed byte in the open segment is damage, not the
+// cut-off end of a killed writer; the replay can use only the records before it, and the
+// operator must be told the restore stops there (the agent reported later revisions durable).
+// The reader ended the replay at the damage as if at the segment's end, and nothing said so.
+func TestPlanChainWarnsOfADamagedOpenSegment(t *testing.T) {
+	f := newFakeChain(t, 100, time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC))
+	f.seal(101, 110)
+	f.open(111, 120)
+	name := repository.OpenSegmentName(f.base.ID, 111)
+	lb, ok := backend.As[interface{ Location() string }](f.repo.Backend())
+	require.True(t, ok)
+	path := filepath.Join(lb.Location(), filepath.FromSlash(name))
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	data[len(data)*2/3] ^= 0x40 // a byte in the middle of the records
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+
+	cp, notes, err := PlanChain(t.Context(), f.entry(), Point{})
+	require.NoError(t, err, "the complete records before the damage are still the best there is")
+	require.NotNil(t, cp)
+	require.True(t, slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "damaged") }), "a note says the open segment is damaged: %q", notes)
 }
