@@ -583,9 +583,22 @@ func (s *stream) closeAndSeal(ctx context.Context) error {
 	s.seg = nil
 	if sg.last == 0 {
 		// Lease records only, no revision: nothing a chain can hold.
-		return s.opts.Local.Backend().Remove(ctx, sg.name)
+		fctx, cancel := finishing(ctx)
+		defer cancel()
+		return s.opts.Local.Backend().Remove(fctx, sg.name)
 	}
 	return s.seal(ctx, sg.first)
+}
+
+// sealTimeout bounds a seal that goes on after its Stream was stopped.
+const sealTimeout = 30 * time.Second
+
+// finishing returns the context a seal runs in: ctx's values without its cancellation, and a
+// deadline of its own. A seal once begun is finished (a stop in the middle of it, the agent's or
+// a lost election's, would report the stop as a failure and leave the segment to be sealed again
+// by the next start), as the seal at a stop is.
+func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), sealTimeout)
 }
 
 // release closes the open segment's file of a Stream that ends with it still open (a write or
@@ -601,7 +614,7 @@ func (s *stream) release() {
 // stop ends a Stream whose context ended: the open segment is sealed and stored, with a
 // deadline of its own.
 func (s *stream) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sealTimeout)
 	defer cancel()
 	if err := s.closeAndSeal(ctx); err != nil {
 		return fmt.Errorf("seal the open delta segment at stop (it stays on the target, and the next start seals it): %w", err)
@@ -614,6 +627,8 @@ func (s *stream) stop() error {
 // read back; then the revision-to-time index record and a high-water mark, and the open segment
 // is removed.
 func (s *stream) seal(ctx context.Context, first int64) error {
+	ctx, cancel := finishing(ctx)
+	defer cancel()
 	local := s.opts.Local
 	name := repository.OpenSegmentName(s.base.ID, first)
 	st, damaged, err := scanOpen(ctx, local, name)

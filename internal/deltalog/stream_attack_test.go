@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -388,5 +389,60 @@ func TestNewChainSurvivesACompactionDuringTheSnapshot(t *testing.T) {
 	c, err := LoadChain(t.Context(), repo, base2)
 	require.NoError(t, err)
 	require.Nil(t, c.End)
+	require.Equal(t, last, c.Reach)
+}
+
+// cancelling is a local target that cancels the writer's context as the first sealed segment's
+// data is stored: the agent stops (SIGTERM) or loses the election in the middle of a seal.
+type cancelling struct {
+	*local.Local
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (c *cancelling) SaveNew(ctx context.Context, name string, rd io.Reader) (int64, error) {
+	if strings.Contains(name, ".delta") {
+		c.once.Do(c.cancel)
+	}
+	return c.Local.SaveNew(ctx, name, rd)
+}
+
+// TestStreamStoppedDuringASeal: a writer stopped while it seals a segment (the agent's SIGTERM,
+// or its election lease lost) finishes that seal as it finishes the open segment at a stop, and
+// returns nil. The seal ran on the cancelled context and failed half-way, so the Stream returned
+// the cancellation as a failure (the agent logged "the delta log stopped" as an error and
+// showed it in /-/status), leaving the segment for the next start to seal again.
+func TestStreamStoppedDuringASeal(t *testing.T) {
+	cli := oneMember(t)
+	rev := put(t, cli, 3, "before")
+	target, plainRepo := localTarget(t, "local")
+	lb, ok := backend.As[*local.Local](plainRepo.Backend())
+	require.True(t, ok)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	repo := repository.New(target, &cancelling{Local: lb, cancel: cancel})
+	base := fakeBase(time.Now().UTC(), rev)
+	resp, err := cli.Get(t.Context(), "x")
+	require.NoError(t, err)
+	base.ClusterID = fmt.Sprintf("%016x", resp.Header.ClusterId)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := Stream(ctx, StreamOptions{Client: cli, Local: repo, SealInterval: 300 * time.Millisecond}, base, nil)
+		done <- err
+	}()
+	last := put(t, cli, 5, "after")
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not stop")
+	}
+	require.NoError(t, err, "a stop is no failure")
+	l, err := repo.ListChain(t.Context(), base.ID)
+	require.NoError(t, err)
+	require.Empty(t, l.Open, "the open segment is sealed and removed")
+	c, err := LoadChain(t.Context(), repo, base)
+	require.NoError(t, err)
+	require.Empty(t, c.Problem)
 	require.Equal(t, last, c.Reach)
 }
