@@ -123,8 +123,23 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 		best.UpTo = p.Revision
 	}
 	best.Until = p.Time
+	if !p.Time.IsZero() {
+		// Past the log's newest revision the log cannot say what the cluster wrote (nothing,
+		// if it was idle; anything, if the writer had stopped): the restore goes to that
+		// revision, and says how far before the moment it is.
+		rev, at, err := best.Chain.Newest(ctx)
+		if err == nil && !at.IsZero() && p.Time.Sub(at) > pastTheLog {
+			notes = append(notes, fmt.Sprintf("warning: --to-time %s: the delta log of %s in target %s ends at revision %d, received %s, %s before that moment: whatever the cluster wrote after it is not in the log",
+				p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, best.Target, rev, at.UTC().Format(time.RFC3339Nano), p.Time.Sub(at).Round(time.Second)))
+		}
+	}
 	return best, notes, nil
 }
+
+// pastTheLog is how long before a --to-time moment the delta log's newest revision may have been
+// received without a warning: a running writer makes what it receives durable within a second,
+// and a Kubernetes cluster writes every few seconds.
+const pastTheLog = time.Minute
 
 // Source returns the opener of the plan's revisions, for DataDirOptions.Replay; each call reads
 // the chain afresh, so that each member restored from it has its own reader.

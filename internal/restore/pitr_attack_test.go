@@ -236,3 +236,25 @@ func TestPlanChainWarnsOfADamagedOpenSegment(t *testing.T) {
 	require.NotNil(t, cp)
 	require.True(t, slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "damaged") }), "a note says the open segment is damaged: %q", notes)
 }
+
+// TestPlanChainWarnsOfAMomentPastTheLog: --to-time T after the newest revision the delta log
+// holds restores that revision, silently: whatever the cluster wrote between it and T (the
+// writer stopped, its disk filled, it was cut off) is not there, while --to-revision past the
+// log is refused. The log cannot say whether the cluster wrote anything then (an idle cluster
+// writes nothing), so the restore goes on, but says how far before T the log ends.
+func TestPlanChainWarnsOfAMomentPastTheLog(t *testing.T) {
+	f := newFakeChain(t, 100, time.Date(2026, 12, 2, 14, 0, 0, 0, time.UTC))
+	f.seal(101, 110)
+	f.open(111, 115) // its last revision received at 14:00:15
+	hasWarning := func(notes []string) bool {
+		return slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "14:00:15") })
+	}
+
+	_, notes, err := PlanChain(t.Context(), f.entry(), Point{Time: f.received(115).Add(4 * time.Hour)})
+	require.NoError(t, err)
+	require.True(t, hasWarning(notes), "a note says the log ends hours before the moment: %q", notes)
+
+	_, notes, err = PlanChain(t.Context(), f.entry(), Point{Time: f.received(113)})
+	require.NoError(t, err)
+	require.False(t, hasWarning(notes), "no note for a moment the log covers: %q", notes)
+}
