@@ -160,7 +160,7 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 			base, backoff = next, 0
 		case err == nil:
 			return nil // ctx ended
-		case errors.Is(err, deltalog.ErrGap), errors.Is(err, deltalog.ErrEnded):
+		case errors.Is(err, deltalog.ErrGap), errors.Is(err, deltalog.ErrEnded), errors.Is(err, deltalog.ErrClusterChanged):
 			a.deltaFailed(err)
 			base = nil
 			a.snapshotNow("the delta chain ended: " + err.Error())

@@ -160,6 +160,10 @@ func deltaSettings(ac config.Agent, targets []repository.Target) (agent.DeltaSet
 		return d, fmt.Errorf("%w: agent.delta-target %q names no target", ErrUsage, ac.DeltaTarget)
 	case !strings.HasPrefix(targets[local].URL, "file:"):
 		return d, fmt.Errorf("%w: agent.delta-target %q is not a file:// target: the open segment needs a local disk", ErrUsage, ac.DeltaTarget)
+	case targets[local].Offline:
+		// The agent cannot run its delta log while the medium is absent, and would stop at
+		// start with it; the default choice passes offline targets over for that reason.
+		return d, fmt.Errorf("%w: agent.delta-target %q is an offline target (a medium that may be absent): the open segment needs a disk that is always there; name another file:// target, or set agent.delta-log: false", ErrUsage, ac.DeltaTarget)
 	}
 	d.Local = targets[local]
 	for i, t := range targets {

@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -136,10 +138,35 @@ Restore every member of the cluster from the same backup with the same --initial
 
 // addPointFlags adds the flags that say where a restore goes (restore and recover).
 func addPointFlags(f *pflag.FlagSet, toRevision *int64, toTime *string, noDelta *bool) {
-	f.Int64Var(toRevision, "to-revision", 0, "restore the cluster as it was at this revision: the newest backup at or before it, and its delta log replayed up to it")
+	f.Var(revisionFlag{toRevision}, "to-revision", "restore the cluster as it was at this revision: the newest backup at or before it, and its delta log replayed up to it")
 	f.StringVar(toTime, "to-time", "", "restore the cluster as it was at this moment (RFC 3339, e.g. 2026-12-02T14:05:00Z): the newest backup at or before it, and its delta log up to it")
 	f.BoolVar(noDelta, "no-delta", false, "restore the backup alone, without replaying its delta log")
 }
+
+// revisionFlag is --to-revision: a revision, at least 1. Zero is the flag's value when it is not
+// given (no bound: the newest durable point), so a 0 given must be refused, not read as that.
+type revisionFlag struct{ p *int64 }
+
+func (f revisionFlag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*f.p, 10)
+}
+
+func (f revisionFlag) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return errors.New("not a revision (a whole number)")
+	}
+	if n < 1 {
+		return errors.New("a revision is at least 1")
+	}
+	*f.p = n
+	return nil
+}
+
+func (revisionFlag) Type() string { return "int" }
 
 // parsePoint checks the point flags and returns the point they give.
 func parsePoint(toRevision int64, toTime string, noDelta bool) (restore.Point, error) {
@@ -160,6 +187,9 @@ func parsePoint(toRevision int64, toTime string, noDelta bool) (restore.Point, e
 		t, err := time.Parse(time.RFC3339Nano, toTime)
 		if err != nil {
 			return p, fmt.Errorf("%w: --to-time %q: give a moment in RFC 3339, e.g. 2026-12-02T14:05:00Z", ErrUsage, toTime)
+		}
+		if t.IsZero() {
+			return p, fmt.Errorf("%w: --to-time %q is the zero time, which means no bound: give a moment after the first backup", ErrUsage, toTime)
 		}
 		p.Time = t
 	}

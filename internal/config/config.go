@@ -61,7 +61,7 @@ type Agent struct {
 	// DeltaLog turns the delta log on (the default) or off.
 	DeltaLog *bool `yaml:"delta-log"`
 	// DeltaTarget names the target that keeps the delta log's open segment: a file:// target
-	// (the first one when empty). Sealed segments are shipped from it to every other target.
+	// that is not offline (the first such one when empty). Sealed segments are shipped from it to every other target.
 	DeltaTarget string `yaml:"delta-target"`
 	// DeltaSyncInterval is how often the open segment is made durable (default 50ms);
 	// DeltaSealInterval how often it is sealed, stored and shipped (default 10s).

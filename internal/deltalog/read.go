@@ -173,7 +173,9 @@ func (r *Reader) Next() (delta.Record, error) {
 		}
 		if rv, ok := rec.(delta.Revision); ok {
 			if r.opts.UpTo > 0 && rv.Revision > r.opts.UpTo {
-				r.finish()
+				if err := r.Stop(); err != nil {
+					return nil, err
+				}
 				break
 			}
 			r.last = max(r.last, rv.Revision) // a handover's overlap repeats revisions
@@ -181,6 +183,26 @@ func (r *Reader) Next() (delta.Record, error) {
 		return rec, nil
 	}
 	return nil, io.EOF
+}
+
+// Stop ends the reader before the end of the chain (its caller reached the moment it reads up
+// to): the rest of the sealed segment being read is read through its checks, so that the
+// records already returned from it are known to be the bytes its manifest describes (their
+// CRCs alone do not say that). It returns what those checks found; the open segment has none.
+func (r *Reader) Stop() error {
+	defer r.finish()
+	if r.done || r.cur == nil || r.cur.open {
+		return nil
+	}
+	for {
+		_, err := r.cur.next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // openNext opens the next segment, or ends the reader.
@@ -330,6 +352,21 @@ func (c Chain) Newest(ctx context.Context) (int64, time.Time, error) {
 		rev, at = st.Last, st.LastTime
 	}
 	return rev, at, nil
+}
+
+// OpenDamage reads the open segment, if the chain has one, and returns the error that says
+// where it is damaged after its complete records (a changed byte, not the cut-off end of a
+// killed writer), with the last revision before the damage; a nil damage when it is intact or
+// only cut off, or when there is none. A replay ends at the damage.
+func (c Chain) OpenDamage(ctx context.Context) (last int64, damage error, err error) {
+	if c.Open == 0 {
+		return c.Reach, nil, nil
+	}
+	st, damage, err := scanOpen(ctx, c.Repo, repository.OpenSegmentName(c.Base.ID, c.Open))
+	if errors.Is(err, backend.ErrNotExist) {
+		return c.Reach, nil, nil // sealed meanwhile
+	}
+	return max(st.Last, c.Reach), damage, err
 }
 
 // RevisionAt returns the newest revision of the chain received at or before t, and when it was

@@ -172,7 +172,9 @@ func (s *Shipper) discover(ctx context.Context) error {
 	return nil
 }
 
-// round ships every pending chain, oldest first.
+// round ships every pending chain, oldest first. A chain that fails does not hold up the
+// others (a segment of an old chain that cannot be read must not stop the newest from going
+// off-site); the round returns every chain's failure.
 func (s *Shipper) round(ctx context.Context) error {
 	s.mu.Lock()
 	bases := make([]string, 0, len(s.chains))
@@ -181,10 +183,18 @@ func (s *Shipper) round(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	sort.Strings(bases) // ids start with their time
+	if _, err := s.To(ctx); err != nil {
+		return err // the target does not open: one failure, not one per chain
+	}
+	var errs []error
 	for _, b := range bases {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		done, err := s.ship(ctx, b)
 		if err != nil {
-			return err
+			errs = append(errs, err)
+			continue
 		}
 		if done {
 			s.mu.Lock()
@@ -192,7 +202,7 @@ func (s *Shipper) round(ctx context.Context) error {
 			s.mu.Unlock()
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // ship copies what the other target lacks of the chain of base; done says the chain is ended and

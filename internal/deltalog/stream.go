@@ -42,6 +42,12 @@ const (
 // from it.
 var ErrGap = errors.New("delta chain gap")
 
+// ErrClusterChanged is returned (wrapped) by Stream when it ended the chain because the
+// endpoints answer for another cluster than the base's (the cluster was restored, which gives it
+// a new cluster id): the chain's end record says "cluster-changed"; the caller takes a full
+// snapshot of the cluster there is now and starts its chain.
+var ErrClusterChanged = errors.New("delta chain source is another cluster")
+
 // ErrEnded is returned (wrapped) by Stream when the chain of the base it was given is closed
 // already: the caller continues the chain of the newer base, or takes one.
 var ErrEnded = errors.New("delta chain ended")
@@ -150,9 +156,8 @@ func watch(ctx context.Context, cli *clientv3.Client, from int64) <-chan watchRe
 				send(watchResult{err: err})
 				return
 			}
-			if resp.Created && !resp.Canceled && len(resp.Events) == 0 {
-				continue
-			}
+			// A created response holds no event, but its header says which cluster answers:
+			// passed on, so that the writer checks it before anything is appended.
 			if !send(watchResult{resp: resp}) || resp.Canceled {
 				return
 			}
@@ -181,6 +186,8 @@ type openSegment struct {
 //   - newBase delivers a newer base: the open segment is sealed, the chain ended ("new-base",
 //     naming it), and the new base returned, for the caller to stream its chain;
 //   - events were lost: the chain is ended ("gap") and the error wraps ErrGap;
+//   - the endpoints answer for another cluster than the base's: the chain is ended
+//     ("cluster-changed") and the error wraps ErrClusterChanged;
 //   - the chain is ended already (ErrEnded), or the local target fails: the chain is left as it
 //     is, for the caller to try again.
 func Stream(ctx context.Context, opts StreamOptions, base repository.Manifest, newBase <-chan repository.Manifest) (*repository.Manifest, error) {
@@ -198,6 +205,7 @@ func Stream(ctx context.Context, opts StreamOptions, base repository.Manifest, n
 		return nil, fmt.Errorf("target %s cannot keep the delta log's open segment: it must be a local disk", opts.Local.Target.Name)
 	}
 	s := &stream{opts: opts, lg: opts.Logger.With("base", base.ID), base: base, leases: map[int64]bool{}}
+	defer s.release()
 	if err := s.resume(ctx); err != nil {
 		return nil, err
 	}
@@ -341,6 +349,13 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 		case <-ctx.Done():
 			return false, nil, nil
 		case m := <-newBase:
+			if m.ID == s.base.ID || !m.Started.After(s.base.Started) {
+				// Offered before this Stream began (the caller chose it as the newest base
+				// meanwhile): it is no newer base, and ending the chain for it would end
+				// the chain in favour of itself.
+				s.lg.Debug("an offered full backup is not newer than the base; ignored", "offered", m.ID)
+				continue
+			}
 			if err := s.endNewBase(ctx, m); err != nil {
 				return false, nil, err
 			}
@@ -354,6 +369,11 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 				return true, nil, nil
 			}
 			resp := wr.resp
+			if resp != nil && resp.Header != nil && resp.Header.ClusterId != 0 && s.base.ClusterID != "" {
+				if got := fmt.Sprintf("%016x", resp.Header.ClusterId); got != s.base.ClusterID {
+					return false, nil, s.endClusterChanged(ctx, got)
+				}
+			}
 			if resp != nil && resp.CompactRevision != 0 {
 				return false, nil, s.endGap(ctx, fmt.Sprintf("etcd compacted its history to revision %d, past revision %d, the next the chain needs", resp.CompactRevision, s.next))
 			}
@@ -369,7 +389,9 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 				s.lg.Log(ctx, level, "delta log watch ended; watching again from the next revision", "next_revision", s.next, "error", err)
 				return true, nil, nil
 			}
-			s.received = true
+			if !resp.Created || len(resp.Events) > 0 {
+				s.received = true // a watch that delivers (not one only created) resets the backoff
+			}
 			if resp.Header != nil {
 				s.head = max(s.head, resp.Header.Revision)
 			}
@@ -561,15 +583,38 @@ func (s *stream) closeAndSeal(ctx context.Context) error {
 	s.seg = nil
 	if sg.last == 0 {
 		// Lease records only, no revision: nothing a chain can hold.
-		return s.opts.Local.Backend().Remove(ctx, sg.name)
+		fctx, cancel := finishing(ctx)
+		defer cancel()
+		return s.opts.Local.Backend().Remove(fctx, sg.name)
 	}
 	return s.seal(ctx, sg.first)
+}
+
+// sealTimeout bounds a seal that goes on after its Stream was stopped.
+const sealTimeout = 30 * time.Second
+
+// finishing returns the context a seal runs in: ctx's values without its cancellation, and a
+// deadline of its own. A seal once begun is finished (a stop in the middle of it, the agent's or
+// a lost election's, would report the stop as a failure and leave the segment to be sealed again
+// by the next start), as the seal at a stop is.
+func finishing(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), sealTimeout)
+}
+
+// release closes the open segment's file of a Stream that ends with it still open (a write or
+// sync failed: a full disk). What was synced stays on the target, and the next Stream seals it;
+// the file is not kept open, which would hold the blocks of a file that seal removes.
+func (s *stream) release() {
+	if s.seg != nil {
+		_ = s.seg.f.Close()
+		s.seg = nil
+	}
 }
 
 // stop ends a Stream whose context ended: the open segment is sealed and stored, with a
 // deadline of its own.
 func (s *stream) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sealTimeout)
 	defer cancel()
 	if err := s.closeAndSeal(ctx); err != nil {
 		return fmt.Errorf("seal the open delta segment at stop (it stays on the target, and the next start seals it): %w", err)
@@ -582,6 +627,8 @@ func (s *stream) stop() error {
 // read back; then the revision-to-time index record and a high-water mark, and the open segment
 // is removed.
 func (s *stream) seal(ctx context.Context, first int64) error {
+	ctx, cancel := finishing(ctx)
+	defer cancel()
 	local := s.opts.Local
 	name := repository.OpenSegmentName(s.base.ID, first)
 	st, damaged, err := scanOpen(ctx, local, name)
@@ -705,6 +752,19 @@ func (s *stream) endGap(ctx context.Context, why string) error {
 	}
 	s.lg.Warn("delta chain ended by a gap; a new full snapshot starts a new chain", "last_revision", s.next-1, "reason", why)
 	return fmt.Errorf("%w: the chain of %s ends at revision %d: %s", ErrGap, s.base.ID, s.next-1, why)
+}
+
+// endClusterChanged seals what is open (all of it from the base's cluster: each response is
+// checked before its events are appended) and ends the chain with "cluster-changed".
+func (s *stream) endClusterChanged(ctx context.Context, cluster string) error {
+	if err := s.closeAndSeal(ctx); err != nil {
+		return err
+	}
+	if err := s.end(ctx, repository.EndClusterChanged, ""); err != nil {
+		return err
+	}
+	s.lg.Warn("delta chain ended: the endpoints answer for another cluster (restored?); a new full snapshot starts a new chain", "last_revision", s.next-1, "base_cluster", s.base.ClusterID, "cluster", cluster)
+	return fmt.Errorf("%w: the chain of %s (cluster %s) ends at revision %d: the endpoints answer for cluster %s", ErrClusterChanged, s.base.ID, s.base.ClusterID, s.next-1, cluster)
 }
 
 // endNewBase seals what is open and ends the chain in favour of the newer base m.

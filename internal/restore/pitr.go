@@ -62,6 +62,16 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 	if p.NoDelta {
 		return nil, nil, nil
 	}
+	// A replay only goes forward from its backup: a point before it cannot be reached from
+	// this backup (restoring it would give the backup's later state as if it were the point).
+	base := e.Manifest.Status.Revision
+	switch {
+	case p.Revision > 0 && p.Revision < base:
+		return nil, nil, fmt.Errorf("%w: --to-revision %d: backup %s is at revision %d, after it: restore an older backup, or 'latest', which picks the newest at or before the revision", ErrInput, p.Revision, e.Manifest.ID, base)
+	case !p.Time.IsZero() && e.Manifest.Started.After(p.Time):
+		return nil, nil, fmt.Errorf("%w: --to-time %s: backup %s was taken at %s, after that moment: restore an older backup, or 'latest', which picks the newest taken at or before it", ErrInput,
+			p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, e.Manifest.Started.UTC().Format(time.RFC3339Nano))
+	}
 	var best *ChainPlan
 	var notes []string
 	for _, cp := range e.Copies {
@@ -78,7 +88,6 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 			best = cand
 		}
 	}
-	base := e.Manifest.Status.Revision
 	if best == nil {
 		if p.Revision > base {
 			return nil, notes, fmt.Errorf("%w: --to-revision %d: backup %s is at revision %d and no target holds a delta log of it", ErrInput, p.Revision, e.Manifest.ID, base)
@@ -88,9 +97,25 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 	if best.Problem != "" {
 		notes = append(notes, fmt.Sprintf("warning: the delta log of %s in target %s stops at revision %d: %s", e.Manifest.ID, best.Target, best.Reach, best.Problem))
 	}
+	if best.Open {
+		if last, damage, err := best.Chain.OpenDamage(ctx); err == nil && damage != nil {
+			notes = append(notes, fmt.Sprintf("warning: the open segment of the delta log of %s in target %s is damaged after revision %d (%v): a replay goes no further", e.Manifest.ID, best.Target, last, damage))
+		}
+	}
 	if p.Revision > 0 {
-		if p.Revision > best.Reach && !best.Open {
-			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, best.Reach, best.Target)
+		reach := best.Reach
+		if p.Revision > reach && best.Open {
+			// How far the open segment reaches is known only by reading it (its complete
+			// prefix); a plan to a revision it does not hold would fail only in the replay,
+			// after recover stopped every member.
+			newest, _, err := best.Chain.Newest(ctx)
+			if err != nil {
+				return nil, notes, fmt.Errorf("read the open segment of the delta log of backup %s in target %s: %w", e.Manifest.ID, best.Target, err)
+			}
+			reach = newest
+		}
+		if p.Revision > reach {
+			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, reach, best.Target)
 		}
 		if p.Revision == base {
 			return nil, notes, nil // the backup itself is the point
@@ -98,8 +123,23 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 		best.UpTo = p.Revision
 	}
 	best.Until = p.Time
+	if !p.Time.IsZero() {
+		// Past the log's newest revision the log cannot say what the cluster wrote (nothing,
+		// if it was idle; anything, if the writer had stopped): the restore goes to that
+		// revision, and says how far before the moment it is.
+		rev, at, err := best.Chain.Newest(ctx)
+		if err == nil && !at.IsZero() && p.Time.Sub(at) > pastTheLog {
+			notes = append(notes, fmt.Sprintf("warning: --to-time %s: the delta log of %s in target %s ends at revision %d, received %s, %s before that moment: whatever the cluster wrote after it is not in the log",
+				p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, best.Target, rev, at.UTC().Format(time.RFC3339Nano), p.Time.Sub(at).Round(time.Second)))
+		}
+	}
 	return best, notes, nil
 }
+
+// pastTheLog is how long before a --to-time moment the delta log's newest revision may have been
+// received without a warning: a running writer makes what it receives durable within a second,
+// and a Kubernetes cluster writes every few seconds.
+const pastTheLog = time.Minute
 
 // Source returns the opener of the plan's revisions, for DataDirOptions.Replay; each call reads
 // the chain afresh, so that each member restored from it has its own reader.

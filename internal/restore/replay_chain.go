@@ -66,6 +66,9 @@ func (c *ChainSource) Next() (Revision, error) {
 			c.revokes[r.ID] = r.At
 		case delta.Revision:
 			if !c.until.IsZero() && r.Received.After(c.until) {
+				if err := c.r.Stop(); err != nil {
+					return Revision{}, err
+				}
 				return Revision{}, io.EOF
 			}
 			if r.Revision > c.Reached {
