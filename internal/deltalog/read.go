@@ -391,3 +391,27 @@ func (c Chain) RevisionAt(ctx context.Context, ids []age.Identity, t time.Time) 
 		}
 	}
 }
+
+// ReachByNames says how far the chain of base in repo reaches, from the names of its segments
+// alone (one listing, no object read): the last revision of the segments that follow one another
+// from the base, and whether an open segment continues them. LoadChain checks what this only
+// reads; it serves choosing among backups, where reading every manifest would cost too much.
+func ReachByNames(ctx context.Context, repo *repository.Repository, base repository.Manifest) (reach int64, open bool, err error) {
+	l, err := repo.ListChain(ctx, base.ID)
+	if err != nil {
+		return base.Status.Revision, false, err
+	}
+	refs := append([]repository.SegmentRef(nil), l.Segments...)
+	sort.Slice(refs, func(i, j int) bool { return refs[i].First < refs[j].First })
+	reach = base.Status.Revision
+	for _, r := range refs {
+		if r.First > reach+1 {
+			break
+		}
+		reach = max(reach, r.Last)
+	}
+	for _, first := range l.Open {
+		open = open || first == reach+1
+	}
+	return reach, open, nil
+}

@@ -106,6 +106,10 @@ func (r *Recoverer) Assess(ctx context.Context) ([]cluster.Assessment, *BackupIn
 	if err != nil {
 		return as, nil, nil, nil // no backup: only the members' own data can be used
 	}
+	if pick := FurthestReaching(ctx, ch.Candidates, r.Point); pick.Manifest.ID != "" && pick.Manifest.ID != ch.Entry.Manifest.ID {
+		r.log().Info("an older backup's delta log reaches further than the newest backup: restoring from it", "chosen", pick.Manifest.ID, "newest", ch.Entry.Manifest.ID)
+		ch.Entry = pick
+	}
 	if clusterID == "" {
 		ids := map[string]bool{}
 		for _, e := range ch.Candidates {

@@ -166,3 +166,43 @@ func marksOf(ctx context.Context, e snapshot.Entry) []RevisionPoint {
 	}
 	return out
 }
+
+// maxReachCandidates bounds how many backups, newest first, are compared by how far their delta
+// logs reach: one listing per copy each.
+const maxReachCandidates = 8
+
+// FurthestReaching returns, among candidates (newest first, as a catalog query gives them), the
+// backup from which a restore to p gets furthest with its delta log: the highest revision its
+// chain reaches by name (capped at p's revision, when there is one), an open segment counting as
+// further than the same sealed reach; of equals, the newest. A backup taken by hand while the
+// agent streams the chain of an older one has no log of its own, and the older one's chain goes
+// on past it: "latest" must then be the older backup and its chain. The first candidate is
+// returned when none has a chain (or p is NoDelta).
+func FurthestReaching(ctx context.Context, candidates []snapshot.Entry, p Point) snapshot.Entry {
+	if len(candidates) == 0 || p.NoDelta {
+		return snapshot.Entry{}
+	}
+	best, bestReach, bestOpen := candidates[0], int64(-1), false
+	for i, e := range candidates {
+		if i == maxReachCandidates {
+			break
+		}
+		reach, open := e.Manifest.Status.Revision, false
+		for _, cp := range e.Copies {
+			r, o, err := deltalog.ReachByNames(ctx, cp.Repo, cp.Manifest)
+			if err != nil {
+				continue
+			}
+			if r > reach || (r == reach && o) {
+				reach, open = r, o
+			}
+		}
+		if p.Revision > 0 && reach >= p.Revision {
+			reach, open = p.Revision, false
+		}
+		if reach > bestReach || (reach == bestReach && open && !bestOpen) {
+			best, bestReach, bestOpen = e, reach, open
+		}
+	}
+	return best
+}

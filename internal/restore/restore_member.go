@@ -256,6 +256,19 @@ func fetchForRestore(ctx context.Context, lg *slog.Logger, o MemberOptions, plai
 		return repository.Manifest{}, snapshot.CopyReport{}, nil, cat, err
 	}
 	if o.From == "latest" {
+		// The backup whose delta log reaches furthest, when that is not the newest (a backup
+		// taken by hand while the agent streamed an older one's chain); if none of its copies
+		// passes its checks, the newest that does, as without a log.
+		if ch, err := cat.Latest(ctx, o.Point.Query()); err == nil {
+			if pick := FurthestReaching(ctx, ch.Candidates, o.Point); pick.Manifest.ID != "" && pick.Manifest.ID != ch.Entry.Manifest.ID {
+				cr, skipped, err := snapshot.FetchBest(ctx, lg, pick, o.Identities, plain)
+				if err == nil || ctx.Err() != nil {
+					lg.Info("latest: an older backup's delta log reaches further than the newest backup", "chosen", pick.Manifest.ID, "newest", ch.Entry.Manifest.ID)
+					return pick.Manifest, cr, skipped, cat, err
+				}
+				lg.Warn("the backup whose delta log reaches furthest has no copy that passes its checks; taking the newest that does", "backup", pick.Manifest.ID, "error", err)
+			}
+		}
 		f, err := snapshot.FetchLatest(ctx, lg, cat, o.Point.Query(), o.Identities, plain)
 		return f.Entry.Manifest, f.Copy, f.Skipped, cat, err
 	}
