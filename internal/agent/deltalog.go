@@ -85,6 +85,7 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 		}
 	}
 	writer := a.writerName()
+	times := deltalog.NewReceiptTimes(deltalog.DefaultReceiptTimes)
 	for ctx.Err() == nil {
 		term, lctx, resign, err := a.elect(ctx, cli, writer)
 		if err != nil {
@@ -96,7 +97,7 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 			continue
 		}
 		lg.Info("elected the delta writer of the cluster", "term", term, "writer", writer)
-		err = a.streamChains(lctx, lg, s, local, remotes, shippers, cli, term, writer)
+		err = a.streamChains(lctx, lg, s, local, remotes, shippers, cli, term, writer, times)
 		resign()
 		if err != nil {
 			return err
@@ -110,9 +111,9 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 
 // streamChains streams one chain after another while this agent is the delta writer (until ctx
 // ends: the agent stops, or it lost the election).
-func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettings, local *repository.Repository, remotes []*repository.Repository, shippers []*deltalog.Shipper, cli *clientv3.Client, term int64, writer string) error {
+func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettings, local *repository.Repository, remotes []*repository.Repository, shippers []*deltalog.Shipper, cli *clientv3.Client, term int64, writer string, times *deltalog.ReceiptTimes) error {
 	opts := deltalog.StreamOptions{
-		Client: cli, Local: local, Remotes: remotes, Codec: a.current().Save.Codec, Term: term, Writer: writer,
+		Client: cli, Local: local, Remotes: remotes, Codec: a.current().Save.Codec, Term: term, Writer: writer, Times: times,
 		SyncInterval: s.SyncInterval, SealInterval: s.SealInterval,
 		Logger: lg, Now: a.opts.Now,
 		OnDurable: func(p deltalog.Progress) {

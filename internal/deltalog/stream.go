@@ -65,6 +65,9 @@ type StreamOptions struct {
 	Remotes []*repository.Repository
 	// Codec is how sealed segments are compressed and encrypted, as full snapshots are.
 	Codec repository.Codec
+	// Times remembers when revisions were first received, across the Streams of one writer
+	// (a new chain watches the revisions after its base again); nil remembers nothing.
+	Times *ReceiptTimes
 	// Term and Writer are recorded in each segment: the writer's election term (the revision
 	// of its election key; it grows with each new writer) and who it is (host, process).
 	Term   int64
@@ -420,7 +423,7 @@ func (s *stream) events(ctx context.Context, evs []*mvccpb.Event) error {
 			// least one key. A revision missing is events lost.
 			return s.endGap(ctx, fmt.Sprintf("the watch went from revision %d to %d", s.next-1, rev))
 		}
-		now := nowUTC(s.opts.Now)
+		now := s.opts.Times.observe(rev, nowUTC(s.opts.Now))
 		r := delta.Revision{Revision: rev, Received: now, Events: make([]*mvccpb.Event, len(group))}
 		for k, ev := range group {
 			r.Events[k] = &mvccpb.Event{Type: ev.Type, Kv: ev.Kv}
