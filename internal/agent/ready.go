@@ -29,6 +29,11 @@ func Protected(now time.Time, newestID string, newest time.Time, sched config.Sc
 	return true, fmt.Sprintf("the newest backup, %s, is %s old, within two schedule intervals (%s)", newestID, age, 2*iv)
 }
 
+// watchFailingLimit is how long the delta log's watch may fail (it is opened again after a
+// backoff) before the agent stops calling the cluster protected: a member restart or a leader
+// change takes a few seconds.
+const watchFailingLimit = 30 * time.Second
+
 // interval returns the time between the schedule's next two slots after now.
 func interval(sched config.Schedule, now time.Time) (time.Duration, bool) {
 	t1 := sched.Next(now)
@@ -67,6 +72,10 @@ func (a *Agent) readiness(now time.Time) (bool, string) {
 		case !d.running:
 			ok = false
 			reason += "; the delta log is not running yet"
+		case d.progress.Base == d.base && d.progress.WatchErr != nil && now.Sub(d.progress.WatchFailingSince) >= watchFailingLimit:
+			ok = false
+			reason += fmt.Sprintf("; the delta log's watch has failed for %s (durable up to revision %d): %v",
+				now.Sub(d.progress.WatchFailingSince).Round(time.Second), d.progress.Revision, d.progress.WatchErr)
 		case d.progress.Base != d.base || d.progress.Revision == 0:
 			reason += fmt.Sprintf("; the delta chain of %s runs, nothing written to it yet", d.base)
 		default:
@@ -131,6 +140,8 @@ type DeltaStatus struct {
 	Head            int64     `json:"head,omitempty"`
 	SyncedAt        time.Time `json:"synced_at,omitzero"`
 	LastError       string    `json:"last_error,omitempty"`
+	// WatchFailingSince is when the watch started failing, while it does.
+	WatchFailingSince time.Time `json:"watch_failing_since,omitzero"`
 }
 
 func (a *Agent) status(now time.Time) Status {
@@ -152,6 +163,10 @@ func (a *Agent) status(now time.Time) Status {
 		}
 		if d.lastErr != nil {
 			ds.LastError = d.lastErr.Error()
+		}
+		if d.progress.Base == d.base && d.progress.WatchErr != nil {
+			ds.LastError = "watch: " + d.progress.WatchErr.Error()
+			ds.WatchFailingSince = d.progress.WatchFailingSince
 		}
 		st.Delta = ds
 	}

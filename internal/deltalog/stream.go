@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
@@ -97,6 +99,10 @@ type Progress struct {
 	Head int64
 	// SyncedAt is when the open segment was last made durable.
 	SyncedAt time.Time
+	// WatchErr is why the watch has been failing since WatchFailingSince (nil while it
+	// delivers): the writer runs but its durable revision does not move.
+	WatchErr          error
+	WatchFailingSince time.Time
 }
 
 // stream is the state of one Stream call: one chain of one base.
@@ -113,6 +119,11 @@ type stream struct {
 	head          int64
 	durable       Progress
 	received      bool // the current watch delivered a response (the backoff starts over)
+	// carry holds the events of a revision cut across the pieces of a fragmented response.
+	carry []*mvccpb.Event
+	// watchErr is why the watch has been failing since watchErrAt (nil once it delivers).
+	watchErr   error
+	watchErrAt time.Time
 }
 
 // watchResult is one response of the watch stream, or the error that ended it.
@@ -141,13 +152,18 @@ func watch(ctx context.Context, cli *clientv3.Client, from int64) <-chan watchRe
 			}
 		}
 		sctx := metadata.AppendToOutgoingContext(ctx, rpctypes.MetadataRequireLeaderKey, rpctypes.MetadataHasLeader)
-		st, err := etcdserverpb.NewWatchClient(cli.ActiveConnection()).Watch(sctx)
+		// etcd sends a watcher that fell behind up to 1,000 revisions in one response; with
+		// Fragment it cuts a response larger than its request limit (1.5 MiB by default) into
+		// pieces, and the receive limit (gRPC's default is 4 MiB; etcd's client sets its own per
+		// call, which this stream does not go through) admits any piece. A revision may be cut
+		// across pieces: follow joins them.
+		st, err := etcdserverpb.NewWatchClient(cli.ActiveConnection()).Watch(sctx, grpc.MaxCallRecvMsgSize(math.MaxInt32))
 		if err != nil {
 			send(watchResult{err: err})
 			return
 		}
 		req := &etcdserverpb.WatchRequest{RequestUnion: &etcdserverpb.WatchRequest_CreateRequest{CreateRequest: &etcdserverpb.WatchCreateRequest{
-			Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, ProgressNotify: true,
+			Key: []byte{0}, RangeEnd: []byte{0}, StartRevision: from, ProgressNotify: true, Fragment: true,
 		}}}
 		if err := st.Send(req); err != nil {
 			send(watchResult{err: err})
@@ -390,6 +406,11 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 					level = slog.LevelInfo
 				}
 				s.lg.Log(ctx, level, "delta log watch ended; watching again from the next revision", "next_revision", s.next, "error", err)
+				s.carry = nil // the pieces of a response cut off: the next watch sends them again
+				if s.watchErr == nil {
+					s.watchErr, s.watchErrAt = err, s.opts.Now()
+				}
+				s.report()
 				return true, nil, nil
 			}
 			if !resp.Created || len(resp.Events) > 0 {
@@ -398,7 +419,23 @@ func (s *stream) follow(ctx context.Context, wch <-chan watchResult, tick <-chan
 			if resp.Header != nil {
 				s.head = max(s.head, resp.Header.Revision)
 			}
-			if err := s.events(ctx, resp.Events); err != nil {
+			s.watchErr = nil
+			evs := resp.Events
+			if len(s.carry) > 0 {
+				evs = append(s.carry, evs...)
+				s.carry = nil
+			}
+			if resp.Fragment && len(evs) > 0 {
+				// More pieces of this response follow: its last revision may go on in the next.
+				last := evs[len(evs)-1].Kv.ModRevision
+				cut := len(evs)
+				for cut > 0 && evs[cut-1].Kv.ModRevision == last {
+					cut--
+				}
+				s.carry = append([]*mvccpb.Event(nil), evs[cut:]...)
+				evs = evs[:cut]
+			}
+			if err := s.events(ctx, evs); err != nil {
 				return false, nil, err
 			}
 		}
@@ -530,7 +567,23 @@ func (s *stream) tick(ctx context.Context) error {
 	if err := s.sync(); err != nil {
 		return err
 	}
-	return s.sealIfDue(ctx)
+	if err := s.sealIfDue(ctx); err != nil {
+		return err
+	}
+	s.report()
+	return nil
+}
+
+// report hands the progress to OnDurable: what is durable, the head etcd last reported, and
+// why the watch fails, if it does.
+func (s *stream) report() {
+	if s.opts.OnDurable == nil {
+		return
+	}
+	p := s.durable
+	p.Base, p.Head = s.base.ID, s.head
+	p.WatchErr, p.WatchFailingSince = s.watchErr, s.watchErrAt
+	s.opts.OnDurable(p)
 }
 
 // sync makes the open segment durable, if anything was appended since the last sync.
@@ -548,9 +601,7 @@ func (s *stream) sync() error {
 	sg.dirty = false
 	if sg.last != 0 {
 		s.durable = Progress{Base: s.base.ID, Revision: sg.last, At: sg.lastAt, Head: s.head, SyncedAt: s.opts.Now()}
-		if s.opts.OnDurable != nil {
-			s.opts.OnDurable(s.durable)
-		}
+		s.report()
 	}
 	return nil
 }
@@ -675,9 +726,7 @@ func (s *stream) seal(ctx context.Context, first int64) error {
 	s.next = max(s.next, stored.Last+1)
 	if stored.Last > s.durable.Revision || s.durable.Base != s.base.ID {
 		s.durable = Progress{Base: s.base.ID, Revision: stored.Last, At: stored.LastTime, Head: s.head, SyncedAt: s.opts.Now()}
-		if s.opts.OnDurable != nil {
-			s.opts.OnDurable(s.durable)
-		}
+		s.report()
 	}
 	s.lg.Debug("sealed delta segment", "segment", stored.Ref().String(), "events", stored.Events, "bytes", stored.StoredSize)
 	if s.opts.OnSealed != nil {
