@@ -26,8 +26,8 @@ import (
 // ETCDGUARD_BENCH_KILLS (default 5) and ETCDGUARD_BENCH_KILL_SECONDS (default 20) the number of
 // power cuts per tool and the load before each; ETCDGUARD_BENCH_BURSTS (default "30s,90s") the
 // lengths of the memory benchmark's bursts; ETCDGUARD_BENCH_AGENT_YAML settings added to the cost
-// benchmark's agent. Nothing is asserted on timings: the numbers are
-// logged and reported, for docs/benchmarks.md.
+// benchmark's agent. Nothing is asserted on timings: the numbers are logged and reported, for
+// docs/benchmarks.md.
 
 // deltaLoadRate is the rate of the recovery-point and kill loads: a busy Kubernetes cluster.
 const deltaLoadRate = 1000
@@ -166,7 +166,7 @@ func BenchmarkDeltaKillLoss(b *testing.B) {
 	for _, name := range order {
 		rs := results[name]
 		if len(rs) == 0 {
-			table += fmt.Sprintf("\n| %s | skipped or failed | | | |", name)
+			table += fmt.Sprintf("\n| %s | not run, skipped or failed (see above) | | | |", name)
 			continue
 		}
 		mean, worst := lossStats(rs)

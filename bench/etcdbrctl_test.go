@@ -27,7 +27,9 @@ func etcdbrctl(b *testing.B) string {
 		path = filepath.Join(testenv.ToolsDir(), "etcdbrctl")
 	}
 	if _, err := os.Stat(path); err != nil {
-		b.Skipf("skipped: etcdbrctl is not built (%v). It is not served by the Go module proxy: clone github.com/gardener/etcd-backup-restore and run scripts/etcdbrctl CLONE, or set ETCDGUARD_ETCDBRCTL", err)
+		msg := fmt.Sprintf("%s skipped: etcdbrctl is not built (%v). It is not served by the Go module proxy: clone github.com/gardener/etcd-backup-restore and run scripts/etcdbrctl CLONE, or set ETCDGUARD_ETCDBRCTL", b.Name(), err)
+		fmt.Println(msg) // a skip's reason is shown only with -v
+		b.Skip(msg)
 	}
 	return path
 }
