@@ -11,6 +11,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/time/rate"
 )
 
 // Load is a Kubernetes-shaped write load: puts of objects (new ones and updates), deletes,
@@ -19,11 +20,15 @@ import (
 // a time, so that every key's history is a sequence, and Load keeps, per key, what etcd
 // acknowledged and when: Check then says which acknowledged writes a cluster lost.
 type Load struct {
-	opts   LoadOptions
-	stop   chan struct{}
-	done   chan struct{}
-	mu     sync.Mutex
-	keys   map[string]*keyLog
+	opts LoadOptions
+	ctx  context.Context // ends at Halt
+	halt context.CancelFunc
+	lim  *rate.Limiter // nil: unlimited
+	done chan struct{}
+	mu   sync.Mutex
+	keys map[string]*keyLog
+	acks []Ack // in the order the acknowledgements were recorded
+	// acked counts the acknowledged operations, errors the failed ones.
 	acked  int64
 	errors int64
 }
@@ -40,6 +45,9 @@ type LoadOptions struct {
 	LeaseTTL int64
 	// Seed makes the mix of operations repeatable.
 	Seed uint64
+	// Rate limits the load to about that many operations per second, across all workers;
+	// 0 means unlimited (each worker sends its next op as soon as the last one returned).
+	Rate float64
 }
 
 // keyLog is one key's acknowledged history, newest last; sequence numbers grow per key.
@@ -68,7 +76,12 @@ func StartLoad(cli *clientv3.Client, opts LoadOptions) *Load {
 	if opts.LeaseTTL <= 0 {
 		opts.LeaseTTL = 600
 	}
-	l := &Load{opts: opts, stop: make(chan struct{}), done: make(chan struct{}), keys: map[string]*keyLog{}}
+	ctx, halt := context.WithCancel(context.Background())
+	l := &Load{opts: opts, ctx: ctx, halt: halt, done: make(chan struct{}), keys: map[string]*keyLog{}}
+	if opts.Rate > 0 {
+		// A burst of one: the ops are spread evenly rather than sent in bunches.
+		l.lim = rate.NewLimiter(rate.Limit(opts.Rate), 1)
+	}
 	var wg sync.WaitGroup
 	for w := range opts.Workers {
 		wg.Go(func() { l.work(cli, w) })
@@ -79,11 +92,7 @@ func StartLoad(cli *clientv3.Client, opts LoadOptions) *Load {
 
 // Halt stops the load and waits for its workers (an op in flight ends with its timeout).
 func (l *Load) Halt() {
-	select {
-	case <-l.stop:
-	default:
-		close(l.stop)
-	}
+	l.halt()
 	<-l.done
 }
 
@@ -104,22 +113,29 @@ func (l *Load) work(cli *clientv3.Client, w int) {
 	live := []string{}
 	next := func(k string) int64 { seq[k]++; return seq[k] }
 	for i := 0; ; i++ {
-		select {
-		case <-l.stop:
+		if l.ctx.Err() != nil {
 			return
-		default:
+		}
+		if l.lim != nil && l.lim.Wait(l.ctx) != nil {
+			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var keys []string
 		var seqs []int64
 		deleted := false
 		var err error
+		// rev is the revision of the write (its response's header) when it made one.
+		var rev int64
+		sent := time.Now()
 		switch r := rng.IntN(100); {
 		case r < 55 || len(live) < 10: // create or update an object
 			k := fmt.Sprintf("/registry/pods/%s/pod-%05d", ns, rng.IntN(2000))
 			s := next(k)
 			l.issue(k, s, false)
-			_, err = cli.Put(ctx, k, value(s, pad))
+			var resp *clientv3.PutResponse
+			if resp, err = cli.Put(ctx, k, value(s, pad)); err == nil {
+				rev = resp.Header.Revision
+			}
 			keys, seqs = []string{k}, []int64{s}
 			live = append(live, k)
 		case r < 70: // delete one
@@ -128,7 +144,10 @@ func (l *Load) work(cli *clientv3.Client, w int) {
 			live = append(live[:j], live[j+1:]...)
 			s := next(k)
 			l.issue(k, s, true)
-			_, err = cli.Delete(ctx, k)
+			var resp *clientv3.DeleteResponse
+			if resp, err = cli.Delete(ctx, k); err == nil && resp.Deleted > 0 {
+				rev = resp.Header.Revision // deleting nothing makes no revision
+			}
 			keys, seqs, deleted = []string{k}, []int64{s}, true
 		case r < 85: // a txn: a deployment and its replica set change together
 			d := rng.IntN(200)
@@ -137,7 +156,10 @@ func (l *Load) work(cli *clientv3.Client, w int) {
 			s1, s2 := next(k1), next(k2)
 			l.issue(k1, s1, false)
 			l.issue(k2, s2, false)
-			_, err = cli.Txn(ctx).Then(clientv3.OpPut(k1, value(s1, pad)), clientv3.OpPut(k2, value(s2, pad))).Commit()
+			var resp *clientv3.TxnResponse
+			if resp, err = cli.Txn(ctx).Then(clientv3.OpPut(k1, value(s1, pad)), clientv3.OpPut(k2, value(s2, pad))).Commit(); err == nil {
+				rev = resp.Header.Revision
+			}
 			keys, seqs = []string{k1, k2}, []int64{s1, s2}
 		case r < 98 || lease == 0: // an event on a lease
 			if lease == 0 {
@@ -151,7 +173,10 @@ func (l *Load) work(cli *clientv3.Client, w int) {
 			k := fmt.Sprintf("/registry/events/%s/ev-%06d", ns, i)
 			s := next(k)
 			l.issue(k, s, false)
-			_, err = cli.Put(ctx, k, value(s, pad), clientv3.WithLease(lease))
+			var resp *clientv3.PutResponse
+			if resp, err = cli.Put(ctx, k, value(s, pad), clientv3.WithLease(lease)); err == nil {
+				rev = resp.Header.Revision
+			}
 			keys, seqs = []string{k}, []int64{s}
 			leaseKeys = append(leaseKeys, k)
 		default: // the lease revoked: its events deleted in one revision
@@ -161,15 +186,18 @@ func (l *Load) work(cli *clientv3.Client, w int) {
 				ss[j] = next(k)
 				l.issue(k, ss[j], true)
 			}
-			_, err = cli.Revoke(ctx, lease)
+			var resp *clientv3.LeaseRevokeResponse
+			if resp, err = cli.Revoke(ctx, lease); err == nil && len(ks) > 0 {
+				rev = resp.Header.Revision // the deletes of its keys; none: no revision
+			}
 			keys, seqs, deleted = ks, ss, true
 			lease, leaseKeys = 0, nil
 		}
 		cancel()
-		l.record(keys, seqs, deleted, err)
+		l.record(keys, seqs, deleted, rev, sent, err)
 		if err != nil {
 			select {
-			case <-l.stop:
+			case <-l.ctx.Done():
 				return
 			case <-time.After(100 * time.Millisecond): // the cluster is down: do not spin
 			}
@@ -207,7 +235,7 @@ func (l *Load) issue(k string, seq int64, deleted bool) {
 	}
 }
 
-func (l *Load) record(keys []string, seqs []int64, deleted bool, err error) {
+func (l *Load) record(keys []string, seqs []int64, deleted bool, rev int64, sent time.Time, err error) {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -216,6 +244,7 @@ func (l *Load) record(keys []string, seqs []int64, deleted bool, err error) {
 		return
 	}
 	l.acked++
+	l.acks = append(l.acks, Ack{Revision: rev, At: now, Latency: now.Sub(sent)})
 	for i, k := range keys {
 		kl := l.keys[k]
 		kl.ops = append(kl.ops, loggedOp{seq: seqs[i], deleted: deleted, acked: now})
