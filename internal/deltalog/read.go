@@ -329,44 +329,38 @@ func (s *segmentReader) close() {
 	s.rc.Close()
 }
 
-// Newest returns the newest revision the chain holds and when it was received: the last
-// revision of the open segment's complete prefix when there is an open segment, else the last
-// sealed segment's (the base's revision and zero time for an empty chain). Only the open segment
-// is read.
-func (c Chain) Newest(ctx context.Context) (int64, time.Time, error) {
-	rev, at := c.Reach, time.Time{}
-	if n := len(c.Segments); n > 0 {
-		at = c.Segments[n-1].LastTime
-	}
-	if c.Open == 0 {
-		return rev, at, nil
-	}
-	st, _, err := scanOpen(ctx, c.Repo, repository.OpenSegmentName(c.Base.ID, c.Open))
-	if errors.Is(err, backend.ErrNotExist) {
-		return rev, at, nil // sealed meanwhile: a new listing sees it
-	}
-	if err != nil {
-		return rev, at, err
-	}
-	if st.Last > rev {
-		rev, at = st.Last, st.LastTime
-	}
-	return rev, at, nil
+// Tip is where a chain ends: its newest revision and when it was received, and, when its open
+// segment is damaged after its complete records (a changed byte, not the cut-off end of a killed
+// writer), the damage: a replay ends there.
+type Tip struct {
+	Revision int64
+	At       time.Time
+	Damage   error
 }
 
-// OpenDamage reads the open segment, if the chain has one, and returns the error that says
-// where it is damaged after its complete records (a changed byte, not the cut-off end of a
-// killed writer), with the last revision before the damage; a nil damage when it is intact or
-// only cut off, or when there is none. A replay ends at the damage.
-func (c Chain) OpenDamage(ctx context.Context) (last int64, damage error, err error) {
+// Tip returns where the chain ends: the last revision of the open segment's complete prefix
+// when there is an open segment, else the last sealed segment's (the base's revision and zero
+// time for an empty chain). Only the open segment is read, once.
+func (c Chain) Tip(ctx context.Context) (Tip, error) {
+	t := Tip{Revision: c.Reach}
+	if n := len(c.Segments); n > 0 {
+		t.At = c.Segments[n-1].LastTime
+	}
 	if c.Open == 0 {
-		return c.Reach, nil, nil
+		return t, nil
 	}
 	st, damage, err := scanOpen(ctx, c.Repo, repository.OpenSegmentName(c.Base.ID, c.Open))
 	if errors.Is(err, backend.ErrNotExist) {
-		return c.Reach, nil, nil // sealed meanwhile
+		return t, nil // sealed meanwhile: a new listing sees it
 	}
-	return max(st.Last, c.Reach), damage, err
+	if err != nil {
+		return t, err
+	}
+	if st.Last > t.Revision {
+		t.Revision, t.At = st.Last, st.LastTime
+	}
+	t.Damage = damage
+	return t, nil
 }
 
 // RevisionAt returns the newest revision of the chain received at or before t, and when it was

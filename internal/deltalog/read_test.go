@@ -188,7 +188,8 @@ func TestReaderOpenSegment(t *testing.T) {
 	require.NoError(t, err)
 	require.Greater(t, len(revs), 10)
 	require.Equal(t, seq(101, revs[len(revs)-1]), revs)
-	newest, at, err := c.Newest(context.Background())
+	tip, err := c.Tip(context.Background())
+	newest, at := tip.Revision, tip.At
 	require.NoError(t, err)
 	require.Equal(t, revs[len(revs)-1], newest)
 	require.False(t, at.IsZero())

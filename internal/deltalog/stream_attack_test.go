@@ -236,7 +236,8 @@ func TestStreamOnAFullDisk(t *testing.T) {
 		if err != nil || c.Open == 0 {
 			return false
 		}
-		n, _, err := c.Newest(t.Context())
+		tip, err := c.Tip(t.Context())
+		n := tip.Revision
 		return err == nil && n >= last
 	}, 10*time.Second, 20*time.Millisecond)
 	cancel()

@@ -240,7 +240,7 @@ func (r *Recoverer) deltaInfo(ctx context.Context, e snapshot.Entry) (*DeltaInfo
 	case !cp.Until.IsZero():
 		d.UpTo, d.At, err = cp.Chain.RevisionAt(ctx, r.Identities, cp.Until)
 	default:
-		d.UpTo, d.At, err = cp.Chain.Newest(ctx)
+		d.UpTo, d.At = cp.Tip.Revision, cp.Tip.At
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the delta log of backup %s in target %s: %w", e.Manifest.ID, cp.Target, err)

@@ -52,6 +52,8 @@ type ChainPlan struct {
 	Until time.Time `json:"until,omitzero"`
 	// Problem says why the chain stops where it does in that target, if something is wrong.
 	Problem string `json:"problem,omitempty"`
+	// Tip is where the chain ends there (the open segment's complete prefix included).
+	Tip deltalog.Tip `json:"-"`
 }
 
 // PlanChain finds, among the copies of the backup e, the target whose chain of it reaches
@@ -84,7 +86,7 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 			continue
 		}
 		cand := &ChainPlan{Chain: c, Target: cp.Repo.Target.Name, Segments: len(c.Segments), Reach: c.Reach, Open: c.Open != 0, Problem: c.Problem}
-		if best == nil || cand.Reach > best.Reach || (cand.Reach == best.Reach && cand.Open && !best.Open) {
+		if best == nil || reachesFurther(cand.Reach, cand.Open, best.Reach, best.Open) {
 			best = cand
 		}
 	}
@@ -98,24 +100,24 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 		notes = append(notes, fmt.Sprintf("warning: the delta log of %s in target %s stops at revision %d: %s", e.Manifest.ID, best.Target, best.Reach, best.Problem))
 	}
 	if best.Open {
-		if last, damage, err := best.Chain.OpenDamage(ctx); err == nil && damage != nil {
-			notes = append(notes, fmt.Sprintf("warning: the open segment of the delta log of %s in target %s is damaged after revision %d (%v): a replay goes no further", e.Manifest.ID, best.Target, last, damage))
+		// How far the open segment reaches is known only by reading it (its complete prefix):
+		// read once, here, for the checks below and for the caller.
+		tip, err := best.Chain.Tip(ctx)
+		if err != nil {
+			return nil, notes, fmt.Errorf("read the open segment of the delta log of backup %s in target %s: %w", e.Manifest.ID, best.Target, err)
 		}
+		best.Tip = tip
+		if tip.Damage != nil {
+			notes = append(notes, fmt.Sprintf("warning: the open segment of the delta log of %s in target %s is damaged after revision %d (%v): a replay goes no further", e.Manifest.ID, best.Target, tip.Revision, tip.Damage))
+		}
+	} else {
+		best.Tip, _ = best.Chain.Tip(ctx) // reads nothing without an open segment
 	}
 	if p.Revision > 0 {
-		reach := best.Reach
-		if p.Revision > reach && best.Open {
-			// How far the open segment reaches is known only by reading it (its complete
-			// prefix); a plan to a revision it does not hold would fail only in the replay,
-			// after recover stopped every member.
-			newest, _, err := best.Chain.Newest(ctx)
-			if err != nil {
-				return nil, notes, fmt.Errorf("read the open segment of the delta log of backup %s in target %s: %w", e.Manifest.ID, best.Target, err)
-			}
-			reach = newest
-		}
-		if p.Revision > reach {
-			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, reach, best.Target)
+		// A plan to a revision the log does not hold would fail only in the replay, after
+		// recover stopped every member.
+		if p.Revision > best.Tip.Revision {
+			return nil, notes, fmt.Errorf("%w: --to-revision %d: the delta log of backup %s reaches revision %d (target %s)", ErrInput, p.Revision, e.Manifest.ID, best.Tip.Revision, best.Target)
 		}
 		if p.Revision == base {
 			return nil, notes, nil // the backup itself is the point
@@ -123,15 +125,12 @@ func PlanChain(ctx context.Context, e snapshot.Entry, p Point) (*ChainPlan, []st
 		best.UpTo = p.Revision
 	}
 	best.Until = p.Time
-	if !p.Time.IsZero() {
+	if at := best.Tip.At; !p.Time.IsZero() && !at.IsZero() && p.Time.Sub(at) > pastTheLog {
 		// Past the log's newest revision the log cannot say what the cluster wrote (nothing,
 		// if it was idle; anything, if the writer had stopped): the restore goes to that
 		// revision, and says how far before the moment it is.
-		rev, at, err := best.Chain.Newest(ctx)
-		if err == nil && !at.IsZero() && p.Time.Sub(at) > pastTheLog {
-			notes = append(notes, fmt.Sprintf("warning: --to-time %s: the delta log of %s in target %s ends at revision %d, received %s, %s before that moment: whatever the cluster wrote after it is not in the log",
-				p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, best.Target, rev, at.UTC().Format(time.RFC3339Nano), p.Time.Sub(at).Round(time.Second)))
-		}
+		notes = append(notes, fmt.Sprintf("warning: --to-time %s: the delta log of %s in target %s ends at revision %d, received %s, %s before that moment: whatever the cluster wrote after it is not in the log",
+			p.Time.UTC().Format(time.RFC3339Nano), e.Manifest.ID, best.Target, best.Tip.Revision, at.UTC().Format(time.RFC3339Nano), p.Time.Sub(at).Round(time.Second)))
 	}
 	return best, notes, nil
 }
@@ -167,6 +166,13 @@ func marksOf(ctx context.Context, e snapshot.Entry) []RevisionPoint {
 	return out
 }
 
+// reachesFurther says whether a chain reaching revision reach (and an open segment after it,
+// when open) goes further than one reaching than (thanOpen): an open segment holds at least as
+// much as nothing, and how much more is known only by reading it.
+func reachesFurther(reach int64, open bool, than int64, thanOpen bool) bool {
+	return reach > than || (reach == than && open && !thanOpen)
+}
+
 // maxReachCandidates bounds how many backups, newest first, are compared by how far their delta
 // logs reach: one listing per copy each.
 const maxReachCandidates = 8
@@ -193,14 +199,14 @@ func FurthestReaching(ctx context.Context, candidates []snapshot.Entry, p Point)
 			if err != nil {
 				continue
 			}
-			if r > reach || (r == reach && o) {
+			if reachesFurther(r, o, reach, open) {
 				reach, open = r, o
 			}
 		}
 		if p.Revision > 0 && reach >= p.Revision {
 			reach, open = p.Revision, false
 		}
-		if reach > bestReach || (reach == bestReach && open && !bestOpen) {
+		if reachesFurther(reach, open, bestReach, bestOpen) {
 			best, bestReach, bestOpen = e, reach, open
 		}
 	}
