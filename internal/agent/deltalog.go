@@ -142,7 +142,7 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 			if err == nil {
 				a.snapshotNow("the delta log needs a full snapshot of the cluster in target " + s.Local.Name)
 			}
-			base, err = a.waitBase(ctx, min(max(2*backoff, 5*time.Second), time.Minute))
+			base, err = a.waitBase(ctx, min(max(2*backoff, 5*time.Second), time.Minute)), nil
 			backoff = max(backoff, 5*time.Second)
 			continue
 		}
@@ -163,9 +163,8 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 			return nil // ctx ended
 		case errors.Is(err, deltalog.ErrGap), errors.Is(err, deltalog.ErrEnded), errors.Is(err, deltalog.ErrClusterChanged):
 			a.deltaFailed(err)
-			base = nil
 			a.snapshotNow("the delta chain ended: " + err.Error())
-			base, _ = a.waitBase(ctx, time.Minute)
+			base = a.waitBase(ctx, time.Minute)
 		default:
 			a.deltaFailed(err)
 			backoff = min(max(2*backoff, time.Second), time.Minute)
@@ -216,16 +215,16 @@ func (a *Agent) deltaBase(ctx context.Context, repos []*repository.Repository, c
 }
 
 // waitBase waits for the scheduler to store a new full backup, at most limit.
-func (a *Agent) waitBase(ctx context.Context, limit time.Duration) (*repository.Manifest, error) {
+func (a *Agent) waitBase(ctx context.Context, limit time.Duration) *repository.Manifest {
 	t := time.NewTimer(limit)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
-		return nil, nil
+		return nil
 	case m := <-a.newBases:
-		return &m, nil
+		return &m
 	case <-t.C:
-		return nil, nil
+		return nil
 	}
 }
 

@@ -347,14 +347,14 @@ func (s *stream) run(ctx context.Context, newBase <-chan repository.Manifest) (*
 		case nb != nil:
 			return nb, nil
 		case ctx.Err() != nil:
-			return nil, s.stop()
+			return nil, s.stop(ctx)
 		case !again:
 			return nil, nil
 		}
 		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 		select {
 		case <-ctx.Done():
-			return nil, s.stop()
+			return nil, s.stop(ctx)
 		case <-time.After(backoff):
 		}
 	}
@@ -586,6 +586,13 @@ func (s *stream) report() {
 	s.opts.OnDurable(p)
 }
 
+// madeDurable records that revision rev, received at at, is durable on the local target, and
+// reports it.
+func (s *stream) madeDurable(rev int64, at time.Time) {
+	s.durable.Revision, s.durable.At, s.durable.SyncedAt = rev, at, s.opts.Now()
+	s.report()
+}
+
 // sync makes the open segment durable, if anything was appended since the last sync.
 func (s *stream) sync() error {
 	sg := s.seg
@@ -600,8 +607,7 @@ func (s *stream) sync() error {
 	}
 	sg.dirty = false
 	if sg.last != 0 {
-		s.durable = Progress{Base: s.base.ID, Revision: sg.last, At: sg.lastAt, Head: s.head, SyncedAt: s.opts.Now()}
-		s.report()
+		s.madeDurable(sg.last, sg.lastAt)
 	}
 	return nil
 }
@@ -667,8 +673,8 @@ func (s *stream) release() {
 
 // stop ends a Stream whose context ended: the open segment is sealed and stored, with a
 // deadline of its own.
-func (s *stream) stop() error {
-	ctx, cancel := context.WithTimeout(context.Background(), sealTimeout)
+func (s *stream) stop(ctx context.Context) error {
+	ctx, cancel := finishing(ctx)
 	defer cancel()
 	if err := s.closeAndSeal(ctx); err != nil {
 		return fmt.Errorf("seal the open delta segment at stop (it stays on the target, and the next start seals it): %w", err)
@@ -724,9 +730,8 @@ func (s *stream) seal(ctx context.Context, first int64) error {
 	}
 	s.prev, s.prevSHA = stored.Ref().ManifestName(), stored.SHA256
 	s.next = max(s.next, stored.Last+1)
-	if stored.Last > s.durable.Revision || s.durable.Base != s.base.ID {
-		s.durable = Progress{Base: s.base.ID, Revision: stored.Last, At: stored.LastTime, Head: s.head, SyncedAt: s.opts.Now()}
-		s.report()
+	if stored.Last > s.durable.Revision {
+		s.madeDurable(stored.Last, stored.LastTime) // the last revision, if sealed before a sync
 	}
 	s.lg.Debug("sealed delta segment", "segment", stored.Ref().String(), "events", stored.Events, "bytes", stored.StoredSize)
 	if s.opts.OnSealed != nil {

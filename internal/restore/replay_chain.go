@@ -40,7 +40,6 @@ type ChainSource struct {
 
 	grants  map[int64]delta.LeaseGrant
 	revokes map[int64]int64 // lease id: the revision it was seen gone at
-	times   map[int64]time.Time
 }
 
 var _ LeaseSource = (*ChainSource)(nil)
@@ -48,7 +47,7 @@ var _ LeaseSource = (*ChainSource)(nil)
 // NewChainSource returns a source of r's revisions; until, if not zero, stops it at the last
 // revision received at or before that moment.
 func NewChainSource(r *deltalog.Reader, until time.Time) *ChainSource {
-	return &ChainSource{r: r, until: until, Reached: r.Last(), grants: map[int64]delta.LeaseGrant{}, revokes: map[int64]int64{}, times: map[int64]time.Time{}}
+	return &ChainSource{r: r, until: until, Reached: r.Last(), grants: map[int64]delta.LeaseGrant{}, revokes: map[int64]int64{}}
 }
 
 // Next returns the chain's next revision.
