@@ -73,10 +73,10 @@ func startBenchMinIO(b *testing.B) *testenv.MinIOServer {
 type protected struct {
 	dir, repo, state, cfg string
 	c                     *testcluster.Cluster
-	// members are recover's --member values; pidFiles where their start commands keep the PIDs
-	// of the members recover starts.
-	members  []string
-	pidFiles []string
+	// members are recover's --member values; kill kills the members their start commands
+	// started.
+	members []string
+	kill    func()
 }
 
 // newProtected starts the cluster in dir and writes the config: a local target, MinIO under
@@ -92,21 +92,7 @@ func newProtected(b *testing.B, dir string, minio *testenv.MinIOServer, prefix, 
 	}
 	p := &protected{dir: dir, repo: filepath.Join(dir, "repo"), state: filepath.Join(dir, "state"), c: c}
 	b.Cleanup(func() { p.close() })
-	for _, m := range c.Members() {
-		pid := filepath.Join(dir, m.Name+".pid")
-		log := filepath.Join(dir, m.Name+".recovered.log")
-		var args []string
-		for _, a := range append(m.Command(), m.StartArgs()...) {
-			args = append(args, shellQuote(a))
-		}
-		start := fmt.Sprintf(`if [ -f %[1]s ] && kill -0 "$(cat %[1]s)" 2>/dev/null; then exit 0; fi; nohup %[2]s >>%[3]s 2>&1 & echo $! >%[1]s`,
-			shellQuote(pid), strings.Join(args, " "), shellQuote(log))
-		stop := fmt.Sprintf(`if [ -f %[1]s ]; then p=$(cat %[1]s); kill -TERM $p 2>/dev/null; i=0; while kill -0 $p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -KILL $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.05; done; rm -f %[1]s; fi; true`,
-			shellQuote(pid))
-		p.members = append(p.members, fmt.Sprintf("name=%s,peer-url=%s,client-url=%s,data-dir=%s,start-command=%s,stop-command=%s",
-			m.Name, m.PeerURL, m.ClientURL, m.DataDir, start, stop))
-		p.pidFiles = append(p.pidFiles, pid)
-	}
+	p.members, p.kill = testcluster.ShellMembers(c, dir)
 	targets := fmt.Sprintf("  - name: local\n    url: file://%s\n", p.repo)
 	if minio != nil {
 		targets += fmt.Sprintf("  - name: s3\n    url: %q\n", "s3://bench/"+prefix+"?endpoint="+minio.Endpoint+"&region=us-east-1")
@@ -123,17 +109,11 @@ func newProtected(b *testing.B, dir string, minio *testenv.MinIOServer, prefix, 
 	return p
 }
 
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-
 // close stops the cluster and the members recover started.
 func (p *protected) close() {
 	_ = p.c.Close()
-	for _, f := range p.pidFiles {
-		if b, err := os.ReadFile(f); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+	if p.kill != nil {
+		p.kill()
 	}
 }
 

@@ -6,12 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,31 +39,11 @@ func newRecoverEnv(t *testing.T, version string) *recoverEnv {
 	e := &recoverEnv{c: startCluster(t, version), dir: t.TempDir()}
 	e.repo = filepath.Join(e.dir, "repo")
 	e.state = filepath.Join(e.dir, "state")
-	for _, m := range e.c.Members() {
-		pid := filepath.Join(e.dir, m.Name+".pid")
-		log := filepath.Join(e.dir, m.Name+".recovered.log")
-		var args []string
-		for _, a := range append(m.Command(), m.StartArgs()...) {
-			args = append(args, shellQuote(a))
-		}
-		start := fmt.Sprintf(`if [ -f %[1]s ] && kill -0 "$(cat %[1]s)" 2>/dev/null; then exit 0; fi; nohup %[2]s >>%[3]s 2>&1 & echo $! >%[1]s`,
-			shellQuote(pid), strings.Join(args, " "), shellQuote(log))
-		stop := fmt.Sprintf(`if [ -f %[1]s ]; then p=$(cat %[1]s); kill -TERM $p 2>/dev/null; i=0; while kill -0 $p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; kill -KILL $p 2>/dev/null; while kill -0 $p 2>/dev/null; do sleep 0.05; done; rm -f %[1]s; fi; true`,
-			shellQuote(pid))
-		e.members = append(e.members, fmt.Sprintf("name=%s,peer-url=%s,client-url=%s,data-dir=%s,start-command=%s,stop-command=%s",
-			m.Name, m.PeerURL, m.ClientURL, m.DataDir, start, stop))
-		t.Cleanup(func() {
-			if b, err := os.ReadFile(pid); err == nil {
-				if p, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-					_ = syscall.Kill(p, syscall.SIGKILL)
-				}
-			}
-		})
-	}
+	var kill func()
+	e.members, kill = testcluster.ShellMembers(e.c, e.dir)
+	t.Cleanup(kill)
 	return e
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // flags are the flags every recover command of the test gets.
 func (e *recoverEnv) flags() []string { return e.flagsWith(e.members...) }
