@@ -121,32 +121,10 @@ func (w *burst) ackLog() scratch.AckLog {
 // func stops it and gives, for each 10-second window, the worst recovery point of the samples
 // in it, computed with log.
 func lagWatch(a *agentProc) func(log scratch.AckLog) []time.Duration {
-	type sample struct {
-		at      time.Time
-		durable int64
-	}
-	var samples []sample
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
 	start := time.Now()
-	wg.Go(func() {
-		hc := &http.Client{Timeout: time.Second}
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			if st, err := a.status(ctx, hc); err == nil && st.Delta != nil {
-				samples = append(samples, sample{at: time.Now(), durable: st.Delta.DurableRevision})
-			}
-		}
-	})
+	stop := sampleDurable(a, 100*time.Millisecond)
 	return func(log scratch.AckLog) []time.Duration {
-		cancel()
-		wg.Wait()
+		samples, _ := stop()
 		var windows []time.Duration
 		for _, s := range samples {
 			w := int(s.at.Sub(start) / (10 * time.Second))

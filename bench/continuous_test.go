@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -46,41 +45,11 @@ func BenchmarkDeltaRecoveryPoint(b *testing.B) {
 	cli := p.client(b)
 	d := benchSeconds(b)
 
-	type sample struct {
-		at      time.Time
-		durable int64
-	}
-	var samples []sample
-	failures := 0
-	ctx, stop := context.WithCancel(b.Context())
-	sampled := make(chan struct{})
-	hc := &http.Client{Timeout: time.Second}
 	load := testcluster.StartLoad(cli, testcluster.LoadOptions{Workers: 48, Namespace: "rp", Seed: 10, Rate: deltaLoadRate})
 	started := time.Now()
-	go func() {
-		defer close(sampled)
-		t := time.NewTicker(10 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			st, err := a.status(ctx, hc)
-			at := time.Now()
-			if err != nil || st.Delta == nil {
-				if ctx.Err() == nil {
-					failures++
-				}
-				continue
-			}
-			samples = append(samples, sample{at: at, durable: st.Delta.DurableRevision})
-		}
-	}()
+	stop := sampleDurable(a, 10*time.Millisecond)
 	time.Sleep(d)
-	stop()
-	<-sampled
+	samples, failures := stop()
 	load.Halt()
 	acked, failed := load.Acked()
 

@@ -232,6 +232,48 @@ func (a *agentProc) status(ctx context.Context, hc *http.Client) (agent.Status, 
 	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
+// durableSample is the agent's newest durable revision as /-/status said it at a moment.
+type durableSample struct {
+	at      time.Time
+	durable int64
+}
+
+// sampleDurable reads the agent's /-/status every interval in the background until the returned
+// func is called, which gives the samples and how many reads failed.
+func sampleDurable(a *agentProc, every time.Duration) func() ([]durableSample, int) {
+	var samples []durableSample
+	failures := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hc := &http.Client{Timeout: time.Second}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			st, err := a.status(ctx, hc)
+			at := time.Now()
+			if err != nil || st.Delta == nil {
+				if ctx.Err() == nil {
+					failures++
+				}
+				continue
+			}
+			samples = append(samples, durableSample{at: at, durable: st.Delta.DurableRevision})
+		}
+	}()
+	return func() ([]durableSample, int) {
+		cancel()
+		<-done
+		return samples, failures
+	}
+}
+
 // logTail is the end of the agent's log, for failure messages.
 func (a *agentProc) logTail() string {
 	out, _ := os.ReadFile(a.logFile)
