@@ -2,8 +2,6 @@ package deltalog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -259,8 +257,8 @@ type segmentReader struct {
 	rc      io.ReadCloser
 	dec     io.ReadCloser
 	r       *delta.Reader
-	stored  *counter
-	plain   *counter
+	stored  *repository.Digest
+	plain   *repository.Digest
 	open    bool // the open segment: a cut-off end is its end
 	records int64
 }
@@ -270,7 +268,7 @@ func openSealed(ctx context.Context, repo *repository.Repository, m repository.S
 	if err != nil {
 		return nil, fmt.Errorf("read segment %s: %w", m.Ref(), err)
 	}
-	sr := &segmentReader{name: repo.Target.Name + ":" + m.Data, m: m, rc: rc, stored: &counter{h: sha256.New()}, plain: &counter{h: sha256.New()}}
+	sr := &segmentReader{name: repo.Target.Name + ":" + m.Data, m: m, rc: rc, stored: repository.NewDigest(), plain: repository.NewDigest()}
 	dec, err := repository.NewDecoder(io.TeeReader(rc, sr.stored), m.Compression, m.Encryption, ids, m.RawSize)
 	if err != nil {
 		rc.Close()
@@ -302,11 +300,11 @@ func (s *segmentReader) next() (delta.Record, error) {
 		if _, err := io.Copy(s.stored, s.rc); err != nil {
 			return nil, fmt.Errorf("read %s: %w", s.name, err)
 		}
-		if got := hex.EncodeToString(s.plain.h.Sum(nil)); got != s.m.SHA256 || s.plain.n != s.m.RawSize {
-			return nil, fmt.Errorf("%w: %s decodes to %d bytes with SHA-256 %s; its manifest says %d, %s", ErrCorrupt, s.name, s.plain.n, got, s.m.RawSize, s.m.SHA256)
+		if !s.plain.Matches(s.m.RawSize, s.m.SHA256) {
+			return nil, fmt.Errorf("%w: %s decodes to %d bytes with SHA-256 %s; its manifest says %d, %s", ErrCorrupt, s.name, s.plain.Size(), s.plain.Sum(), s.m.RawSize, s.m.SHA256)
 		}
-		if got := hex.EncodeToString(s.stored.h.Sum(nil)); got != s.m.StoredSHA256 || s.stored.n != s.m.StoredSize {
-			return nil, fmt.Errorf("%w: %s is %d bytes with SHA-256 %s; its manifest says %d, %s", ErrCorrupt, s.name, s.stored.n, got, s.m.StoredSize, s.m.StoredSHA256)
+		if !s.stored.Matches(s.m.StoredSize, s.m.StoredSHA256) {
+			return nil, fmt.Errorf("%w: %s is %d bytes with SHA-256 %s; its manifest says %d, %s", ErrCorrupt, s.name, s.stored.Size(), s.stored.Sum(), s.m.StoredSize, s.m.StoredSHA256)
 		}
 		return nil, io.EOF
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), backend.Kind(err) != "",

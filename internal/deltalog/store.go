@@ -8,11 +8,8 @@ package deltalog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"time"
 
@@ -34,8 +31,7 @@ func storeSegment(ctx context.Context, repo *repository.Repository, codec reposi
 	m.Compression = codec.Compression
 	m.Encryption = codec.Encryption()
 	pr, pw := io.Pipe()
-	stored := &counter{h: sha256.New()}
-	raw := &counter{h: sha256.New()}
+	stored, raw := repository.NewDigest(), repository.NewDigest()
 	go func() {
 		enc, err := codec.NewEncoder(io.MultiWriter(stored, pw))
 		if err == nil {
@@ -44,8 +40,8 @@ func storeSegment(ctx context.Context, repo *repository.Repository, codec reposi
 				err = cerr
 			}
 		}
-		if err == nil && m.SHA256 != "" && (hex.EncodeToString(raw.h.Sum(nil)) != m.SHA256 || raw.n != m.RawSize) {
-			err = fmt.Errorf("%w: segment %s reads as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, ref, raw.n, hex.EncodeToString(raw.h.Sum(nil)), m.RawSize, m.SHA256)
+		if err == nil && m.SHA256 != "" && !raw.Matches(m.RawSize, m.SHA256) {
+			err = fmt.Errorf("%w: segment %s reads as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, ref, raw.Size(), raw.Sum(), m.RawSize, m.SHA256)
 		}
 		pw.CloseWithError(err) // nil: EOF
 	}()
@@ -64,8 +60,8 @@ func storeSegment(ctx context.Context, repo *repository.Repository, codec reposi
 	if err != nil {
 		return m, fmt.Errorf("store segment %s: %w", ref, err)
 	}
-	m.StoredSize, m.StoredSHA256 = stored.n, hex.EncodeToString(stored.h.Sum(nil))
-	m.RawSize, m.SHA256 = raw.n, hex.EncodeToString(raw.h.Sum(nil))
+	m.StoredSize, m.StoredSHA256 = stored.Size(), stored.Sum()
+	m.RawSize, m.SHA256 = raw.Size(), raw.Sum()
 	if err := repo.ReadBack(ctx, m.DataObject); err != nil {
 		return m, fmt.Errorf("store segment %s: %w", ref, err)
 	}
@@ -84,7 +80,7 @@ func copySegment(ctx context.Context, from, to *repository.Repository, m reposit
 		return err
 	}
 	defer rc.Close()
-	vr := &verifying{r: rc, c: counter{h: sha256.New()}, d: m.DataObject, where: from.Target.Name}
+	vr := repository.CheckedReader(rc, m.StoredSize, m.StoredSHA256, from.Target.Name+":"+m.Data)
 	_, err = to.SaveNew(ctx, m.Data, vr)
 	if errors.Is(err, backend.ErrExist) && to.ReadBack(ctx, m.DataObject) == nil {
 		err = nil // an earlier copy stored the same bytes, and was cut off before the manifest
@@ -103,38 +99,6 @@ func copySegment(ctx context.Context, from, to *repository.Repository, m reposit
 
 // errRetry marks a store that failed in a way that storing again fixes.
 var errRetry = errors.New("try again")
-
-// counter counts and hashes what is written to it.
-type counter struct {
-	h hash.Hash
-	n int64
-}
-
-func (c *counter) Write(p []byte) (int, error) {
-	c.h.Write(p)
-	c.n += int64(len(p))
-	return len(p), nil
-}
-
-// verifying passes a stored object through and fails, instead of returning EOF, when its size
-// or SHA-256 differ from d's, so that the destination discards the copy.
-type verifying struct {
-	r     io.Reader
-	c     counter
-	d     repository.DataObject
-	where string
-}
-
-func (v *verifying) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	v.c.Write(p[:n])
-	if err == io.EOF {
-		if got := hex.EncodeToString(v.c.h.Sum(nil)); v.c.n != v.d.StoredSize || got != v.d.StoredSHA256 {
-			return n, fmt.Errorf("%w: %s in target %s is %d bytes with SHA-256 %s; its manifest says %d bytes, %s", ErrCorrupt, v.d.Data, v.where, v.c.n, got, v.d.StoredSize, v.d.StoredSHA256)
-		}
-	}
-	return n, err
-}
 
 // nowUTC is t in UTC without its monotonic reading, as times are stored.
 func nowUTC(now func() time.Time) time.Time { return now().UTC().Round(0) }

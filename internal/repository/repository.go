@@ -7,8 +7,6 @@ package repository
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -189,16 +187,14 @@ func (r *Repository) ReadBack(ctx context.Context, d DataObject) error {
 		return err
 	}
 	defer rc.Close()
-	h := sha256.New()
-	var n int64
+	dg := NewDigest()
 	buf := make([]byte, 1<<20)
 	for {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("read back %s: %w", d.Data, err)
 		}
 		k, err := rc.Read(buf)
-		h.Write(buf[:k])
-		n += int64(k)
+		dg.Write(buf[:k])
 		if err == io.EOF {
 			break
 		}
@@ -206,8 +202,8 @@ func (r *Repository) ReadBack(ctx context.Context, d DataObject) error {
 			return fmt.Errorf("read back %s: %w", d.Data, err)
 		}
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); n != d.StoredSize || got != d.StoredSHA256 {
-		return fmt.Errorf("%w: %s in target %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, d.Data, r.Target.Name, n, got, d.StoredSize, d.StoredSHA256)
+	if !dg.Matches(d.StoredSize, d.StoredSHA256) {
+		return fmt.Errorf("%w: %s in target %s reads back as %d bytes with SHA-256 %s; %d bytes, %s were written", ErrCorrupt, d.Data, r.Target.Name, dg.Size(), dg.Sum(), d.StoredSize, d.StoredSHA256)
 	}
 	return nil
 }

@@ -2,11 +2,9 @@ package snapshot
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -232,7 +230,7 @@ func fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	}
 	defer data.Close()
 	rc := ctxReader{ctx: ctx, r: data}
-	storedSum := &countingWriter{h: sha256.New()}
+	storedSum := repository.NewDigest()
 	dec, err := repository.NewDecoder(io.TeeReader(rc, storedSum), m.Compression, m.Encryption, identities, m.RawSize)
 	if err != nil {
 		return fail(err)
@@ -247,8 +245,8 @@ func fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 		}
 		// Drain what is left, so the stored checksum can name the cause.
 		_, _ = io.Copy(io.Discard, io.TeeReader(rc, storedSum))
-		if storedSum.n != m.StoredSize || hex.EncodeToString(storedSum.h.Sum(nil)) != m.StoredSHA256 {
-			return fail(fmt.Errorf("%w: stored object %s is damaged (%d of %d bytes, SHA-256 differs from the manifest); decoding failed: %v", ErrCorrupt, m.Data, storedSum.n, m.StoredSize, err))
+		if !storedSum.Matches(m.StoredSize, m.StoredSHA256) {
+			return fail(fmt.Errorf("%w: stored object %s is damaged (%d of %d bytes, SHA-256 differs from the manifest); decoding failed: %v", ErrCorrupt, m.Data, storedSum.Size(), m.StoredSize, err))
 		}
 		return fail(fmt.Errorf("%w: decode %s: %v", ErrCorrupt, m.Data, err))
 	}
@@ -256,9 +254,9 @@ func fetch(ctx context.Context, cp Copy, identities []age.Identity, dst string) 
 	if _, err := io.Copy(io.Discard, io.TeeReader(rc, storedSum)); err != nil {
 		return fail(fmt.Errorf("read %s: %w", m.Data, err))
 	}
-	rep.Bytes = storedSum.n
-	if storedSum.n != m.StoredSize || hex.EncodeToString(storedSum.h.Sum(nil)) != m.StoredSHA256 {
-		return fail(fmt.Errorf("%w: stored object %s has %d bytes with SHA-256 %x; the manifest says %d bytes, %s", ErrCorrupt, m.Data, storedSum.n, storedSum.h.Sum(nil), m.StoredSize, m.StoredSHA256))
+	rep.Bytes = storedSum.Size()
+	if !storedSum.Matches(m.StoredSize, m.StoredSHA256) {
+		return fail(fmt.Errorf("%w: stored object %s has %d bytes with SHA-256 %s; the manifest says %d bytes, %s", ErrCorrupt, m.Data, storedSum.Size(), storedSum.Sum(), m.StoredSize, m.StoredSHA256))
 	}
 	rep.Checks = append(rep.Checks, "stored-sha256")
 	if m.Encryption != nil {
@@ -364,7 +362,7 @@ func CopyTo(ctx context.Context, lg *slog.Logger, src Copy, dst *repository.Repo
 	}
 	defer rc.Close()
 	crc := crc32.New(crc32.MakeTable(crc32.Castagnoli))
-	vr := &verifyingReader{r: io.TeeReader(rc, crc), h: sha256.New(), size: m.StoredSize, sum: m.StoredSHA256, name: src.Repo.Target.Name + ":" + m.Data}
+	vr := repository.CheckedReader(io.TeeReader(rc, crc), m.StoredSize, m.StoredSHA256, src.Repo.Target.Name+":"+m.Data)
 	if _, err := dst.SaveNew(ctx, m.Data, vr); err != nil {
 		return "", fmt.Errorf("copy %s from %s to %s: %w", m.ID, src.Repo.Target.Name, dst.Target.Name, err)
 	}
@@ -434,27 +432,4 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
-}
-
-// verifyingReader passes a stored object through and, at its end, fails instead of returning
-// EOF when the size or SHA-256 differ from what is expected, so the backend discards the save.
-type verifyingReader struct {
-	r    io.Reader
-	h    hash.Hash
-	n    int64
-	size int64
-	sum  string
-	name string
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	v.h.Write(p[:n])
-	v.n += int64(n)
-	if err == io.EOF {
-		if got := hex.EncodeToString(v.h.Sum(nil)); v.n != v.size || got != v.sum {
-			return n, fmt.Errorf("%w: %s has %d bytes with SHA-256 %s; the manifest says %d bytes, %s", ErrCorrupt, v.name, v.n, got, v.size, v.sum)
-		}
-	}
-	return n, err
 }

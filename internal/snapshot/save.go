@@ -3,7 +3,6 @@ package snapshot
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -306,7 +305,7 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		}
 	}
 
-	storedSum := &countingWriter{h: sha256.New()}
+	storedSum := repository.NewDigest()
 	enc, err := opts.Codec.NewEncoder(io.MultiWriter(storedSum, fan))
 	if err != nil {
 		closeSinks(err)
@@ -394,8 +393,8 @@ func attempt(ctx context.Context, lg *slog.Logger, opts SaveOptions, id string, 
 		DataObject: repository.DataObject{
 			RawSize:      trailer.Size(),
 			SHA256:       hex.EncodeToString(trailer.Sum()),
-			StoredSize:   storedSum.n,
-			StoredSHA256: hex.EncodeToString(storedSum.h.Sum(nil)),
+			StoredSize:   storedSum.Size(),
+			StoredSHA256: storedSum.Sum(),
 			Data:         dataName,
 			Compression:  opts.Codec.Compression,
 			Encryption:   opts.Codec.Encryption(),

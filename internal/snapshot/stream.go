@@ -284,18 +284,6 @@ func (f *fanout) awaitTargets() {
 	}
 }
 
-// countingWriter counts and hashes what passes through it.
-type countingWriter struct {
-	h hash.Hash
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	c.h.Write(p)
-	c.n += int64(len(p))
-	return len(p), nil
-}
-
 // ScratchDir returns the folder for scratch copies of snapshots: dir if given, else /var/tmp
 // (on disk on most systems, where /tmp may be a tmpfs in memory), else the system's temporary
 // folder.
