@@ -257,6 +257,9 @@ func runRestore(ctx context.Context, env Env, s settings, o restoreOptions) erro
 		if len(rr.LeasesNotRestored) > 0 {
 			fmt.Fprintf(env.Stderr, "warning: %d keys are attached to %d leases the delta log holds no grant of; etcd cannot expire them\n", rr.LeaseKeys, len(rr.LeasesNotRestored))
 		}
+	} else if rep.Backup != "" && (o.toRevision != 0 || o.toTime != "") {
+		// The point asked for is the backup itself: nothing to replay.
+		fmt.Fprintf(env.Stdout, "the member holds the cluster as it was at revision %d, the backup's own: restore the other members with --to-revision %d\n", rep.Reached, rep.Reached)
 	} else if rep.Backup != "" && !o.noDelta {
 		fmt.Fprintln(env.Stdout, "no delta log of this backup in the targets: the member holds the backup's revision")
 	}
