@@ -439,7 +439,9 @@ func TestProtectedFlow(t *testing.T) {
 	require.NoError(t, err)
 	defer cli2.Close()
 	a = startAgent(t, cfg)
-	require.Eventually(t, func() bool { return a.out.count("delta log streaming") >= 1 && a.out.count("scheduled snapshot stored and verified") >= 1 },
+	require.Eventually(t, func() bool {
+		return a.out.count("delta log streaming") >= 1 && a.out.count("scheduled snapshot stored and verified") >= 1
+	},
 		60*time.Second, 50*time.Millisecond, "the agent takes a full snapshot of the recovered cluster and streams its chain")
 	put := func(k string) int64 {
 		resp, err := cli2.Put(t.Context(), k, "after-recovery")
