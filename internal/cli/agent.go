@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
@@ -148,7 +147,7 @@ func deltaSettings(ac config.Agent, targets []repository.Target) (agent.DeltaSet
 	}
 	local := -1
 	for i, t := range targets {
-		if (ac.DeltaTarget == "" && strings.HasPrefix(t.URL, "file:") && !t.Offline) || (ac.DeltaTarget != "" && t.Name == ac.DeltaTarget) {
+		if (ac.DeltaTarget == "" && t.IsLocal() && !t.Offline) || (ac.DeltaTarget != "" && t.Name == ac.DeltaTarget) {
 			local = i
 			break
 		}
@@ -158,7 +157,7 @@ func deltaSettings(ac config.Agent, targets []repository.Target) (agent.DeltaSet
 		return d, fmt.Errorf("%w: the delta log keeps its open segment on a local disk, and no target is a file:// one that is not offline: add one, or set agent.delta-log: false", ErrUsage)
 	case local < 0:
 		return d, fmt.Errorf("%w: agent.delta-target %q names no target", ErrUsage, ac.DeltaTarget)
-	case !strings.HasPrefix(targets[local].URL, "file:"):
+	case !targets[local].IsLocal():
 		return d, fmt.Errorf("%w: agent.delta-target %q is not a file:// target: the open segment needs a local disk", ErrUsage, ac.DeltaTarget)
 	case targets[local].Offline:
 		// The agent cannot run its delta log while the medium is absent, and would stop at

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
 	"github.com/etcdguard/etcdguard/internal/backend/local"
@@ -112,6 +113,10 @@ func (t *Target) Normalize() error {
 	}
 	return nil
 }
+
+// IsLocal reports whether the target is a folder of this host's file system (a file:// URL):
+// a local disk, a network mount or a removable medium.
+func (t Target) IsLocal() bool { return strings.HasPrefix(t.URL, "file:") }
 
 // Redacted returns the target's URL with no credentials in it (redact.URL), for messages,
 // logs and manifests.

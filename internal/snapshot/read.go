@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -77,7 +76,7 @@ func PreferredOrder(copies []Copy) []Copy {
 		switch {
 		case t.Offline:
 			return 2
-		case strings.HasPrefix(t.URL, "file:"):
+		case t.IsLocal():
 			return 0
 		}
 		return 1
