@@ -74,16 +74,6 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 		shippers = append(shippers, sh)
 		wg.Go(func() { _ = sh.Run(ctx) })
 	}
-	// The remotes that open now serve the writer's resume (a takeover continues the chain from
-	// the one holding the most of it); those that do not are shipped to once they answer.
-	var remotes []*repository.Repository
-	for _, sh := range shippers {
-		if r, err := sh.To(ctx); err == nil {
-			remotes = append(remotes, r)
-		} else {
-			lg.Warn("a target does not open; the delta log waits on the local target and is shipped to it once it answers", "target", sh.Target.Name, "error", err)
-		}
-	}
 	writer := a.writerName()
 	times := deltalog.NewReceiptTimes(deltalog.DefaultReceiptTimes)
 	for ctx.Err() == nil {
@@ -97,7 +87,7 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 			continue
 		}
 		lg.Info("elected the delta writer of the cluster", "term", term, "writer", writer)
-		err = a.streamChains(lctx, lg, s, local, remotes, shippers, cli, term, writer, times)
+		err = a.streamChains(lctx, lg, s, local, shippers, cli, term, writer, times)
 		resign()
 		if err != nil {
 			return err
@@ -111,9 +101,9 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 
 // streamChains streams one chain after another while this agent is the delta writer (until ctx
 // ends: the agent stops, or it lost the election).
-func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettings, local *repository.Repository, remotes []*repository.Repository, shippers []*deltalog.Shipper, cli *clientv3.Client, term int64, writer string, times *deltalog.ReceiptTimes) error {
+func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettings, local *repository.Repository, shippers []*deltalog.Shipper, cli *clientv3.Client, term int64, writer string, times *deltalog.ReceiptTimes) error {
 	opts := deltalog.StreamOptions{
-		Client: cli, Local: local, Remotes: remotes, Codec: a.current().Save.Codec, Term: term, Writer: writer, Times: times,
+		Client: cli, Local: local, Codec: a.current().Save.Codec, Term: term, Writer: writer, Times: times,
 		SyncInterval: s.SyncInterval, SealInterval: s.SealInterval,
 		Logger: lg, Now: a.opts.Now,
 		OnDurable: func(p deltalog.Progress) {
@@ -131,6 +121,11 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 	var base *repository.Manifest
 	var err error
 	for ctx.Err() == nil {
+		// The remotes that open now serve the base's choice and the writer's resume (a
+		// takeover continues the chain from the one that holds the most of it); one that does
+		// not is shipped to once it answers, and counted here at the next chain.
+		remotes := openRemotes(ctx, lg, shippers)
+		opts.Remotes = remotes
 		if base == nil {
 			base, err = a.deltaBase(ctx, append([]*repository.Repository{local}, remotes...), cli)
 			if err != nil {
@@ -178,6 +173,26 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 	}
 	return nil
 }
+
+// openRemotes returns the shippers' targets that open now. A target not opened yet is given a
+// few seconds: the chain's start waits for it (its revisions wait in etcd meanwhile).
+func openRemotes(ctx context.Context, lg *slog.Logger, shippers []*deltalog.Shipper) []*repository.Repository {
+	var remotes []*repository.Repository
+	for _, sh := range shippers {
+		octx, cancel := context.WithTimeout(ctx, remoteOpenTimeout)
+		r, err := sh.To(octx)
+		cancel()
+		if err != nil {
+			lg.Warn("a target does not open; the delta log waits on the local target and is shipped to it once it answers", "target", sh.Target.Name, "error", err)
+			continue
+		}
+		remotes = append(remotes, r)
+	}
+	return remotes
+}
+
+// remoteOpenTimeout bounds how long a chain's start waits for a remote target that is not open.
+const remoteOpenTimeout = 3 * time.Second
 
 // deltaBase returns the newest full backup, in the local target or the remotes, of the cluster
 // the client reaches, or nil when there is none. (A writer that took over from another one on
