@@ -29,7 +29,6 @@ type Load struct {
 	keys map[string]*keyLog
 	acks []Ack // in the order the acknowledgements were recorded
 	// acked counts the acknowledged operations, errors the failed ones.
-	acked  int64
 	errors int64
 }
 
@@ -100,7 +99,7 @@ func (l *Load) Halt() {
 func (l *Load) Acked() (acked, failed int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.acked, l.errors
+	return int64(len(l.acks)), l.errors
 }
 
 func (l *Load) work(cli *clientv3.Client, w int) {
@@ -243,7 +242,6 @@ func (l *Load) record(keys []string, seqs []int64, deleted bool, rev int64, sent
 		l.errors++
 		return
 	}
-	l.acked++
 	l.acks = append(l.acks, Ack{Revision: rev, At: now, Latency: now.Sub(sent)})
 	for i, k := range keys {
 		kl := l.keys[k]
