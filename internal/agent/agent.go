@@ -20,6 +20,7 @@ import (
 	"github.com/oklog/run"
 
 	"github.com/etcdguard/etcdguard/internal/config"
+	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -73,6 +74,11 @@ type Agent struct {
 	mu       sync.Mutex
 	settings Settings
 	newest   *repository.Manifest // the newest backup in the targets, by the time it was taken
+	// lastFull is, per target name, when the newest backup stored there was taken.
+	lastFull map[string]time.Time
+	lastSave saveSizes // the last stored backup's sizes and duration
+	shippers []*deltalog.Shipper
+	metrics  *metrics
 	running  time.Time            // when the run in progress started; zero when none is
 	lastRun  runOutcome
 	delta    deltaState
@@ -110,8 +116,9 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 	}
 	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s,
 		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1)}
+	a.metrics = newMetrics(a)
 	a.warnFastSchedule(s)
-	a.newest = a.newestIn(ctx, s.Save.Targets)
+	a.newest, a.lastFull = a.newestIn(ctx, s.Save.Targets)
 	return a, nil
 }
 
@@ -195,9 +202,9 @@ func (a *Agent) reload(ctx context.Context) {
 	}
 	s.Delta = old.Delta
 	a.warnFastSchedule(s)
-	newest := a.newestIn(ctx, s.Save.Targets) // the targets may be others now
+	newest, lastFull := a.newestIn(ctx, s.Save.Targets) // the targets may be others now
 	a.mu.Lock()
-	a.settings, a.newest = s, newest
+	a.settings, a.newest, a.lastFull = s, newest, lastFull
 	a.mu.Unlock()
 	select {
 	case a.wakeup <- struct{}{}:
@@ -206,8 +213,10 @@ func (a *Agent) reload(ctx context.Context) {
 	a.lg.Info("config reloaded", "snapshot_schedule", s.ScheduleSpec, "next_snapshot", s.Schedule.Next(a.opts.Now()), "targets", targetNames(s.Save.Targets))
 }
 
-// newestIn reads the targets' manifests and returns the newest backup, or nil for none.
-func (a *Agent) newestIn(ctx context.Context, targets []repository.Target) *repository.Manifest {
+// newestIn reads the targets' manifests and returns the newest backup, or nil for none, and,
+// per target, when the newest backup stored there was taken.
+func (a *Agent) newestIn(ctx context.Context, targets []repository.Target) (*repository.Manifest, map[string]time.Time) {
+	perTarget := map[string]time.Time{}
 	c, err := snapshot.Load(ctx, targets)
 	if c != nil {
 		defer c.Close()
@@ -217,21 +226,36 @@ func (a *Agent) newestIn(ctx context.Context, targets []repository.Target) *repo
 	}
 	if err != nil {
 		a.lg.Warn("could not list the backups in the targets", "error", err)
-		return nil
+		return nil, perTarget
+	}
+	for _, e := range c.Entries {
+		for _, cp := range e.Copies {
+			if t := cp.Manifest.Started; t.After(perTarget[cp.Repo.Target.Name]) {
+				perTarget[cp.Repo.Target.Name] = t
+			}
+		}
 	}
 	if n := len(c.Entries); n > 0 {
 		m := c.Entries[n-1].Manifest
-		return &m
+		return &m, perTarget
 	}
-	return nil
+	return nil, perTarget
 }
 
-// noteBackup records a backup if it is the newest known.
+// noteBackup records a backup: the newest known, if it is, and the targets that store it.
 func (a *Agent) noteBackup(m repository.Manifest) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.newest == nil || m.Started.After(a.newest.Started) {
 		a.newest = &m
+	}
+	if a.lastFull == nil {
+		a.lastFull = map[string]time.Time{}
+	}
+	for _, t := range m.Targets {
+		if t.State == repository.StateStored && m.Started.After(a.lastFull[t.Name]) {
+			a.lastFull[t.Name] = m.Started
+		}
 	}
 }
 

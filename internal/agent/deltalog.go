@@ -40,6 +40,9 @@ type deltaState struct {
 	progress deltalog.Progress
 	lastErr  error
 	errAt    time.Time
+	// electedAt is when this agent last became the writer; caughtUpAt when its delta log last
+	// held every revision etcd had reported (the recovery point is measured from it).
+	electedAt, caughtUpAt time.Time
 }
 
 // deltaLog runs the delta log until ctx ends: it streams the chain of the newest full backup on
@@ -74,6 +77,9 @@ func (a *Agent) deltaLog(ctx context.Context) error {
 		shippers = append(shippers, sh)
 		wg.Go(func() { _ = sh.Run(ctx) })
 	}
+	a.mu.Lock()
+	a.shippers = shippers
+	a.mu.Unlock()
 	writer := a.writerName()
 	times := deltalog.NewReceiptTimes(deltalog.DefaultReceiptTimes)
 	for ctx.Err() == nil {
@@ -109,6 +115,9 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 		OnDurable: func(p deltalog.Progress) {
 			a.mu.Lock()
 			a.delta.progress = p
+			if p.Revision >= p.Head && p.WatchErr == nil {
+				a.delta.caughtUpAt = a.opts.Now()
+			}
 			a.mu.Unlock()
 		},
 		OnSealed: func(m repository.SegmentManifest) {
@@ -352,6 +361,9 @@ func (a *Agent) setStandby(standby bool, leader string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.delta.standby, a.delta.leader = standby, leader
+	if !standby {
+		a.delta.electedAt, a.delta.caughtUpAt = a.opts.Now(), time.Time{}
+	}
 }
 
 // isWriter reports whether this agent is the delta writer (always, with the delta log off: then

@@ -106,6 +106,7 @@ func (a *Agent) handler() http.Handler {
 		}
 		fmt.Fprintln(w, "ready: "+reason)
 	})
+	mux.Handle("GET /metrics", a.metrics.handler())
 	mux.HandleFunc("GET /-/status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -90,7 +90,13 @@ func (a *Agent) runOnce(ctx context.Context, s Settings, slot time.Time, why str
 	a.lg.Info("scheduled snapshot started", "slot", slot, "reason", why)
 	res, err := a.opts.Save(ctx, opts)
 	m := res.Manifest
+	if ctx.Err() == nil {
+		a.metrics.saved(res, err)
+	}
 	if m.ID != "" {
+		a.mu.Lock()
+		a.lastSave = saveSizes{raw: m.RawSize, stored: m.StoredSize, elapsed: res.Elapsed}
+		a.mu.Unlock()
 		a.noteBackup(m) // a partial backup is stored and verified too
 		a.offerBase(m)
 	}

@@ -50,6 +50,18 @@ type Config struct {
 
 	// Agent holds the settings of `etcdguard agent` only; every one has a default.
 	Agent Agent `yaml:"agent"`
+
+	// Policy is the 3-2-1 rule `etcdguard policy check` and the agent judge the targets by.
+	Policy Policy `yaml:"policy"`
+}
+
+// Policy is the `policy:` section: the 3-2-1 rule's numbers (default 3 copies, 2 media, 1
+// offline copy at most 7 days old).
+type Policy struct {
+	Copies        int      `yaml:"copies"`
+	Media         int      `yaml:"media"`
+	Offline       int      `yaml:"offline"`
+	OfflineMaxAge Duration `yaml:"offline-max-age"`
 }
 
 // Agent is the `agent:` section: what only the long-running agent uses.
@@ -142,6 +154,7 @@ func Default() Config {
 		Compression:    repository.CompressionZstd,
 		StateDir:       "/var/lib/etcdguard",
 		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress},
+		Policy:         Policy{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: Duration(7 * 24 * time.Hour)},
 	}
 }
 
@@ -217,6 +230,9 @@ func (c Config) Validate() error {
 	}
 	if c.Agent.DeltaSyncInterval < 0 || c.Agent.DeltaSealInterval < 0 {
 		return errors.New("agent: delta-sync-interval and delta-seal-interval must not be negative")
+	}
+	if p := c.Policy; p.Copies < 0 || p.Media < 0 || p.Offline < 0 || p.OfflineMaxAge < 0 {
+		return errors.New("policy: copies, media, offline and offline-max-age must not be negative")
 	}
 	if c.Agent.DeltaTarget != "" && !normalized[c.Agent.DeltaTarget] {
 		return fmt.Errorf("agent: delta-target %q names no target: use the name of a file:// target", c.Agent.DeltaTarget)

@@ -34,6 +34,9 @@ type Shipper struct {
 	wake   chan struct{}
 	// Shipped is the last revision known stored on To, per base.
 	shipped map[string]int64
+	// newest is the newest revision shipped (of any chain), received by the writer at newestAt.
+	newest   int64
+	newestAt time.Time
 	skipped map[repository.SegmentRef]bool // segments not shipped (overlaps), logged once
 }
 
@@ -228,7 +231,7 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 	sort.Slice(segs, func(i, j int) bool { return segs[i].First < segs[j].First })
 	for _, ref := range segs {
 		if have[ref] {
-			s.noteShipped(base, ref.Last)
+			s.noteShipped(base, ref.Last, time.Time{})
 			continue
 		}
 		if o, ok := overlapping(remote.Segments, ref); ok {
@@ -256,7 +259,7 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 				return false, err
 			}
 		}
-		s.noteShipped(base, ref.Last)
+		s.noteShipped(base, ref.Last, m.LastTime)
 		s.Logger.Debug("shipped delta segment", "segment", ref.String())
 	}
 	if !local.Ended {
@@ -274,8 +277,19 @@ func (s *Shipper) ship(ctx context.Context, base string) (done bool, err error) 
 	return true, nil
 }
 
-func (s *Shipper) noteShipped(base string, rev int64) {
+func (s *Shipper) noteShipped(base string, rev int64, received time.Time) {
 	s.mu.Lock()
 	s.shipped[base] = max(s.shipped[base], rev)
+	if rev > s.newest {
+		s.newest, s.newestAt = rev, received
+	}
 	s.mu.Unlock()
+}
+
+// Newest returns the newest revision known stored on the target (of any chain) and when the
+// writer received it (zero when it was found there, not shipped by this Shipper).
+func (s *Shipper) Newest() (int64, time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.newest, s.newestAt
 }

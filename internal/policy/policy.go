@@ -1,0 +1,375 @@
+// Package policy checks the 3-2-1 rule over the backups the targets hold: enough copies of a
+// recent backup, on enough kinds of media, with a recent enough copy on an offline medium. An
+// offline target (a tape, a removable disk) is often not mounted: its inventory, the backups it
+// held the last time it was read, is kept in the state dir, so the check can still say how old
+// its newest copy is, and since when the medium has not been seen.
+//
+// Evaluate is pure (the listing and the time are inputs); Check reads the targets and the
+// inventories and records the inventories it could read.
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/etcdguard/etcdguard/internal/atomicfile"
+	"github.com/etcdguard/etcdguard/internal/repository"
+	"github.com/etcdguard/etcdguard/internal/snapshot"
+)
+
+// Rules are the 3-2-1 rule's numbers.
+type Rules struct {
+	// Copies is how many targets must hold the newest backup (an offline target counts when it
+	// holds a backup no older than OfflineMaxAge: its copy may lag that much); Media how many
+	// kinds of media those copies must span; Offline how many offline targets must hold a
+	// backup no older than OfflineMaxAge.
+	Copies, Media, Offline int
+	OfflineMaxAge          time.Duration
+}
+
+// DefaultRules are 3 copies on 2 media, 1 of them offline and at most 7 days old.
+var DefaultRules = Rules{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: 7 * 24 * time.Hour}
+
+// Target is what the check knows of one target.
+type Target struct {
+	Name    string `json:"name"`
+	Media   string `json:"media"`
+	Offline bool   `json:"offline,omitempty"`
+	// Seen says whether it was read now; when it was not, Backups is its inventory as of SeenAt
+	// (zero when it was never read), and Error why it could not be read now.
+	Seen    bool      `json:"seen"`
+	SeenAt  time.Time `json:"seen_at,omitzero"`
+	Error   string    `json:"error,omitempty"`
+	Backups []Held    `json:"backups"`
+}
+
+// Held is one backup a target holds.
+type Held struct {
+	ID      string    `json:"id"`
+	Started time.Time `json:"started"`
+}
+
+// Backup is one backup and where its copies are.
+type Backup struct {
+	ID      string    `json:"id"`
+	Started time.Time `json:"started"`
+	Targets []string  `json:"targets"`
+	Copies  int       `json:"copies"`
+	Media   int       `json:"media"`
+	Offline int       `json:"offline"`
+	// Meets says whether this backup alone is 3-2-1: copies, media and offline copies enough.
+	Meets bool `json:"meets"`
+}
+
+// Severity of a finding: a broken rule is critical; a rule the check could only judge from an
+// offline medium's recorded inventory, or not at all, is a warning.
+const (
+	OK       = "ok"
+	Warning  = "warning"
+	Critical = "critical"
+)
+
+// Finding is the verdict on one rule.
+type Finding struct {
+	Rule     string `json:"rule"`
+	Severity string `json:"severity"`
+	Message  string `json:"message"`
+	// Next is what to do about it, when it is not ok.
+	Next string `json:"next,omitempty"`
+}
+
+// Report is the whole check.
+type Report struct {
+	At       time.Time `json:"at"`
+	Rules    RulesJSON `json:"rules"`
+	Targets  []Target  `json:"targets"`
+	Backups  []Backup  `json:"backups"` // newest first
+	Findings []Finding `json:"findings"`
+	// Worst is the worst severity of the findings.
+	Worst string `json:"worst"`
+	// NewestOfflineAge is the age of the newest backup on any offline target (-1: none).
+	NewestOfflineAge time.Duration `json:"-"`
+}
+
+// RulesJSON is Rules as JSON writes them.
+type RulesJSON struct {
+	Copies        int    `json:"copies"`
+	Media         int    `json:"media"`
+	Offline       int    `json:"offline"`
+	OfflineMaxAge string `json:"offline_max_age"`
+}
+
+// Evaluate judges the rules over what the targets hold, at now.
+func Evaluate(targets []Target, r Rules, now time.Time) Report {
+	rep := Report{At: now, Targets: targets, NewestOfflineAge: -1,
+		Rules: RulesJSON{Copies: r.Copies, Media: r.Media, Offline: r.Offline, OfflineMaxAge: r.OfflineMaxAge.String()}}
+	byID := map[string]*Backup{}
+	media := map[string]map[string]bool{}
+	var freshOffline []Target // offline targets holding a backup no older than the limit
+	var newestOff time.Time
+	var newestOffTarget string
+	for _, t := range targets {
+		var newest time.Time
+		for _, h := range t.Backups {
+			b := byID[h.ID]
+			if b == nil {
+				b = &Backup{ID: h.ID, Started: h.Started}
+				byID[h.ID] = b
+				media[h.ID] = map[string]bool{}
+			}
+			b.Targets = append(b.Targets, t.Name)
+			b.Copies++
+			media[h.ID][t.Media] = true
+			if t.Offline {
+				b.Offline++
+			}
+			if h.Started.After(newest) {
+				newest = h.Started
+			}
+		}
+		if t.Offline && !newest.IsZero() {
+			if now.Sub(newest) <= r.OfflineMaxAge {
+				freshOffline = append(freshOffline, t)
+			}
+			if newest.After(newestOff) {
+				newestOff, newestOffTarget = newest, t.Name
+			}
+		}
+	}
+	for id, b := range byID {
+		b.Media = len(media[id])
+		b.Meets = b.Copies >= r.Copies && b.Media >= r.Media && b.Offline >= r.Offline
+		rep.Backups = append(rep.Backups, *b)
+	}
+	sort.Slice(rep.Backups, func(i, j int) bool {
+		if !rep.Backups[i].Started.Equal(rep.Backups[j].Started) {
+			return rep.Backups[i].Started.After(rep.Backups[j].Started)
+		}
+		return rep.Backups[i].ID > rep.Backups[j].ID
+	})
+	if !newestOff.IsZero() {
+		rep.NewestOfflineAge = now.Sub(newestOff)
+	}
+
+	unseen := map[string]Target{}
+	for _, t := range targets {
+		if !t.Seen {
+			unseen[t.Name] = t
+		}
+	}
+	add := func(f Finding) { rep.Findings = append(rep.Findings, f) }
+
+	// The offline rule first: the copies rule counts the fresh offline copies.
+	switch {
+	case len(freshOffline) >= r.Offline:
+		sev, msg := OK, fmt.Sprintf("%d offline target(s) hold a backup at most %s old", len(freshOffline), days(r.OfflineMaxAge))
+		if len(freshOffline) > 0 && !newestOff.IsZero() {
+			msg = fmt.Sprintf("the newest offline copy, on %s, is %s old (limit %s)", newestOffTarget, days(now.Sub(newestOff)), days(r.OfflineMaxAge))
+		}
+		for _, t := range freshOffline {
+			if !t.Seen {
+				sev = Warning
+				msg += fmt.Sprintf("; %s is not mounted: judged from its inventory as read %s", t.Name, t.SeenAt.UTC().Format(time.RFC3339))
+			}
+		}
+		add(Finding{Rule: "offline", Severity: sev, Message: msg})
+	default:
+		msg := fmt.Sprintf("%d offline target(s) hold a backup at most %s old; the rule asks for %d", len(freshOffline), days(r.OfflineMaxAge), r.Offline)
+		if newestOff.IsZero() {
+			msg += ": no offline target holds any backup"
+		} else {
+			msg += fmt.Sprintf(": the newest offline copy, on %s, is %s old", newestOffTarget, days(now.Sub(newestOff)))
+		}
+		next := "mount the offline medium and copy the newest backup to it: etcdguard snapshot copy latest --to NAME"
+		for _, t := range targets {
+			if t.Offline && !t.Seen {
+				if t.SeenAt.IsZero() {
+					msg += fmt.Sprintf("; %s has never been read (is it mounted?)", t.Name)
+				} else {
+					msg += fmt.Sprintf("; %s has not been mounted since %s (%s ago)", t.Name, t.SeenAt.UTC().Format(time.RFC3339), days(now.Sub(t.SeenAt)))
+				}
+				next = fmt.Sprintf("mount %s and copy the newest backup to it: etcdguard snapshot copy latest --to %s", t.Name, t.Name)
+			}
+		}
+		add(Finding{Rule: "offline", Severity: Critical, Message: msg, Next: next})
+	}
+
+	if len(rep.Backups) == 0 {
+		add(Finding{Rule: "copies", Severity: Critical, Message: "no target holds any backup", Next: "take one: etcdguard snapshot save"})
+		add(Finding{Rule: "media", Severity: Critical, Message: "no target holds any backup", Next: "take one: etcdguard snapshot save"})
+	} else {
+		newest := rep.Backups[0]
+		holders := map[string]bool{}
+		mediaOf := map[string]bool{}
+		for _, n := range newest.Targets {
+			holders[n] = true
+		}
+		for _, t := range targets {
+			if holders[t.Name] {
+				mediaOf[t.Media] = true
+			}
+		}
+		for _, t := range freshOffline {
+			if !holders[t.Name] {
+				holders[t.Name] = true // its copy lags, by no more than the limit
+				mediaOf[t.Media] = true
+			}
+		}
+		copies, nMedia := len(holders), len(mediaOf)
+		missing := []string{}
+		for _, t := range targets {
+			if !holders[t.Name] && !t.Offline {
+				missing = append(missing, t.Name)
+			}
+		}
+		sev, next := OK, ""
+		msg := fmt.Sprintf("the newest backup, %s, has %d copies (the rule asks for %d; a fresh offline copy of an older backup counts)", newest.ID, copies, r.Copies)
+		if copies < r.Copies {
+			sev = Critical
+			next = "add targets or copy the backup: etcdguard snapshot copy " + newest.ID + " --to NAME"
+			if len(missing) > 0 {
+				msg += fmt.Sprintf("; not in %v", missing)
+			}
+		}
+		add(Finding{Rule: "copies", Severity: sev, Message: msg, Next: next})
+		sev, next = OK, ""
+		if nMedia < r.Media {
+			sev, next = Critical, "keep a copy on another kind of medium (media: disk, s3, tape, usb) and copy the backup there"
+		}
+		add(Finding{Rule: "media", Severity: sev, Message: fmt.Sprintf("the newest backup's copies are on %d kind(s) of media (the rule asks for %d)", nMedia, r.Media), Next: next})
+	}
+	for _, t := range targets {
+		if !t.Seen && !t.Offline {
+			add(Finding{Rule: "readable", Severity: Warning, Message: fmt.Sprintf("target %s could not be read: %s", t.Name, t.Error),
+				Next: "etcdguard doctor names the problem; the check counts nothing from it"})
+		}
+	}
+	rep.Worst = OK
+	for _, f := range rep.Findings {
+		rep.Worst = worse(rep.Worst, f.Severity)
+	}
+	return rep
+}
+
+func worse(a, b string) string {
+	rank := map[string]int{OK: 0, Warning: 1, Critical: 2}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+// days writes a duration in days, or hours under two days.
+func days(d time.Duration) string {
+	if d < 48*time.Hour {
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%.1fd", d.Hours()/24)
+}
+
+// Options configure Check.
+type Options struct {
+	Targets []repository.Target
+	Rules   Rules
+	// StateDir keeps the inventories of offline targets (<state-dir>/inventory/<target>.json).
+	// Empty: inventories are neither read nor kept.
+	StateDir string
+	Now      func() time.Time
+}
+
+// Check lists every target, keeps the inventory of each offline target it could read, reads the
+// recorded inventory of each it could not, and evaluates the rules.
+func Check(ctx context.Context, opts Options) (Report, error) {
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	c, err := snapshot.Load(ctx, opts.Targets)
+	if c != nil {
+		defer c.Close()
+	}
+	if err != nil {
+		return Report{}, err
+	}
+	at := now()
+	held := map[string][]Held{}
+	for _, e := range c.Entries {
+		for _, cp := range e.Copies {
+			n := cp.Repo.Target.Name
+			held[n] = append(held[n], Held{ID: cp.Manifest.ID, Started: cp.Manifest.Started})
+		}
+	}
+	var ts []Target
+	for _, t := range opts.Targets {
+		pt := Target{Name: t.Name, Media: t.Media, Offline: t.Offline, Backups: held[t.Name]}
+		if why, bad := c.Unreadable[t.Name]; bad {
+			pt.Error = why
+			if t.Offline && opts.StateDir != "" {
+				inv, err := readInventory(opts.StateDir, t.Name)
+				if err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return Report{}, err
+				}
+				pt.SeenAt, pt.Backups = inv.SeenAt, inv.Backups
+			}
+		} else {
+			pt.Seen, pt.SeenAt = true, at
+			if t.Offline && opts.StateDir != "" {
+				if err := writeInventory(opts.StateDir, t.Name, inventory{SeenAt: at, Backups: pt.Backups}); err != nil {
+					return Report{}, err
+				}
+			}
+		}
+		if pt.Backups == nil {
+			pt.Backups = []Held{}
+		}
+		ts = append(ts, pt)
+	}
+	return Evaluate(ts, opts.Rules, at), nil
+}
+
+// inventory is what an offline target held when it was last read.
+type inventory struct {
+	Target  string    `json:"target"`
+	SeenAt  time.Time `json:"seen_at"`
+	Backups []Held    `json:"backups"`
+}
+
+func inventoryPath(stateDir, target string) string {
+	return filepath.Join(stateDir, "inventory", url.PathEscape(target)+".json") // a name never leaves the folder
+}
+
+func readInventory(stateDir, target string) (inventory, error) {
+	var inv inventory
+	data, err := os.ReadFile(inventoryPath(stateDir, target))
+	if err != nil {
+		return inv, err
+	}
+	if err := json.Unmarshal(data, &inv); err != nil {
+		return inv, fmt.Errorf("the recorded inventory of offline target %s, %s, does not read (%v): remove it, and mount the target once to record it again", target, inventoryPath(stateDir, target), err)
+	}
+	return inv, nil
+}
+
+func writeInventory(stateDir, target string, inv inventory) error {
+	inv.Target = target
+	data, err := json.MarshalIndent(inv, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(inventoryPath(stateDir, target))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("record the inventory of offline target %s: %w", target, err)
+	}
+	if err := atomicfile.Write(inventoryPath(stateDir, target), data, 0o600); err != nil {
+		return fmt.Errorf("record the inventory of offline target %s: %w", target, err)
+	}
+	return nil
+}

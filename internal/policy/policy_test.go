@@ -1,0 +1,102 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEvaluate(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	ago := func(d time.Duration) time.Time { return now.Add(-d) }
+	day := 24 * time.Hour
+	held := func(ids ...string) []Held {
+		var hs []Held
+		for _, id := range ids {
+			d, _ := time.ParseDuration(id[1:])
+			hs = append(hs, Held{ID: id, Started: ago(d)})
+		}
+		return hs
+	}
+	// Backup ids here are "b<age>" so the table reads as what each target holds.
+	ssd := Target{Name: "ssd", Media: "disk", Seen: true, Backups: held("b1h", "b25h", "b200h")}
+	s3 := Target{Name: "s3", Media: "s3", Seen: true, Backups: held("b1h", "b25h", "b200h")}
+	tape := func(seen bool, seenAt time.Time, ids ...string) Target {
+		return Target{Name: "tape", Media: "tape", Offline: true, Seen: seen, SeenAt: seenAt, Backups: held(ids...)}
+	}
+	for _, tc := range []struct {
+		name    string
+		targets []Target
+		worst   string
+		// wants maps a rule to its severity and words its message or next step must hold.
+		wants map[string][]string
+	}{
+		{"all three, the tape mounted and fresh", []Target{ssd, s3, tape(true, now, "b25h")}, OK,
+			map[string][]string{"offline": {OK, "on tape, is 25h0m0s old"}, "copies": {OK, "3 copies"}, "media": {OK, "3 kind"}}},
+		{"the tape unmounted, its inventory fresh", []Target{ssd, s3, tape(false, ago(2*day), "b25h")}, Warning,
+			map[string][]string{"offline": {Warning, "tape is not mounted"}, "copies": {OK}}},
+		{"the tape unmounted longer than its limit", []Target{ssd, s3, tape(false, ago(8*day), "b200h")}, Critical,
+			map[string][]string{"offline": {Critical, "8.3d old", "has not been mounted since", "snapshot copy latest --to tape"}, "copies": {Critical, "2 copies"}, "media": {OK, "2 kind"}}},
+		{"the tape never read", []Target{ssd, s3, tape(false, time.Time{})}, Critical,
+			map[string][]string{"offline": {Critical, "no offline target holds any backup", "never been read"}}},
+		{"two disks and a tape", []Target{ssd, {Name: "ssd2", Media: "disk", Seen: true, Backups: held("b1h")}, tape(true, now, "b1h")}, OK,
+			map[string][]string{"media": {OK, "2 kind"}}},
+		{"disks only, no offline", []Target{ssd, {Name: "ssd2", Media: "disk", Seen: true, Backups: held("b1h")}}, Critical,
+			map[string][]string{"media": {Critical, "1 kind"}, "copies": {Critical, "2 copies"}, "offline": {Critical}}},
+		{"the newest not copied to s3 yet", []Target{{Name: "ssd", Media: "disk", Seen: true, Backups: held("b1m", "b1h")}, s3, tape(true, now, "b25h")}, Critical,
+			map[string][]string{"copies": {Critical, "2 copies", "not in [s3]"}}},
+		{"an online target unreadable", []Target{ssd, {Name: "s3", Media: "s3", Error: "connection refused"}, tape(true, now, "b1h")}, Critical,
+			map[string][]string{"readable": {Warning, "s3 could not be read: connection refused"}, "copies": {Critical}}},
+		{"nothing anywhere", []Target{{Name: "ssd", Media: "disk", Seen: true}}, Critical,
+			map[string][]string{"copies": {Critical, "no target holds any backup"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep := Evaluate(tc.targets, DefaultRules, now)
+			if rep.Worst != tc.worst {
+				t.Errorf("worst = %s, want %s; findings %+v", rep.Worst, tc.worst, rep.Findings)
+			}
+			for rule, want := range tc.wants {
+				var f *Finding
+				for i := range rep.Findings {
+					if rep.Findings[i].Rule == rule {
+						f = &rep.Findings[i]
+					}
+				}
+				if f == nil {
+					t.Errorf("no finding for rule %s", rule)
+					continue
+				}
+				if f.Severity != want[0] {
+					t.Errorf("%s: severity %s, want %s (%s)", rule, f.Severity, want[0], f.Message)
+				}
+				for _, w := range want[1:] {
+					if !strings.Contains(f.Message+" "+f.Next, w) {
+						t.Errorf("%s: %q lacks %q", rule, f.Message+" next: "+f.Next, w)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestEvaluateBackupRows(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	a, b := Held{ID: "a", Started: now.Add(-2 * time.Hour)}, Held{ID: "b", Started: now.Add(-time.Hour)}
+	rep := Evaluate([]Target{
+		{Name: "ssd", Media: "disk", Seen: true, Backups: []Held{a, b}},
+		{Name: "s3", Media: "s3", Seen: true, Backups: []Held{a, b}},
+		{Name: "tape", Media: "tape", Offline: true, Seen: true, Backups: []Held{a}},
+	}, DefaultRules, now)
+	if len(rep.Backups) != 2 || rep.Backups[0].ID != "b" {
+		t.Fatalf("rows %+v, want b then a", rep.Backups)
+	}
+	if r := rep.Backups[0]; r.Copies != 2 || r.Media != 2 || r.Offline != 0 || r.Meets {
+		t.Errorf("b: %+v, want 2 copies, 2 media, no offline, not 3-2-1 alone", r)
+	}
+	if r := rep.Backups[1]; r.Copies != 3 || r.Media != 3 || r.Offline != 1 || !r.Meets {
+		t.Errorf("a: %+v, want 3 copies, 3 media, 1 offline, 3-2-1", r)
+	}
+	if rep.Worst != OK {
+		t.Errorf("worst %s: the tape's copy of a counts for the newest (%+v)", rep.Worst, rep.Findings)
+	}
+}
