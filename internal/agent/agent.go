@@ -79,7 +79,7 @@ type Agent struct {
 	lastSave saveSizes // the last stored backup's sizes and duration
 	shippers []*deltalog.Shipper
 	metrics  *metrics
-	running  time.Time            // when the run in progress started; zero when none is
+	running  time.Time // when the run in progress started; zero when none is
 	lastRun  runOutcome
 	delta    deltaState
 }

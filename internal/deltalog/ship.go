@@ -37,7 +37,7 @@ type Shipper struct {
 	// newest is the newest revision shipped (of any chain), received by the writer at newestAt.
 	newest   int64
 	newestAt time.Time
-	skipped map[repository.SegmentRef]bool // segments not shipped (overlaps), logged once
+	skipped  map[repository.SegmentRef]bool // segments not shipped (overlaps), logged once
 }
 
 // overlapping returns a segment of segs that shares a revision with ref.
