@@ -21,6 +21,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/config"
 	"github.com/etcdguard/etcdguard/internal/deltalog"
+	"github.com/etcdguard/etcdguard/internal/policy"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -39,6 +40,8 @@ type Settings struct {
 	ListenAddress string
 	// Delta configures the delta log. It is read once, at start, as ListenAddress is.
 	Delta DeltaSettings
+	// Policy configures the agent's 3-2-1 checks.
+	Policy PolicySettings
 }
 
 // Options configures an agent.
@@ -77,6 +80,8 @@ type Agent struct {
 	// lastFull is, per target name, when the newest backup stored there was taken.
 	lastFull map[string]time.Time
 	lastSave saveSizes // the last stored backup's sizes and duration
+	policy   *policy.Report // the last 3-2-1 check; nil before the first
+	checkNow chan struct{}  // a snapshot was stored: check the 3-2-1 rule again
 	shippers []*deltalog.Shipper
 	metrics  *metrics
 	running  time.Time // when the run in progress started; zero when none is
@@ -115,7 +120,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: listen on %s: %w", s.ListenAddress, err)
 	}
 	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s,
-		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1)}
+		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1), checkNow: make(chan struct{}, 1)}
 	a.metrics = newMetrics(a)
 	a.warnFastSchedule(s)
 	a.newest, a.lastFull = a.newestIn(ctx, s.Save.Targets)
@@ -148,6 +153,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return a.deltaLog(ctx) }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { a.policyLoop(ctx); return nil }, func(error) { cancel() })
 	}
 	{
 		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}

@@ -164,7 +164,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	d := a.delta
 	shippers := a.shippers
+	pol := a.policy
 	a.mu.Unlock()
+	collectPolicy(pol, now, gauge)
 
 	if s.Delta.Enabled {
 		writer := !d.standby && d.leader != ""

@@ -97,6 +97,10 @@ func (a *Agent) runOnce(ctx context.Context, s Settings, slot time.Time, why str
 		a.mu.Lock()
 		a.lastSave = saveSizes{raw: m.RawSize, stored: m.StoredSize, elapsed: res.Elapsed}
 		a.mu.Unlock()
+		select {
+		case a.checkNow <- struct{}{}:
+		default:
+		}
 		a.noteBackup(m) // a partial backup is stored and verified too
 		a.offerBase(m)
 	}

@@ -79,6 +79,9 @@ type Agent struct {
 	// DeltaSealInterval how often it is sealed, stored and shipped (default 10s).
 	DeltaSyncInterval Duration `yaml:"delta-sync-interval"`
 	DeltaSealInterval Duration `yaml:"delta-seal-interval"`
+	// PolicyCheckInterval is how often the agent checks the 3-2-1 rule (default 15m; it also
+	// checks after each snapshot it stores).
+	PolicyCheckInterval Duration `yaml:"policy-check-interval"`
 }
 
 // DeltaLogOn reports whether the delta log is on: unless delta-log is false.
@@ -228,8 +231,8 @@ func (c Config) Validate() error {
 	if _, err := ParseSchedule(c.Agent.SnapshotSchedule); err != nil {
 		return err
 	}
-	if c.Agent.DeltaSyncInterval < 0 || c.Agent.DeltaSealInterval < 0 {
-		return errors.New("agent: delta-sync-interval and delta-seal-interval must not be negative")
+	if c.Agent.DeltaSyncInterval < 0 || c.Agent.DeltaSealInterval < 0 || c.Agent.PolicyCheckInterval < 0 {
+		return errors.New("agent: delta-sync-interval, delta-seal-interval and policy-check-interval must not be negative")
 	}
 	if p := c.Policy; p.Copies < 0 || p.Media < 0 || p.Offline < 0 || p.OfflineMaxAge < 0 {
 		return errors.New("policy: copies, media, offline and offline-max-age must not be negative")
