@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"time"
@@ -115,7 +116,7 @@ func (m *metrics) saved(res snapshot.SaveResult, err error) {
 
 var (
 	descLastFull = prometheus.NewDesc("etcdguard_last_full_snapshot_timestamp_seconds",
-		"When the newest full backup stored in the target was taken (Unix time).", []string{"target"}, nil)
+		"When the newest full backup stored in the target was taken (Unix time); offline says whether the target is an offline medium.", []string{"target", "offline"}, nil)
 	descSnapshotSize = prometheus.NewDesc("etcdguard_last_snapshot_size_bytes",
 		"The size of the last full snapshot the agent stored: raw (the database) and stored (after compression and encryption).", []string{"kind"}, nil)
 	descSnapshotElapsed = prometheus.NewDesc("etcdguard_last_snapshot_duration_seconds",
@@ -154,8 +155,14 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 
 	a.mu.Lock()
 	s := a.settings
+	offline := map[string]string{}
+	for _, t := range s.Save.Targets {
+		offline[t.Name] = fmt.Sprint(t.Offline)
+	}
 	for name, t := range a.lastFull {
-		gauge(descLastFull, unix(t), name)
+		if off, ok := offline[name]; ok { // a target the settings still name
+			gauge(descLastFull, unix(t), name, off)
+		}
 	}
 	if last := a.lastSave; last.elapsed > 0 {
 		gauge(descSnapshotSize, float64(last.raw), "raw")

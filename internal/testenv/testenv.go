@@ -56,3 +56,28 @@ func Prefix(tb testing.TB) string {
 	}
 	return string(b)
 }
+
+// Promtool and Prometheus return the paths of Prometheus' promtool and server (Debian's
+// prometheus package, which scripts/deps installs), failing the test if they are missing.
+func Promtool(tb testing.TB) string {
+	tb.Helper()
+	return require(tb, prometheusBin("promtool"))
+}
+
+// Prometheus: see Promtool.
+func Prometheus(tb testing.TB) string {
+	tb.Helper()
+	return require(tb, prometheusBin("prometheus"))
+}
+
+func prometheusBin(name string) string {
+	if p := filepath.Join(ToolsDir(), "prometheus", name); fileExists(p) {
+		return p
+	}
+	return filepath.Join("/usr/bin", name)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
