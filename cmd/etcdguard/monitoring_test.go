@@ -129,10 +129,10 @@ func metricNames(expr string) []string {
 
 func TestMetricNames(t *testing.T) {
 	for expr, want := range map[string][]string{
-		`time() - max by (target) (etcdguard_last_full_snapshot_timestamp_seconds{offline="false"}) > 3600`: {"etcdguard_last_full_snapshot_timestamp_seconds"},
+		`time() - max by (target) (etcdguard_last_full_snapshot_timestamp_seconds{offline="false"}) > 3600`:       {"etcdguard_last_full_snapshot_timestamp_seconds"},
 		`histogram_quantile(0.99, sum by (instance, le) (rate(etcd_disk_wal_fsync_duration_seconds_bucket[5m])))`: {"etcd_disk_wal_fsync_duration_seconds_bucket"},
-		`etcd_mvcc_db_total_size_in_bytes / etcd_server_quota_backend_bytes`:                                        {"etcd_mvcc_db_total_size_in_bytes", "etcd_server_quota_backend_bytes"},
-		`(sum(a_b) < 1) or absent(c == 1) and on() up{job="x y"}`:                                                      {"a_b", "c", "up"},
+		`etcd_mvcc_db_total_size_in_bytes / etcd_server_quota_backend_bytes`:                                      {"etcd_mvcc_db_total_size_in_bytes", "etcd_server_quota_backend_bytes"},
+		`(sum(a_b) < 1) or absent(c == 1) and on() up{job="x y"}`:                                                 {"a_b", "c", "up"},
 	} {
 		require.Equal(t, want, metricNames(expr), expr)
 	}
@@ -282,7 +282,6 @@ func TestMonitoring(t *testing.T) {
 		60*time.Second, 500*time.Millisecond, "EtcdguardSnapshotsFailing fires once the S3 target is gone")
 	require.Contains(t, a.out.String(), "scheduled snapshot stored in some targets only")
 }
-
 
 // promServer is a real Prometheus server scraping the agent and etcd every second.
 type promServer struct {

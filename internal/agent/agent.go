@@ -79,7 +79,7 @@ type Agent struct {
 	newest   *repository.Manifest // the newest backup in the targets, by the time it was taken
 	// lastFull is, per target name, when the newest backup stored there was taken.
 	lastFull map[string]time.Time
-	lastSave saveSizes // the last stored backup's sizes and duration
+	lastSave saveSizes      // the last stored backup's sizes and duration
 	policy   *policy.Report // the last 3-2-1 check; nil before the first
 	checkNow chan struct{}  // a snapshot was stored: check the 3-2-1 rule again
 	shippers []*deltalog.Shipper

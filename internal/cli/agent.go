@@ -134,7 +134,7 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 	return agent.Settings{
 		Save:     save,
 		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,
-		Delta: delta,
+		Delta:  delta,
 		Policy: agent.PolicySettings{Rules: policyRules(s), StateDir: s.cfg.StateDir, Interval: time.Duration(ac.PolicyCheckInterval)},
 	}, nil
 }
