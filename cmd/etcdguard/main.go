@@ -21,6 +21,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/cli"
 	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
+	"github.com/etcdguard/etcdguard/internal/policy"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/restore"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
@@ -51,8 +52,8 @@ func exitCodes() []exitCode {
 		{8, "storage: no target could store or read the backup (unreachable, full, access denied, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace, backend.ErrDenied, backend.ErrUnreachable}},
 		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), or the CA to renew from is itself invalid", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid}},
 		{12, "unfinished: this host's part of a recovery is done; members on other hosts must be recovered there (the message says the command for each host)", []error{restore.ErrOtherHost}},
-		{10, "doctor, certs check, policy check: the worst finding is a warning", []error{doctor.ErrWarning}},
-		{11, "doctor, certs check, policy check: at least one finding is critical (policy check: a 3-2-1 rule is broken)", []error{doctor.ErrCritical}},
+		{10, "doctor, certs check, policy check: the worst finding is a warning (policy check: a rule judged only from an unmounted medium's recorded inventory, or a target unreadable)", []error{doctor.ErrWarning, policy.ErrUnchecked}},
+		{11, "doctor, certs check, policy check: at least one finding is critical (policy check: a 3-2-1 rule is broken)", []error{doctor.ErrCritical, policy.ErrBroken}},
 		{1, "any other failure", nil},
 	}
 }

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/etcdguard/etcdguard/internal/doctor"
 	"github.com/etcdguard/etcdguard/internal/policy"
 )
 
@@ -86,9 +85,9 @@ func runPolicyCheck(ctx context.Context, env Env, s settings) error {
 	}
 	switch rep.Worst {
 	case policy.Critical:
-		return fmt.Errorf("%w: the 3-2-1 rule is broken (see the findings above)", doctor.ErrCritical)
+		return fmt.Errorf("%w (see the findings above)", policy.ErrBroken)
 	case policy.Warning:
-		return fmt.Errorf("%w: the 3-2-1 rule could not be fully checked (see the findings above)", doctor.ErrWarning)
+		return fmt.Errorf("%w (see the findings above)", policy.ErrUnchecked)
 	}
 	return nil
 }

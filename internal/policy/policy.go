@@ -25,6 +25,13 @@ import (
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
 
+// ErrBroken and ErrUnchecked are returned (wrapped) by `policy check` when a rule is broken, and
+// when a rule could only be judged from a recorded inventory or a target could not be read.
+var (
+	ErrBroken    = errors.New("the 3-2-1 rule is broken")
+	ErrUnchecked = errors.New("the 3-2-1 rule could not be fully checked")
+)
+
 // Rules are the 3-2-1 rule's numbers.
 type Rules struct {
 	// Copies is how many targets must hold the newest backup (an offline target counts when it
@@ -188,7 +195,11 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 		} else {
 			msg += fmt.Sprintf(": the newest offline copy, on %s, is %s old", newestOffTarget, days(now.Sub(newestOff)))
 		}
-		next := "mount the offline medium and copy the newest backup to it: etcdguard snapshot copy latest --to NAME"
+		newestID := "ID"
+		if len(rep.Backups) > 0 {
+			newestID = rep.Backups[0].ID
+		}
+		next := "mount the offline medium and copy the newest backup to it: etcdguard snapshot copy --to NAME " + newestID
 		for _, t := range targets {
 			if t.Offline && !t.Seen {
 				if t.SeenAt.IsZero() {
@@ -196,7 +207,7 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 				} else {
 					msg += fmt.Sprintf("; %s has not been mounted since %s (%s ago)", t.Name, t.SeenAt.UTC().Format(time.RFC3339), days(now.Sub(t.SeenAt)))
 				}
-				next = fmt.Sprintf("mount %s and copy the newest backup to it: etcdguard snapshot copy latest --to %s", t.Name, t.Name)
+				next = fmt.Sprintf("mount %s and copy the newest backup to it: etcdguard snapshot copy --to %s %s", t.Name, t.Name, newestID)
 			}
 		}
 		add(Finding{Rule: "offline", Severity: Critical, Message: msg, Next: next})
@@ -234,7 +245,7 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 		msg := fmt.Sprintf("the newest backup, %s, has %d copies (the rule asks for %d; a fresh offline copy of an older backup counts)", newest.ID, copies, r.Copies)
 		if copies < r.Copies {
 			sev = Critical
-			next = "add targets or copy the backup: etcdguard snapshot copy " + newest.ID + " --to NAME"
+			next = "add targets or copy the backup: etcdguard snapshot copy --to NAME " + newest.ID
 			if len(missing) > 0 {
 				msg += fmt.Sprintf("; not in %v", missing)
 			}

@@ -36,7 +36,7 @@ func TestEvaluate(t *testing.T) {
 		{"the tape unmounted, its inventory fresh", []Target{ssd, s3, tape(false, ago(2*day), "b25h")}, Warning,
 			map[string][]string{"offline": {Warning, "tape is not mounted"}, "copies": {OK}}},
 		{"the tape unmounted longer than its limit", []Target{ssd, s3, tape(false, ago(8*day), "b200h")}, Critical,
-			map[string][]string{"offline": {Critical, "8.3d old", "has not been mounted since", "snapshot copy latest --to tape"}, "copies": {Critical, "2 copies"}, "media": {OK, "2 kind"}}},
+			map[string][]string{"offline": {Critical, "8.3d old", "has not been mounted since", "snapshot copy --to tape b1h"}, "copies": {Critical, "2 copies"}, "media": {OK, "2 kind"}}},
 		{"the tape never read", []Target{ssd, s3, tape(false, time.Time{})}, Critical,
 			map[string][]string{"offline": {Critical, "no offline target holds any backup", "never been read"}}},
 		{"two disks and a tape", []Target{ssd, {Name: "ssd2", Media: "disk", Seen: true, Backups: held("b1h")}, tape(true, now, "b1h")}, OK,
