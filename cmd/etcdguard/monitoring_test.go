@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -234,7 +235,11 @@ func TestMonitoring(t *testing.T) {
 	require.Equal(t, "0", value("etcdguard_snapshot_failures_total", `reason="partial"`))
 	require.Len(t, seriesWith(series, "etcdguard_snapshot_failures_total"), 8, "every reason is exported from the start")
 	require.NotEmpty(t, value("etcdguard_last_full_snapshot_timestamp_seconds", `target="local"`, `offline="false"`))
-	require.NotEmpty(t, value("etcdguard_recovery_point_seconds"))
+	rpo, err := strconv.ParseFloat(value("etcdguard_recovery_point_seconds"), 64)
+	require.NoError(t, err)
+	require.Less(t, rpo, 5.0, "a trickle of writes: the delta log keeps up")
+	require.Len(t, seriesWith(series, "etcdguard_delta_lag_revisions", `target="local"`), 1)
+	require.Len(t, seriesWith(series, "etcdguard_delta_lag_revisions", `target="s3"`), 1)
 	// Three targets on three media, one offline: 3-2-1.
 	for _, rule := range []string{"copies", "media", "offline"} {
 		require.Equal(t, "1", value("etcdguard_policy_compliant", `rule="`+rule+`"`), rule)
