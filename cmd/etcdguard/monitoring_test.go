@@ -200,6 +200,11 @@ func TestMonitoring(t *testing.T) {
 	b = append(b, []byte("  policy-check-interval: 2s\n  delta-seal-interval: 1s\nstate-dir: "+e.state+"\n")...)
 	require.NoError(t, os.WriteFile(cfg, b, 0o600))
 	a := startAgent(t, cfg)
+	// An idle cluster: nothing to lose.
+	require.Eventually(t, func() bool {
+		_, idle := scrape(t, a.url+"/metrics")
+		return idle["etcdguard_recovery_point_seconds"] == "0"
+	}, 10*time.Second, 100*time.Millisecond, "the recovery point of an idle cluster is 0")
 	cli, err := e.c.Client(t.Context())
 	require.NoError(t, err)
 	defer cli.Close()

@@ -37,12 +37,25 @@ type deltaState struct {
 	leader   string
 	running  bool // a chain is being streamed
 	base     string
+	baseRev  int64 // the base's revision: durable before anything is written to its chain
 	progress deltalog.Progress
 	lastErr  error
 	errAt    time.Time
 	// electedAt is when this agent last became the writer; caughtUpAt when its delta log last
 	// held every revision etcd had reported (the recovery point is measured from it).
 	electedAt, caughtUpAt time.Time
+}
+
+// durable is the newest revision the current chain holds durably: its newest durable revision,
+// or the base's own before anything is written to it (0 while no chain runs).
+func (d deltaState) durable() int64 {
+	switch {
+	case !d.running:
+		return 0
+	case d.progress.Base == d.base && d.progress.Revision > 0:
+		return d.progress.Revision
+	}
+	return d.baseRev
 }
 
 // deltaLog runs the delta log until ctx ends: it streams the chain of the newest full backup on
@@ -115,7 +128,7 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 		OnDurable: func(p deltalog.Progress) {
 			a.mu.Lock()
 			a.delta.progress = p
-			if p.Revision >= p.Head && p.WatchErr == nil {
+			if a.delta.durable() >= p.Head && p.WatchErr == nil {
 				a.delta.caughtUpAt = a.opts.Now()
 			}
 			a.mu.Unlock()
@@ -151,7 +164,7 @@ func (a *Agent) streamChains(ctx context.Context, lg *slog.Logger, s DeltaSettin
 			continue
 		}
 		a.mu.Lock()
-		a.delta.running, a.delta.base = true, base.ID
+		a.delta.running, a.delta.base, a.delta.baseRev = true, base.ID, base.Revision
 		a.mu.Unlock()
 		next, err := deltalog.Stream(ctx, opts, *base, a.newBases)
 		a.mu.Lock()

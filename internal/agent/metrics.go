@@ -179,11 +179,15 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		writer := !d.standby && d.leader != ""
 		gauge(descWriter, b2f(writer))
 		p := d.progress
-		if writer && p.Base == d.base && p.Revision > 0 {
-			gauge(descLastDelta, unix(p.At), s.Delta.Local.Name)
-			gauge(descDurable, float64(p.Revision))
-			gauge(descHead, float64(p.Head))
-			gauge(descLag, float64(max(p.Head-p.Revision, 0)), s.Delta.Local.Name)
+		if durable := d.durable(); writer && durable > 0 {
+			if p.Base == d.base && p.Revision > 0 {
+				gauge(descLastDelta, unix(p.At), s.Delta.Local.Name)
+			}
+			gauge(descDurable, float64(durable))
+			if p.Base == d.base {
+				gauge(descHead, float64(p.Head))
+				gauge(descLag, float64(max(p.Head-durable, 0)), s.Delta.Local.Name)
+			}
 			for _, sh := range shippers {
 				rev, at := sh.Newest()
 				if rev == 0 {
@@ -192,7 +196,8 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 				if !at.IsZero() {
 					gauge(descLastDelta, unix(at), sh.Target.Name)
 				}
-				gauge(descLag, float64(max(p.Revision-rev, 0)), sh.Target.Name)
+				// A remote that holds none of this chain yet holds at least the base.
+				gauge(descLag, float64(max(durable-max(rev, d.baseRev), 0)), sh.Target.Name)
 			}
 		}
 		if writer {
@@ -217,7 +222,7 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 // nothing since it was elected.
 func recoveryPoint(now time.Time, d deltaState) time.Duration {
 	p := d.progress
-	caughtUp := d.running && p.Base == d.base && p.Revision > 0 && p.Revision >= p.Head && p.WatchErr == nil
+	caughtUp := d.running && p.Base == d.base && d.durable() >= p.Head && p.WatchErr == nil
 	if caughtUp {
 		return 0
 	}
