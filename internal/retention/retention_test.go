@@ -64,6 +64,46 @@ func TestApplyGolden(t *testing.T) {
 	}
 }
 
+// TestApplyYearsOfHourlyBackups: the incident's regime over five years and a month of hourly
+// full backups (44,600 of them, each with its delta chain, which goes with it), one golden file
+// per tier holding what is kept and why, and how many go.
+func TestApplyYearsOfHourlyBackups(t *testing.T) {
+	start := time.Date(2021, 11, 1, 0, 15, 0, 0, time.UTC)
+	now := start.Add(5*365*day + 31*day)
+	bs := every(start, time.Hour, int(now.Sub(start)/time.Hour))
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		kept   int // what the policy keeps: the hours of the window (the backup exactly 7 days old is not within it), or one a month
+	}{
+		{"years-hourly-local-7-days", Policy{Within: 7 * day}, 7*24 - 1},
+		{"years-hourly-s3-30-days", Policy{Within: 30 * day}, 30*24 - 1},
+		{"years-hourly-archive-monthly-60", Policy{Monthly: 60}, 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var kept []Decision
+			removed := 0
+			for _, d := range Apply(bs, tc.policy, now) {
+				if d.Keep {
+					kept = append(kept, d)
+				} else {
+					removed++
+				}
+			}
+			require.Equal(t, tc.kept, len(kept))
+			require.Equal(t, len(bs), len(kept)+removed)
+			got := Summary(kept) + fmt.Sprintf("removed: %d of %d\n", removed, len(bs))
+			path := filepath.Join("testdata", tc.name+".golden")
+			if *update {
+				require.NoError(t, os.WriteFile(path, []byte(got), 0o644))
+			}
+			want, err := os.ReadFile(path)
+			require.NoError(t, err, "run with -update to create it")
+			require.Equal(t, string(want), got)
+		})
+	}
+}
+
 // TestApplyAlwaysKeeps: whatever the policy, the newest verified backup and every locked one are
 // kept, every backup gets a reason, and the decisions do not depend on the input's order.
 func TestApplyAlwaysKeeps(t *testing.T) {
