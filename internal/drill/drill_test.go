@@ -62,8 +62,11 @@ func TestMain(m *testing.M) {
 
 // childSpec is what a drill run as a child process is given.
 type childSpec struct {
-	Options
-	KillAt string // the failpoint at which the child SIGKILLs itself
+	Targets    []repository.Target
+	WorkDir    string
+	StateDir   string
+	EtcdBinary string
+	KillAt     string // the failpoint at which the child SIGKILLs itself
 }
 
 // runChild runs one drill and SIGKILLs itself at the failpoint spec names.
@@ -80,8 +83,8 @@ func runChild(spec string) int {
 			select {}
 		}
 	})
-	s.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if _, err := Run(context.Background(), s.Options); err != nil {
+	o := Options{Targets: s.Targets, WorkDir: s.WorkDir, StateDir: s.StateDir, EtcdBinary: s.EtcdBinary, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	if _, err := Run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -108,7 +111,7 @@ func newFixture(t *testing.T) *fixture {
 	c, err := testcluster.Start(ctx, testcluster.Options{Size: 3, TLS: true, Command: []string{testenv.Etcd(t, "3.6", "etcd")}, Dir: t.TempDir()})
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
-	cli, err := c.Client(ctx)
+	cli, err := c.Client(context.Background()) // read from a cleanup too, after t.Context ends
 	require.NoError(t, err)
 	t.Cleanup(func() { cli.Close() })
 	f := &fixture{c: c, cli: cli, bucket: "drill", prefix: testenv.Prefix(t)}
@@ -199,7 +202,7 @@ func newFixture(t *testing.T) *fixture {
 // keys. A drill must change neither.
 func (f *fixture) liveState(t *testing.T) (int64, map[string]string) {
 	t.Helper()
-	resp, err := f.cli.Get(t.Context(), "", clientv3.WithPrefix())
+	resp, err := f.cli.Get(context.Background(), "", clientv3.WithPrefix()) // also from a cleanup, after t.Context ends
 	require.NoError(t, err)
 	kvs := map[string]string{}
 	for _, kv := range resp.Kvs {
@@ -484,7 +487,7 @@ func TestDrill(t *testing.T) {
 		for _, at := range []string{"drill/after-restore", "drill/after-start"} {
 			o := f.options(t)
 			o.WorkDir = work
-			spec, err := json.Marshal(childSpec{Options: Options{Targets: o.Targets, WorkDir: work, StateDir: o.StateDir, EtcdBinary: etcdguardBin}, KillAt: at})
+			spec, err := json.Marshal(childSpec{Targets: o.Targets, WorkDir: work, StateDir: o.StateDir, EtcdBinary: etcdguardBin, KillAt: at})
 			require.NoError(t, err)
 			self, err := os.Executable()
 			require.NoError(t, err)
@@ -519,6 +522,37 @@ func TestDrill(t *testing.T) {
 		o.Budget.Free = func(string) (int64, error) { return o.Budget.Need(f.base, nil) - 1, nil }
 		_, err = Run(t.Context(), o)
 		require.ErrorIs(t, err, ErrBudget, "one byte short of the backup alone")
+	})
+
+	// Last: it takes a newer backup, which the drills above must not see.
+	t.Run("a backup without a delta log, whose lease expires on the scratch member", func(t *testing.T) {
+		ctx := t.Context()
+		lease, err := f.cli.Grant(ctx, 3)
+		require.NoError(t, err)
+		_, err = f.cli.Put(ctx, "/registry/masterleases/10.0.0.1", "short", clientv3.WithLease(lease.ID))
+		require.NoError(t, err)
+		ecfg := etcdx.Config{Endpoints: f.c.Endpoints(), CACert: f.c.CAFile, Cert: f.c.ClientCertFile, Key: f.c.ClientKeyFile}
+		saved, err := snapshot.Save(ctx, snapshot.SaveOptions{Etcd: ecfg, Targets: f.targets, WorkDir: t.TempDir()})
+		require.NoError(t, err)
+		_, err = f.cli.Revoke(ctx, lease.ID)
+		require.NoError(t, err)
+		liveRev, liveKVs = f.liveState(t) // the test's own writes; the drill's must be none
+
+		o := f.options(t)
+		o.Backup = saved.Manifest.ID
+		o.AfterStep = func(s Step) {
+			if s == StepStart {
+				time.Sleep(6 * time.Second) // the restored lease's 3 s run out on the member's clock
+			}
+		}
+		res, err := Run(ctx, o)
+		require.NoError(t, err)
+		require.Equal(t, saved.Manifest.Revision, res.Revision, "no delta log: the backup's own revision")
+		require.Zero(t, res.Segments)
+		require.Contains(t, res.Checks, "restored db keys = manifest total_key")
+		require.Equal(t, int64(saved.Manifest.Status.TotalKey), res.Keys)
+		require.NotEmpty(t, res.Notes, "the lease's expiry is noted")
+		require.Contains(t, res.Notes[len(res.Notes)-1], "leases expired on the scratch member")
 	})
 }
 
