@@ -85,6 +85,22 @@ type Options struct {
 	// Logger receives the cluster's events (member started, stopped, killed); nil discards them.
 	// Members' own output goes to their log files, not here.
 	Logger *slog.Logger
+
+	// Existing starts the members on the data dirs already in Dir/mN instead of new ones: a
+	// data dir restored from a snapshot for a one-member cluster of member m1 (a restore drill),
+	// with Ports the ports its restore was made for. Start refuses when one is missing.
+	Existing bool
+	// Ports are the members' ports, three each (client, peer, metrics: m1's first); nil draws
+	// free ones (FreePorts), and draws again when one was taken meanwhile. Given ports are
+	// never drawn again: a port taken meanwhile fails Start.
+	Ports []int
+	// Env is added to each member's environment, after this process's own (GOMAXPROCS=1).
+	Env []string
+	// Nice is the CPU niceness each member runs at, 0 (as this process) to 19 (the lowest
+	// priority); IdleIO puts its disk I/O in the idle class, served only when no one else
+	// uses the disk. Both are set before the member's first instruction (see lowerPriority).
+	Nice   int
+	IdleIO bool
 }
 
 // Cluster is a running etcd cluster of child processes. Close it when done.
@@ -121,9 +137,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		return nil, errors.New("start etcd cluster: no command to run etcd members")
 	case opts.Dir == "":
 		return nil, errors.New("start etcd cluster: no folder given")
+	case opts.Ports != nil && len(opts.Ports) != 3*opts.Size:
+		return nil, fmt.Errorf("start etcd cluster: %d ports given for %d members: give three each", len(opts.Ports), opts.Size)
+	case opts.Nice < 0 || opts.Nice > 19:
+		return nil, fmt.Errorf("start etcd cluster: niceness %d is not between 0 and 19", opts.Nice)
 	}
 	opts.Command = slices.Clone(opts.Command)
 	opts.ExtraArgs = slices.Clone(opts.ExtraArgs)
+	opts.Ports = slices.Clone(opts.Ports)
+	opts.Env = slices.Clone(opts.Env)
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = DefaultStartTimeout
 	}
@@ -143,6 +165,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		m.DataDir = filepath.Join(opts.Dir, m.Name)
 		m.LogFile = filepath.Join(opts.Dir, m.Name+".log")
 		switch _, err := os.Stat(m.DataDir); {
+		case opts.Existing && err != nil:
+			return nil, fmt.Errorf("start etcd cluster on existing data dirs: %w", err)
+		case opts.Existing:
 		case err == nil:
 			return nil, fmt.Errorf("start etcd cluster: data folder %s already exists; Start needs a fresh folder", m.DataDir)
 		case !errors.Is(err, fs.ErrNotExist):
@@ -163,13 +188,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return c, nil
 		}
 		closeErr := c.Close()
-		if !errors.Is(err, errPortInUse) || attempt == startAttempts {
+		if !errors.Is(err, errPortInUse) || attempt == startAttempts || opts.Ports != nil {
 			return nil, errors.Join(fmt.Errorf("start etcd cluster: %w", err), closeErr)
 		}
 		logger.Info("etcd member could not bind its port; retrying with new ports", "attempt", attempt, "error", err)
 		// The data folders were created by this call (Start checked they did not exist):
-		// removing them deletes nothing anyone else owns.
+		// removing them deletes nothing anyone else owns. Existing ones are the caller's, and
+		// a member that could not bind its port has not written to them.
 		for _, m := range c.members {
+			if opts.Existing {
+				break
+			}
 			if err := os.RemoveAll(m.DataDir); err != nil {
 				return nil, fmt.Errorf("start etcd cluster: remove data folder %s of a failed attempt: %w", m.DataDir, err)
 			}
@@ -180,9 +209,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 // startOnce picks ports and a token, starts every member and waits for the cluster to be
 // healthy.
 func (c *Cluster) startOnce(ctx context.Context) error {
-	ports, err := FreePorts(3 * len(c.members))
-	if err != nil {
-		return err
+	ports := c.opts.Ports
+	if ports == nil {
+		var err error
+		if ports, err = FreePorts(3 * len(c.members)); err != nil {
+			return err
+		}
 	}
 	for i, m := range c.members {
 		c.setURLs(m, ports[3*i:3*i+3])

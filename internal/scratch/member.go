@@ -253,7 +253,7 @@ func (m *Member) start(state string) error {
 
 	cmd := exec.Command(c.opts.Command[0], args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), c.opts.Env...)
 	// The member dies with this process. Pdeathsig fires when the *thread* that forked the
 	// child exits, so the goroutine below keeps its thread locked for the child's lifetime.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -261,7 +261,18 @@ func (m *Member) start(state string) error {
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		if c.opts.Nice > 0 || c.opts.IdleIO {
+			// The child inherits the priorities of the thread that forks it, from its first
+			// instruction on (etcd's threads included). This thread keeps them, lowered for
+			// good, and is never unlocked: Go ends a thread whose goroutine exits locked to it,
+			// so no other goroutine of this process runs at the lowered priority.
+			if err := lowerPriority(c.opts.Nice, c.opts.IdleIO); err != nil {
+				started <- fmt.Errorf("lower the priority of the member's process: %w", err)
+				return
+			}
+		} else {
+			defer runtime.UnlockOSThread()
+		}
 		if err := cmd.Start(); err != nil {
 			started <- err
 			return

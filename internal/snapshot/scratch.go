@@ -31,7 +31,7 @@ import (
 // host or PID namespace (a shared work dir), or with a name it cannot read is left alone.
 
 // scratchKinds are the kinds of scratch folder, by the command that makes them.
-var scratchKinds = []string{"save", "verify", "status"}
+var scratchKinds = []string{"save", "verify", "status", "drill"}
 
 // scratchOwner is this process's part of a scratch folder's name.
 func scratchOwner() string {
