@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
@@ -197,7 +199,7 @@ func TestMonitoring(t *testing.T) {
 	tape := filepath.Join(e.dir, "tape")
 	require.NoError(t, os.Mkdir(tape, 0o700))
 	b = []byte(strings.Replace(string(b), "targets:\n", fmt.Sprintf("targets:\n  - name: tape\n    url: file://%s\n    offline: true\n    media: tape\n", tape), 1))
-	b = append(b, []byte("  policy-check-interval: 2s\n  delta-seal-interval: 1s\nstate-dir: "+e.state+"\n")...)
+	b = append(b, []byte("  policy-check-interval: 2s\n  delta-seal-interval: 1s\n  drill-schedule: \"*/5 * * * * *\"\n  drill-target: s3\nstate-dir: "+e.state+"\n")...)
 	require.NoError(t, os.WriteFile(cfg, b, 0o600))
 	a := startAgent(t, cfg)
 	// An idle cluster: nothing to lose.
@@ -225,8 +227,9 @@ func TestMonitoring(t *testing.T) {
 		return len(seriesWith(series, "etcdguard_last_full_snapshot_timestamp_seconds", `target="s3"`)) == 1 &&
 			len(seriesWith(series, "etcdguard_last_full_snapshot_timestamp_seconds", `target="tape"`, `offline="true"`)) == 1 &&
 			len(seriesWith(series, "etcdguard_last_delta_timestamp_seconds", `target="s3"`)) == 1 &&
-			len(seriesWith(series, "etcdguard_policy_compliant")) == 3
-	}, 60*time.Second, 200*time.Millisecond, "the agent exports its backups in both targets, the shipped delta log and the 3-2-1 check: %v",
+			len(seriesWith(series, "etcdguard_policy_compliant")) == 3 &&
+			series[`etcdguard_drill_success{target="s3"}`] == "1"
+	}, 60*time.Second, 200*time.Millisecond, "the agent exports its backups in all targets, the shipped delta log, the 3-2-1 check and a passed drill: %v",
 		func() []string { return slices.Sorted(maps.Keys(series)) })
 
 	value := func(name string, labels ...string) string {
@@ -400,4 +403,76 @@ func (p *promServer) alerts(name string) []string {
 		}
 	}
 	return states
+}
+
+// TestDrillFailureAlerts: the agent drills its MinIO copy on a schedule of seconds; a drill of
+// the real backup and delta log passes; then one byte of the backup's data object in MinIO is
+// flipped: the next drill fails (reason corrupt), etcdguard_drill_success goes to 0, a real
+// Prometheus fires EtcdguardDrillFailed, and the live cluster is untouched (its revision and
+// every key as before; the drill has no endpoint of it).
+func TestDrillFailureAlerts(t *testing.T) {
+	e := newRecoverEnv(t, "3.6")
+	loadData(t, e.c, 200, 512)
+	m, s3URL := startS3(t)
+	cfg := writeAgentConfig(t, e, s3URL, "127.0.0.1:0", "0 0 1 1 *")
+	b, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	b = append(b, []byte("  delta-seal-interval: 1s\n  drill-schedule: \"*/4 * * * * *\"\n  drill-target: s3\nstate-dir: "+e.state+"\n")...)
+	require.NoError(t, os.WriteFile(cfg, b, 0o600))
+	a := startAgent(t, cfg)
+
+	cli, err := e.c.Client(t.Context())
+	require.NoError(t, err)
+	defer cli.Close()
+	for i := range 20 { // a delta log for the drill to replay
+		_, err := cli.Put(t.Context(), fmt.Sprintf("/registry/configmaps/default/d%d", i), "v")
+		require.NoError(t, err)
+	}
+	var series map[string]string
+	require.Eventually(t, func() bool {
+		_, series = scrape(t, a.url+"/metrics")
+		return series[`etcdguard_drill_success{target="s3"}`] == "1"
+	}, 90*time.Second, 250*time.Millisecond, "a drill of the MinIO copy passes")
+	require.NotEmpty(t, series[`etcdguard_drill_recovery_seconds{target="s3"}`])
+	require.Equal(t, "0", series[`etcdguard_drill_failures_total{reason="corrupt"}`])
+
+	before, err := cli.Get(t.Context(), "", clientv3.WithPrefix())
+	require.NoError(t, err)
+
+	// Flip a byte in the middle of the backup's data object in MinIO.
+	mc := m.Client(t)
+	var data string
+	for obj := range mc.ListObjects(t.Context(), "etcd-backups", minio.ListObjectsOptions{Prefix: "prod/snapshots/", Recursive: true}) {
+		require.NoError(t, obj.Err)
+		if strings.Contains(obj.Key, "/snapshot.db") {
+			data = obj.Key
+		}
+	}
+	require.NotEmpty(t, data, "the backup's data object in MinIO")
+	o, err := mc.GetObject(t.Context(), "etcd-backups", data, minio.GetObjectOptions{})
+	require.NoError(t, err)
+	body, err := io.ReadAll(o)
+	require.NoError(t, err)
+	body[len(body)/2] ^= 0xff
+	_, err = mc.PutObject(t.Context(), "etcd-backups", data, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
+	require.NoError(t, err)
+
+	prom := startPrometheus(t, a.url, e.c)
+	require.Eventually(t, func() bool {
+		_, series = scrape(t, a.url+"/metrics")
+		return series[`etcdguard_drill_success{target="s3"}`] == "0"
+	}, 60*time.Second, 250*time.Millisecond, "the drill of the corrupted copy fails")
+	require.Equal(t, "1", series[`etcdguard_drill_failures_total{reason="corrupt"}`], "%v", seriesWith(series, "etcdguard_drill_failures_total"))
+	require.Contains(t, a.out.String(), "restore drill FAILED")
+	require.Eventually(t, func() bool { return slices.Contains(prom.alerts("EtcdguardDrillFailed"), "firing") },
+		30*time.Second, 500*time.Millisecond, "EtcdguardDrillFailed fires")
+
+	after, err := cli.Get(t.Context(), "", clientv3.WithPrefix())
+	require.NoError(t, err)
+	require.Equal(t, before.Header.Revision, after.Header.Revision, "the drill wrote nothing to the live cluster")
+	require.Equal(t, len(before.Kvs), len(after.Kvs))
+	for i := range before.Kvs {
+		require.Equal(t, before.Kvs[i].Key, after.Kvs[i].Key)
+		require.Equal(t, before.Kvs[i].ModRevision, after.Kvs[i].ModRevision)
+	}
 }

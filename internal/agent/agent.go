@@ -21,6 +21,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/config"
 	"github.com/etcdguard/etcdguard/internal/deltalog"
+	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/policy"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
@@ -42,6 +43,8 @@ type Settings struct {
 	Delta DeltaSettings
 	// Policy configures the agent's 3-2-1 checks.
 	Policy PolicySettings
+	// Drill configures the scheduled restore drills.
+	Drill DrillSettings
 }
 
 // Options configures an agent.
@@ -82,11 +85,14 @@ type Agent struct {
 	lastSave saveSizes      // the last stored backup's sizes and duration
 	policy   *policy.Report // the last 3-2-1 check; nil before the first
 	checkNow chan struct{}  // a snapshot was stored: check the 3-2-1 rule again
-	shippers []*deltalog.Shipper
-	metrics  *metrics
-	running  time.Time // when the run in progress started; zero when none is
-	lastRun  runOutcome
-	delta    deltaState
+	// drillWake: the settings changed, the drill scheduler computes its next slot again.
+	drillWake chan struct{}
+	lastDrill *drill.Result // the last drill this agent ran (when there is no state dir)
+	shippers  []*deltalog.Shipper
+	metrics   *metrics
+	running   time.Time // when the run in progress started; zero when none is
+	lastRun   runOutcome
+	delta     deltaState
 }
 
 // runOutcome is how the last finished run ended.
@@ -120,7 +126,7 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: listen on %s: %w", s.ListenAddress, err)
 	}
 	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s,
-		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1), checkNow: make(chan struct{}, 1)}
+		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1), checkNow: make(chan struct{}, 1), drillWake: make(chan struct{}, 1)}
 	a.metrics = newMetrics(a)
 	a.warnFastSchedule(s)
 	a.newest, a.lastFull = a.newestIn(ctx, s.Save.Targets)
@@ -157,6 +163,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { a.policyLoop(ctx); return nil }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { a.drills(ctx); return nil }, func(error) { cancel() })
 	}
 	{
 		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -215,9 +225,11 @@ func (a *Agent) reload(ctx context.Context) {
 	a.mu.Lock()
 	a.settings, a.newest, a.lastFull = s, newest, lastFull
 	a.mu.Unlock()
-	select {
-	case a.wakeup <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{a.wakeup, a.drillWake} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 	a.lg.Info("config reloaded", "snapshot_schedule", s.ScheduleSpec, "next_snapshot", s.Schedule.Next(a.opts.Now()), "targets", targetNames(s.Save.Targets))
 }

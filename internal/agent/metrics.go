@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
+	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
@@ -72,6 +73,8 @@ type metrics struct {
 	snapshots        prometheus.Counter
 	snapshotFailures *prometheus.CounterVec
 	snapshotDuration prometheus.Histogram
+	drills           prometheus.Counter
+	drillFailures    *prometheus.CounterVec
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -91,16 +94,37 @@ func newMetrics(a *Agent) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14), // 0.25 s to about 34 min
 		}),
 	}
+	m.drills = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "etcdguard_drills_total",
+		Help: "Restore drills the agent ran to the end, passed or failed.",
+	})
+	m.drillFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdguard_drill_failures_total",
+		Help: "Restore drills that failed, by reason (budget, fetch, corrupt, restore, start, check).",
+	}, []string{"reason"})
 	for _, r := range FailureReasons {
 		m.snapshotFailures.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.snapshots, m.snapshotFailures, m.snapshotDuration, stateCollector{a},
+	for _, r := range drill.Reasons() {
+		if r != drill.ReasonInterrupted { // an interrupted drill says nothing of the backup
+			m.drillFailures.WithLabelValues(string(r))
+		}
+	}
+	m.reg.MustRegister(m.snapshots, m.snapshotFailures, m.snapshotDuration, m.drills, m.drillFailures, stateCollector{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// drilled records a drill that ran to its end.
+func (m *metrics) drilled(r drill.Result) {
+	m.drills.Inc()
+	if !r.OK {
+		m.drillFailures.WithLabelValues(string(r.Reason)).Inc()
+	}
 }
 
 // saved records a run that stored a backup (err is nil or a partial store), or that failed.
@@ -174,6 +198,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	pol := a.policy
 	a.mu.Unlock()
 	collectPolicy(pol, now, gauge)
+	if s.Drill.Enabled || s.Drill.Options.StateDir != "" {
+		collectDrill(a.lastDrillResult(s.Drill), gauge)
+	}
 
 	if s.Delta.Enabled {
 		writer := !d.standby && d.leader != ""

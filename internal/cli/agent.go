@@ -10,6 +10,7 @@ import (
 
 	"github.com/etcdguard/etcdguard/internal/agent"
 	"github.com/etcdguard/etcdguard/internal/config"
+	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -131,8 +132,18 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 	if err != nil {
 		return agent.Settings{}, err
 	}
+	drillSched, err := config.ParseSchedule(ac.DrillSchedule)
+	if err != nil {
+		return agent.Settings{}, fmt.Errorf("%w: agent: drill-schedule: %w", ErrUsage, err)
+	}
+	ids, err := loadIdentities(s)
+	if err != nil {
+		return agent.Settings{}, err
+	}
 	return agent.Settings{
-		Save:     save,
+		Save: save,
+		Drill: agent.DrillSettings{Enabled: ac.DrillOn(), Schedule: drillSched, ScheduleSpec: ac.DrillSchedule,
+			Options: drill.Options{Targets: save.Targets, Target: ac.DrillTarget, Identities: ids, WorkDir: s.cfg.WorkDir, StateDir: s.cfg.StateDir}},
 		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,
 		Delta:  delta,
 		Policy: agent.PolicySettings{Rules: policyRules(s), StateDir: s.cfg.StateDir, Interval: time.Duration(ac.PolicyCheckInterval)},

@@ -82,7 +82,16 @@ type Agent struct {
 	// PolicyCheckInterval is how often the agent checks the 3-2-1 rule (default 15m; it also
 	// checks after each snapshot it stores).
 	PolicyCheckInterval Duration `yaml:"policy-check-interval"`
+	// Drill turns the scheduled restore drills on (the default) or off; DrillSchedule says when
+	// (cron, default daily at 03:30); DrillTarget names the target drilled (default: the first
+	// that is not a folder of this host, the copy a disaster leaves).
+	Drill         *bool  `yaml:"drill"`
+	DrillSchedule string `yaml:"drill-schedule"`
+	DrillTarget   string `yaml:"drill-target"`
 }
+
+// DrillOn reports whether scheduled drills are on: unless drill is false.
+func (a Agent) DrillOn() bool { return a.Drill == nil || *a.Drill }
 
 // DeltaLogOn reports whether the delta log is on: unless delta-log is false.
 func (a Agent) DeltaLogOn() bool { return a.DeltaLog == nil || *a.DeltaLog }
@@ -93,6 +102,8 @@ const (
 	DefaultSnapshotSchedule = "*/30 * * * *"
 	// DefaultListenAddress serves the agent's endpoints on the loopback interface only.
 	DefaultListenAddress = "127.0.0.1:9479"
+	// DefaultDrillSchedule runs a restore drill every day at 03:30.
+	DefaultDrillSchedule = "30 3 * * *"
 )
 
 // Schedule says when a recurring job is due.
@@ -156,7 +167,7 @@ func Default() Config {
 		CommandTimeout: Duration(5 * time.Second),
 		Compression:    repository.CompressionZstd,
 		StateDir:       "/var/lib/etcdguard",
-		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress},
+		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress, DrillSchedule: DefaultDrillSchedule},
 		Policy:         Policy{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: Duration(7 * 24 * time.Hour)},
 	}
 }
@@ -230,6 +241,12 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseSchedule(c.Agent.SnapshotSchedule); err != nil {
 		return err
+	}
+	if _, err := ParseSchedule(c.Agent.DrillSchedule); err != nil {
+		return fmt.Errorf("agent: drill-schedule: %w", err)
+	}
+	if c.Agent.DrillTarget != "" && !normalized[c.Agent.DrillTarget] {
+		return fmt.Errorf("agent: drill-target %q names no target", c.Agent.DrillTarget)
 	}
 	if c.Agent.DeltaSyncInterval < 0 || c.Agent.DeltaSealInterval < 0 || c.Agent.PolicyCheckInterval < 0 {
 		return errors.New("agent: delta-sync-interval, delta-seal-interval and policy-check-interval must not be negative")

@@ -12,17 +12,19 @@ import (
 
 func TestBadConfigs(t *testing.T) {
 	want := map[string]string{
-		"unknown-key.bad.yml":         "field retention not found",
-		"bad-scheme.bad.yml":          `unknown scheme "ftp"`,
-		"bad-duration.bad.yml":        `"five seconds" is not a duration`,
-		"duplicate-target.bad.yml":    `two targets are named "a"`,
-		"bad-compression.bad.yml":     `compression "lz4": use zstd or none`,
-		"cluster-unknown-key.bad.yml": "field peer-urls not found",
-		"bad-schedule.bad.yml":        `agent: snapshot-schedule "every half hour" is not a cron schedule`,
-		"never-fires.bad.yml":         `agent: snapshot-schedule "0 0 31 2 *" never fires`,
-		"s3-credentials.bad.yml":      `target "offsite": parse S3 URL s3://REDACTED@s3.example.com/etcd-backups: credentials do not belong in the URL`,
-		"bad-listen.bad.yml":          `agent: listen-address "localhost" is not host:port`,
-		"agent-unknown-key.bad.yml":   "field snapshot-interval not found",
+		"unknown-key.bad.yml":          "field retention not found",
+		"bad-scheme.bad.yml":           `unknown scheme "ftp"`,
+		"bad-duration.bad.yml":         `"five seconds" is not a duration`,
+		"duplicate-target.bad.yml":     `two targets are named "a"`,
+		"bad-compression.bad.yml":      `compression "lz4": use zstd or none`,
+		"cluster-unknown-key.bad.yml":  "field peer-urls not found",
+		"bad-schedule.bad.yml":         `agent: snapshot-schedule "every half hour" is not a cron schedule`,
+		"never-fires.bad.yml":          `agent: snapshot-schedule "0 0 31 2 *" never fires`,
+		"s3-credentials.bad.yml":       `target "offsite": parse S3 URL s3://REDACTED@s3.example.com/etcd-backups: credentials do not belong in the URL`,
+		"bad-listen.bad.yml":           `agent: listen-address "localhost" is not host:port`,
+		"agent-unknown-key.bad.yml":    "field snapshot-interval not found",
+		"drill-target-unknown.bad.yml": `agent: drill-target "s4" names no target`,
+		"policy-negative.bad.yml":      "policy: copies, media, offline and offline-max-age must not be negative",
 	}
 	files, err := filepath.Glob("testdata/*.bad.yml")
 	require.NoError(t, err)
@@ -52,7 +54,9 @@ func TestFullConfig(t *testing.T) {
 	require.Equal(t, "/etc/kubernetes/manifests/etcd.yaml", cfg.Cluster.Members[0].StaticPodManifest)
 	require.Equal(t, "etcd.service", cfg.Cluster.Members[1].SystemdUnit)
 	require.Equal(t, []string{"/etc/kubernetes/manifests/kube-apiserver.yaml"}, cfg.Cluster.ControlPlaneManifests)
-	require.Equal(t, Agent{SnapshotSchedule: "0 * * * *", ListenAddress: "0.0.0.0:9479"}, cfg.Agent)
+	require.Equal(t, Agent{SnapshotSchedule: "0 * * * *", ListenAddress: "0.0.0.0:9479", DrillSchedule: "0 2 * * *", DrillTarget: "s3",
+		PolicyCheckInterval: Duration(10 * time.Minute)}, cfg.Agent)
+	require.Equal(t, Policy{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: Duration(14 * 24 * time.Hour)}, cfg.Policy)
 }
 
 func TestAgentDefaults(t *testing.T) {
