@@ -287,7 +287,7 @@ func TestUsageErrors(t *testing.T) {
 
 // TestHelpListsExitCodes keeps the help and the exit code table together.
 func TestHelpListsExitCodes(t *testing.T) {
-	for _, cmd := range [][]string{{"snapshot", "save"}, {"snapshot", "verify"}, {"snapshot", "get"}, {"demo"}, {"agent"}} {
+	for _, cmd := range [][]string{{"snapshot", "save"}, {"snapshot", "verify"}, {"snapshot", "get"}, {"demo"}, {"agent"}, {"drill"}} {
 		r := etcdguard(t, append(cmd, "--help")...)
 		require.Equal(t, 0, r.code)
 		require.Contains(t, r.stdout, "Exit codes:")

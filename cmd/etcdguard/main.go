@@ -20,6 +20,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/certs"
 	"github.com/etcdguard/etcdguard/internal/cli"
 	"github.com/etcdguard/etcdguard/internal/doctor"
+	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/etcdx"
 	"github.com/etcdguard/etcdguard/internal/policy"
 	"github.com/etcdguard/etcdguard/internal/repository"
@@ -50,8 +51,9 @@ func exitCodes() []exitCode {
 		{6, "locked: another etcdguard run holds the repository lock in a way that excludes this one (waited for up to a minute first; saves, copies and reads share a target, a clean-up or deletion needs it alone), or another recover holds the recovery state dir", []error{repository.ErrLocked, restore.ErrRecoveryRunning}},
 		{7, "not found: no such backup or file", []error{repository.ErrNotFound}},
 		{8, "storage: no target could store or read the backup (unreachable, full, access denied, bad credentials)", []error{snapshot.ErrNoTarget, backend.ErrUnavailable, backend.ErrNoSpace, backend.ErrDenied, backend.ErrUnreachable}},
-		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), or the CA to renew from is itself invalid", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid}},
+		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), the CA to renew from is itself invalid, or a restore drill's work dir has less free space than the drill needs", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid, drill.ErrBudget}},
 		{12, "unfinished: this host's part of a recovery is done; members on other hosts must be recovered there (the message says the command for each host)", []error{restore.ErrOtherHost}},
+		{13, "drill failed: the backup was fetched and checked, but it did not restore, etcd did not start on it, or the scratch member did not serve what the backup records (a damaged backup exits 5, a target that cannot be read 8)", []error{drill.ErrFailed}},
 		{10, "doctor, certs check, policy check: the worst finding is a warning (policy check: a rule judged only from an unmounted medium's recorded inventory, or a target unreadable)", []error{doctor.ErrWarning, policy.ErrUnchecked}},
 		{11, "doctor, certs check, policy check: at least one finding is critical (policy check: a 3-2-1 rule is broken)", []error{doctor.ErrCritical, policy.ErrBroken}},
 		{1, "any other failure", nil},
