@@ -260,3 +260,28 @@ func TestSweepPartial(t *testing.T) {
 	require.FileExists(t, filepath.Join(root, "locks", "l.partial-9"), "outside the prefix")
 	require.Equal(t, []string{"snapshots/a/obj"}, backendtest.ListNames(t, b, ""))
 }
+
+// TestRemoveFolder: an empty folder goes; one with an object, a symlink to a folder, and a
+// folder that is not there stay, without an error.
+func TestRemoveFolder(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	ctx := t.Context()
+	_, err = b.Save(ctx, "deltas/a/end.json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	_, err = b.Save(ctx, "deltas/b/end.json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	require.NoError(t, b.Remove(ctx, "deltas/a/end.json"))
+	require.DirExists(t, filepath.Join(root, "deltas", "a"), "Remove keeps folders")
+	require.NoError(t, os.Symlink(filepath.Join(root, "deltas", "a"), filepath.Join(root, "deltas", "link")))
+
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/a/"))
+	require.NoDirExists(t, filepath.Join(root, "deltas", "a"))
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/b/"))
+	require.FileExists(t, filepath.Join(root, "deltas", "b", "end.json"))
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/link/"))
+	_, err = os.Lstat(filepath.Join(root, "deltas", "link"))
+	require.NoError(t, err, "a symlink is not a folder of the repository")
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/never/"))
+}
