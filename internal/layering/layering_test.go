@@ -29,6 +29,8 @@ var layers = map[string]int{
 	"internal/snapshot": 2, "internal/restore": 2, "internal/doctor": 2, "internal/config": 2, "internal/certs": 2,
 	// The delta log's segment format: what the agent writes and point-in-time restore replays.
 	"internal/delta": 2, "internal/deltalog": 2, "internal/retention": 2,
+	// Carrying out the retention policy: what the prune command and the agent call.
+	"internal/prune": 2,
 
 	// The cluster: its description, how members are stopped and started, what is known of each
 	// member and what a quorum of them can do. A layer of its own below the capabilities, so that
