@@ -205,6 +205,9 @@ type FolderRemover interface {
 	// slash) are in, if it is empty; a folder that is not empty, or not there, is left as it is
 	// and is no error.
 	RemoveFolder(ctx context.Context, prefix string) error
+	// Folders returns the folders directly under prefix (ending in a slash), empty ones
+	// included, each named as a prefix ("deltas/<id>/"), in lexical order.
+	Folders(ctx context.Context, prefix string) ([]string, error)
 }
 
 // Loader is implemented by backends that read a whole small object in one call and can repeat

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/backend"
@@ -238,6 +239,38 @@ func (p *target) sweepOrphans(ctx context.Context) error {
 		p.removeFolders(ctx, prefix)
 		p.rep.Swept = append(p.rep.Swept, prefix)
 		p.o.Logger.Info("chain without base removed", "target", p.repo.Target.Name, "chain", prefix, "objects", len(names))
+	}
+	return p.sweepEmptyFolders(ctx, bases)
+}
+
+// sweepEmptyFolders removes the empty chain folders of bases that are gone, on a backend that
+// keeps folders: what a prune stopped after its last removal and before the folder's leaves.
+// (A shipper that is just then creating the folder for a base the target lacks fails that copy,
+// and sends it again at its next round.)
+func (p *target) sweepEmptyFolders(ctx context.Context, bases []string) error {
+	fr, ok := backend.As[backend.FolderRemover](p.repo.Backend())
+	if !ok || p.o.DryRun {
+		return nil
+	}
+	folders, err := fr.Folders(ctx, repository.ChainsPrefix)
+	if err != nil {
+		return fmt.Errorf("target %s: %w", p.repo.Target.Name, err)
+	}
+	listed := map[string]bool{}
+	for _, b := range bases {
+		listed[b] = true
+	}
+	for _, prefix := range folders {
+		base := strings.TrimSuffix(strings.TrimPrefix(prefix, repository.ChainsPrefix), "/")
+		if !repository.ValidID(base) || listed[base] {
+			continue
+		}
+		if _, err := p.repo.Backend().Stat(ctx, repository.ManifestName(base)); !errors.Is(err, backend.ErrNotExist) || errors.Is(err, backend.ErrNotObject) {
+			continue
+		}
+		if err := fr.RemoveFolder(ctx, prefix); err != nil {
+			return fmt.Errorf("target %s: %w", p.repo.Target.Name, err)
+		}
 	}
 	return nil
 }

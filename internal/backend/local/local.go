@@ -392,6 +392,29 @@ func (l *Local) RemoveFolder(ctx context.Context, prefix string) error {
 	return nil
 }
 
+// Folders returns the folders directly under prefix, as prefixes; none when prefix's own folder is
+// not there. Symlinks are not folders of the repository and are left out.
+func (l *Local) Folders(ctx context.Context, prefix string) ([]string, error) {
+	name := strings.TrimSuffix(prefix, "/")
+	if err := l.checkOp(ctx, name); err != nil {
+		return nil, fmt.Errorf("list folders under %s: %w", prefix, err)
+	}
+	entries, err := os.ReadDir(l.path(name))
+	if isNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, l.mapErr("list folders under "+prefix, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, name+"/"+e.Name()+"/")
+		}
+	}
+	return out, nil
+}
+
 // kindOf names what a non-regular file is, for messages.
 func kindOf(m fs.FileMode) string {
 	switch {

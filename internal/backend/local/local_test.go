@@ -261,8 +261,9 @@ func TestSweepPartial(t *testing.T) {
 	require.Equal(t, []string{"snapshots/a/obj"}, backendtest.ListNames(t, b, ""))
 }
 
-// TestRemoveFolder: an empty folder goes; one with an object, a symlink to a folder, and a
-// folder that is not there stay, without an error.
+// TestRemoveFolder: Folders lists the folders under a prefix, empty ones included; RemoveFolder
+// removes an empty one, and leaves one with an object, a symlink to a folder, and a folder that
+// is not there, without an error.
 func TestRemoveFolder(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "repo")
 	b, err := local.New(root, local.Options{})
@@ -275,6 +276,13 @@ func TestRemoveFolder(t *testing.T) {
 	require.NoError(t, b.Remove(ctx, "deltas/a/end.json"))
 	require.DirExists(t, filepath.Join(root, "deltas", "a"), "Remove keeps folders")
 	require.NoError(t, os.Symlink(filepath.Join(root, "deltas", "a"), filepath.Join(root, "deltas", "link")))
+
+	folders, err := b.Folders(ctx, "deltas/")
+	require.NoError(t, err)
+	require.Equal(t, []string{"deltas/a/", "deltas/b/"}, folders, "empty ones too; not the symlink")
+	folders, err = b.Folders(ctx, "marks/")
+	require.NoError(t, err)
+	require.Empty(t, folders)
 
 	require.NoError(t, b.RemoveFolder(ctx, "deltas/a/"))
 	require.NoDirExists(t, filepath.Join(root, "deltas", "a"))
