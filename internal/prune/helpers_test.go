@@ -1,18 +1,15 @@
 package prune
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.etcd.io/etcd/api/v3/mvccpb"
 
 	"github.com/etcdguard/etcdguard/internal/delta"
 	"github.com/etcdguard/etcdguard/internal/deltalog"
@@ -51,52 +48,12 @@ func save(t *testing.T, ecfg etcdx.Config, at time.Time, targets ...repository.T
 }
 
 // segmentRevisions is how many revisions each test segment holds.
-const segmentRevisions = 5
+const segmentRevisions = testenv.SegmentRevisions
 
-// writeChain stores a linked chain of n segments after base, as the delta writer does (data, read
-// back, then manifest), and its end record if ended. It returns the revision the chain reaches.
+// writeChain stores a linked chain of n segments after base (testenv.WriteChain).
 func writeChain(t *testing.T, repo *repository.Repository, base repository.Manifest, n int, ended bool) int64 {
 	t.Helper()
-	ctx := t.Context()
-	codec := repository.Codec{Compression: repository.CompressionZstd}
-	prev, prevSHA := repository.ManifestName(base.ID), base.SHA256
-	rev := base.Status.Revision
-	for range n {
-		first, last := rev+1, rev+segmentRevisions
-		var plain bytes.Buffer
-		w := delta.NewWriter(&plain)
-		for r := first; r <= last; r++ {
-			require.NoError(t, w.Append(delta.Revision{Revision: r, Received: base.Started.Add(time.Duration(r) * time.Second), Events: []*mvccpb.Event{{
-				Type: mvccpb.PUT, Kv: &mvccpb.KeyValue{Key: []byte(fmt.Sprintf("/registry/pods/p%d", r%4)), Value: []byte("v"), CreateRevision: r, ModRevision: r, Version: 1},
-			}}}))
-		}
-		require.NoError(t, w.Close())
-		ref := repository.SegmentRef{Base: base.ID, First: first, Last: last}
-		var stored bytes.Buffer
-		stDigest := repository.NewDigest()
-		enc, err := codec.NewEncoder(io.MultiWriter(&stored, stDigest))
-		require.NoError(t, err)
-		_, err = enc.Write(plain.Bytes())
-		require.NoError(t, err)
-		require.NoError(t, enc.Close())
-		raw := repository.NewDigest()
-		_, _ = raw.Write(plain.Bytes())
-		m := repository.SegmentManifest{
-			Format: repository.FormatVersion, Kind: repository.KindDelta, Base: base.ID, ClusterID: base.ClusterID,
-			First: first, Last: last, FirstTime: base.Started.Add(time.Duration(first) * time.Second), LastTime: base.Started.Add(time.Duration(last) * time.Second),
-			Events: segmentRevisions, Prev: prev, PrevSHA256: prevSHA, Created: base.Started,
-			DataObject: repository.DataObject{RawSize: raw.Size(), SHA256: raw.Sum(), StoredSize: stDigest.Size(), StoredSHA256: stDigest.Sum(), Data: ref.DataName(codec), Compression: codec.Compression},
-		}
-		_, err = repo.SaveNew(ctx, m.Data, bytes.NewReader(stored.Bytes()))
-		require.NoError(t, err)
-		require.NoError(t, repo.ReadBack(ctx, m.DataObject))
-		require.NoError(t, repo.SaveNewSegmentManifest(ctx, m))
-		prev, prevSHA, rev = ref.ManifestName(), m.SHA256, last
-	}
-	if ended {
-		require.NoError(t, repo.SaveNewChainEnd(ctx, repository.ChainEnd{Format: repository.FormatVersion, Base: base.ID, Last: rev, Reason: repository.EndNewBase, Created: base.Started}))
-	}
-	return rev
+	return testenv.WriteChain(t, repo, base, n, ended)
 }
 
 // requireChainReads loads the chain of base and reads every revision of it back, checked against
@@ -160,26 +117,8 @@ func tree(t *testing.T, dir string) map[string]string {
 	return out
 }
 
-// copyTree copies a repository folder, modes included, for a test to change a copy of it.
+// copyTree copies a repository folder (testenv.CopyTree).
 func copyTree(t *testing.T, src, dst string) {
 	t.Helper()
-	require.NoError(t, filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		to := filepath.Join(dst, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(to, 0o700)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(to, data, fi.Mode().Perm())
-	}))
+	testenv.CopyTree(t, src, dst)
 }
