@@ -140,6 +140,15 @@ func pruneTarget(ctx context.Context, o Options, t repository.Target, now time.T
 	if err := p.sweepOrphans(ctx); err != nil {
 		return fail("", err)
 	}
+	if len(tr.Errors) > 0 {
+		// Backups kept because their lock could not be read: the policy was not carried out.
+		tr.State = StateFailed
+		errs := make([]error, len(tr.Errors))
+		for i, e := range tr.Errors {
+			errs[i] = e
+		}
+		return tr, fmt.Errorf("prune target %s: %w", t.Name, errors.Join(errs...))
+	}
 	return tr, nil
 }
 
