@@ -15,6 +15,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
+	"github.com/etcdguard/etcdguard/internal/testrepo"
 )
 
 // TestPruneCrash kills `etcdguard prune` (SIGKILL, as a power cut) at each kind of step boundary
@@ -39,10 +40,10 @@ func TestPruneCrash(t *testing.T) {
 	}
 	repo, err := repository.Open(t.Context(), tg)
 	require.NoError(t, err)
-	testenv.WriteChain(t, repo, backups[0], 2, true)
-	testenv.WriteChain(t, repo, backups[1], 2, false) // open: kept
-	testenv.WriteChain(t, repo, backups[2], 2, true)
-	testenv.WriteChain(t, repo, backups[3], 1, false) // the writer's, now
+	testrepo.WriteChain(t, repo, backups[0], 2, true)
+	testrepo.WriteChain(t, repo, backups[1], 2, false) // open: kept
+	testrepo.WriteChain(t, repo, backups[2], 2, true)
+	testrepo.WriteChain(t, repo, backups[3], 1, false) // the writer's, now
 	repo.Close()
 	kept := []string{backups[1].ID, backups[3].ID}
 

@@ -48,11 +48,11 @@ var layers = map[string]int{
 
 	// Test helpers: real etcd clusters and MinIO, and the faults only tests inject. They stand
 	// beside the layers (testHelper): they may import any shipped package, and none imports them.
-	"internal/testcluster": 0, "internal/testenv": 0,
+	"internal/testcluster": 0, "internal/testenv": 0, "internal/testrepo": 0,
 }
 
 // testHelper are the packages only tests may import.
-var testHelper = map[string]bool{"internal/testcluster": true, "internal/testenv": true}
+var testHelper = map[string]bool{"internal/testcluster": true, "internal/testenv": true, "internal/testrepo": true}
 
 // forbidden are imports between packages that the layers alone allow but that must not exist.
 var forbidden = map[[2]string]string{

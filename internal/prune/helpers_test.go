@@ -18,6 +18,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
+	"github.com/etcdguard/etcdguard/internal/testrepo"
 )
 
 const day = 24 * time.Hour
@@ -48,12 +49,12 @@ func save(t *testing.T, ecfg etcdx.Config, at time.Time, targets ...repository.T
 }
 
 // segmentRevisions is how many revisions each test segment holds.
-const segmentRevisions = testenv.SegmentRevisions
+const segmentRevisions = testrepo.SegmentRevisions
 
-// writeChain stores a linked chain of n segments after base (testenv.WriteChain).
+// writeChain stores a linked chain of n segments after base (testrepo.WriteChain).
 func writeChain(t *testing.T, repo *repository.Repository, base repository.Manifest, n int, ended bool) int64 {
 	t.Helper()
-	return testenv.WriteChain(t, repo, base, n, ended)
+	return testrepo.WriteChain(t, repo, base, n, ended)
 }
 
 // requireChainReads loads the chain of base and reads every revision of it back, checked against

@@ -1,12 +1,13 @@
-package testenv
+// Package testrepo stores what the agent's delta writer would store (a linked delta chain) without
+// running it, for the tests of the packages that read or remove chains. It is a test helper beside
+// the layers, as testenv is, and apart from it because it imports the repository and delta
+// packages, whose own tests import testenv.
+package testrepo
 
 import (
 	"bytes"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -69,31 +70,4 @@ func WriteChain(tb testing.TB, repo *repository.Repository, base repository.Mani
 		fail(repo.SaveNewChainEnd(ctx, repository.ChainEnd{Format: repository.FormatVersion, Base: base.ID, Last: rev, Reason: repository.EndNewBase, Created: base.Started}))
 	}
 	return rev
-}
-
-// CopyTree copies a folder, file modes included, for a test to change a copy of it.
-func CopyTree(tb testing.TB, src, dst string) {
-	tb.Helper()
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		to := filepath.Join(dst, rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			return os.MkdirAll(to, 0o700)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(to, data, fi.Mode().Perm())
-	})
-	if err != nil {
-		tb.Fatalf("copy %s to %s: %v", src, dst, err)
-	}
 }
