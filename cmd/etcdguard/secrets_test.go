@@ -108,11 +108,14 @@ func TestTargetCredentialsNeverPrinted(t *testing.T) {
 			for i, u := range withCreds {
 				runs = append(runs, run{"save to URL " + itoa(i), append([]string{"snapshot", "save", "--target", "file://" + repo, "--target", u}, tlsFlags(c)...), -1})
 				runs = append(runs, run{"list URL " + itoa(i), []string{"snapshot", "list", "--target", u}, -1})
+				runs = append(runs, run{"prune URL " + itoa(i), []string{"prune", "--dry-run", "--target", u}, -1})
 			}
 			runs = append(runs,
 				run{"save to a local URL with a secret parameter", append([]string{"snapshot", "save", "-o", "json", "--target", "file://" + repo + "?token=" + secret}, tlsFlags(c)...), 0},
 				run{"list it", []string{"snapshot", "list", "--target", "file://" + repo + "?token=" + secret}, 0},
 				run{"status of the latest", []string{"snapshot", "status", "latest", "--target", "file://" + repo}, 0},
+				run{"prune it (a URL target: never pruned, said with the URL)", []string{"prune", "-o", "json", "--target", "file://" + repo + "?token=" + secret}, 0},
+				run{"prune the config file's target", []string{"prune", "--config", cfg}, -1},
 				run{"config file target", append([]string{"snapshot", "save", "--config", cfg, "--target", "file://" + repo, "--target", "s3"}, tlsFlags(c)...), -1},
 				run{"doctor with the config file", append([]string{"doctor", "--config", cfg}, tlsFlags(c)...), -1},
 			)

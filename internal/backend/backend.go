@@ -171,6 +171,45 @@ type Checksumer interface {
 	ServerCRC32C(ctx context.Context, name string) (uint32, error)
 }
 
+// Retainer is implemented by backends whose storage can refuse to remove an object for a time
+// (S3 Object Lock: a retention in governance or compliance mode, a legal hold), and where a removal
+// may leave the object's bytes in place (a versioned bucket, which every Object Lock bucket is).
+// On such a bucket a removal without a version id succeeds even for a locked object: it writes a
+// delete marker, which hides the object from every listing while its bytes stay. So whoever
+// removes must ask Locked first. Backends without it (local disks) never lock an object.
+type Retainer interface {
+	// Retention says how the storage keeps objects as a whole: whether it can lock them at all
+	// (the bucket has Object Lock enabled) and whether a removal keeps their bytes as an older
+	// version (versioning enabled or suspended).
+	Retention(ctx context.Context) (Retention, error)
+	// Locked reports whether the storage refuses to remove the object under name now: a legal
+	// hold, or a retention whose retain-until date is not yet past (until). A missing object is
+	// not locked.
+	Locked(ctx context.Context, name string) (locked bool, until time.Time, err error)
+}
+
+// Retention is what a Retainer says of its storage as a whole.
+type Retention struct {
+	// ObjectLock says objects may be locked (retention or legal hold); when false no object is.
+	ObjectLock bool
+	// Versioned says a removal writes a delete marker and the bytes stay as a noncurrent
+	// version, until the bucket's lifecycle rule (NoncurrentVersionExpiration) or a person
+	// removes them.
+	Versioned bool
+}
+
+// FolderRemover is implemented by backends that keep folders apart from the objects in them (a
+// local disk), where removing a folder's last object leaves the folder.
+type FolderRemover interface {
+	// RemoveFolder removes the folder that objects whose names start with prefix (ending in a
+	// slash) are in, if it is empty; a folder that is not empty, or not there, is left as it is
+	// and is no error.
+	RemoveFolder(ctx context.Context, prefix string) error
+	// Folders returns the folders directly under prefix (ending in a slash), empty ones
+	// included, each named as a prefix ("deltas/<id>/"), in lexical order.
+	Folders(ctx context.Context, prefix string) ([]string, error)
+}
+
 // Loader is implemented by backends that read a whole small object in one call and can repeat
 // that call as a whole when it fails midway (the retry decorator). Use the function Load, which
 // falls back to Open on other backends.
@@ -199,8 +238,9 @@ func Load(ctx context.Context, be Backend, name string, limit int64) ([]byte, er
 }
 
 // Wrapper is implemented by backends that decorate another one (the retry decorator). The
-// optional interfaces above (Creator, Sweeper, Archival, Checksumer) belong to the backend
-// underneath: find them with As, not with a type assertion on the decorator.
+// optional interfaces above (Creator, Appender, Sweeper, Archival, Checksumer, Retainer,
+// FolderRemover) belong to the backend underneath: find them with As, not with a type assertion
+// on the decorator.
 type Wrapper interface {
 	// Unwrap returns the backend decorated.
 	Unwrap() Backend

@@ -104,7 +104,7 @@ file (--config); flags win over the environment, which wins over the file.`,
 	pf.StringArrayVar(&g.ageIdentities, "age-identity", nil, "age identity file to read encrypted backups, repeatable")
 	pf.StringVar(&g.compression, "compression", "", "compression of new backups: zstd or none (default zstd)")
 
-	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newRecoverCommand(env, g), newDoctorCommand(env, g), newCertsCommand(env, g), newDemoCommand(env, g), newAgentCommand(env, g), newPolicyCommand(env, g), newDrillCommand(env, g), newEtcdCommand(), newVersionCommand(env))
+	root.AddCommand(newSnapshotCommand(env, g), newRestoreCommand(env, g), newRecoverCommand(env, g), newDoctorCommand(env, g), newPruneCommand(env, g), newCertsCommand(env, g), newDemoCommand(env, g), newAgentCommand(env, g), newPolicyCommand(env, g), newDrillCommand(env, g), newEtcdCommand(), newVersionCommand(env))
 	addExitCodes(root, env.ExitCodes)
 	markArgsErrors(root)
 	return root

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
 func TestBadConfigs(t *testing.T) {
@@ -25,6 +27,10 @@ func TestBadConfigs(t *testing.T) {
 		"agent-unknown-key.bad.yml":    "field snapshot-interval not found",
 		"drill-target-unknown.bad.yml": `agent: drill-target "s4" names no target`,
 		"policy-negative.bad.yml":      "policy: copies, media, offline and offline-max-age must not be negative",
+		"keep-negative.bad.yml":        `target "ssd": keep: daily is -7: give a count of 0 or more`,
+		"keep-bad-within.bad.yml":      `target "s3": keep: within: "30days" is not a duration such as 7d, 30d, 36h or 1d12h`,
+		"keep-unknown-key.bad.yml":     "field minutely not found",
+		"keep-empty.bad.yml":           `target "ssd": keep: names no rule`,
 	}
 	files, err := filepath.Glob("testdata/*.bad.yml")
 	require.NoError(t, err)
@@ -46,9 +52,16 @@ func TestFullConfig(t *testing.T) {
 	require.Equal(t, []string{"https://10.0.0.1:2379", "https://10.0.0.2:2379"}, cfg.Endpoints)
 	require.Equal(t, Duration(3*time.Second), cfg.DialTimeout)
 	require.Equal(t, Duration(5*time.Second), cfg.CommandTimeout, "unset values keep their defaults")
-	require.Len(t, cfg.Targets, 3)
+	require.Len(t, cfg.Targets, 4)
 	require.True(t, cfg.Targets[2].Offline)
 	require.Equal(t, "tape", cfg.Targets[2].Media)
+	// The incident's regime: a week on the local disk, 30 days in S3, one a month for five years on tape.
+	require.Equal(t, &repository.Keep{Within: "7d"}, cfg.Targets[0].Keep)
+	require.Equal(t, 7*24*time.Hour, cfg.Targets[0].Keep.WithinDuration())
+	require.Equal(t, 30*24*time.Hour, cfg.Targets[1].Keep.WithinDuration())
+	require.Equal(t, &repository.Keep{Monthly: 60}, cfg.Targets[2].Keep)
+	require.Equal(t, &repository.Keep{Last: 3, Within: "1d12h", Hourly: 24, Daily: 7, Weekly: 4, Monthly: 12, Yearly: 2}, cfg.Targets[3].Keep)
+	require.Equal(t, 36*time.Hour, cfg.Targets[3].Keep.WithinDuration())
 	require.Equal(t, "zstd", cfg.Compression)
 	require.Len(t, cfg.Cluster.Members, 2)
 	require.Equal(t, "/etc/kubernetes/manifests/etcd.yaml", cfg.Cluster.Members[0].StaticPodManifest)
@@ -118,4 +131,60 @@ func TestEmptyFileIsDefaults(t *testing.T) {
 	cfg, err := Load(p)
 	require.NoError(t, err)
 	require.Equal(t, Default(), cfg)
+}
+
+// TestKeep: a target's keep: policy, as the config file writes it. Counts must not be negative,
+// within is a Go duration or days (7d), positive; a keep: with no rule is refused (it would keep
+// the newest backup only); a target without keep: has none (it is never pruned). Each error names
+// the target.
+func TestKeep(t *testing.T) {
+	day := 24 * time.Hour
+	cases := []struct {
+		keep   string
+		want   *repository.Keep
+		within time.Duration
+		err    string
+	}{
+		{"", nil, 0, ""},
+		{"keep: {within: 7d}", &repository.Keep{Within: "7d"}, 7 * day, ""},
+		{"keep: {within: 30d}", &repository.Keep{Within: "30d"}, 30 * day, ""},
+		{"keep: {within: 36h}", &repository.Keep{Within: "36h"}, 36 * time.Hour, ""},
+		{"keep: {within: 1d12h30m}", &repository.Keep{Within: "1d12h30m"}, day + 12*time.Hour + 30*time.Minute, ""},
+		{"keep: {within: 90m, last: 2}", &repository.Keep{Within: "90m", Last: 2}, 90 * time.Minute, ""},
+		{"keep: {monthly: 60}", &repository.Keep{Monthly: 60}, 0, ""},
+		{"keep: {last: 1, daily: 0}", &repository.Keep{Last: 1}, 0, ""},
+		{"keep: {hourly: 24, daily: 7, weekly: 4, yearly: 1}", &repository.Keep{Hourly: 24, Daily: 7, Weekly: 4, Yearly: 1}, 0, ""},
+
+		{"keep: {last: -1}", nil, 0, `target "t": keep: last is -1: give a count of 0 or more`},
+		{"keep: {monthly: -60}", nil, 0, `target "t": keep: monthly is -60: give a count of 0 or more`},
+		{"keep: {within: -7d}", nil, 0, `target "t": keep: within: "-7d" is negative`},
+		{"keep: {within: -36h}", nil, 0, `target "t": keep: within: "-36h" is negative`},
+		{"keep: {within: 1d-2h}", nil, 0, `target "t": keep: within: "1d-2h" is not a duration`},
+		{"keep: {within: 0d}", nil, 0, `target "t": keep: within: "0d" keeps nothing`},
+		{"keep: {within: 0s}", nil, 0, `target "t": keep: within: "0s" keeps nothing`},
+		{"keep: {within: 7 days}", nil, 0, `target "t": keep: within: "7 days" is not a duration such as 7d`},
+		{"keep: {within: d}", nil, 0, `target "t": keep: within: "d" is not a duration`},
+		{"keep: {within: 7w}", nil, 0, `target "t": keep: within: "7w" is not a duration`},
+		{"keep: {within: +7d}", nil, 0, `target "t": keep: within: "+7d" is not a duration`},
+		{"keep: {within: 99999999999d}", nil, 0, `target "t": keep: within: "99999999999d" is too long`},
+		{"keep: {}", nil, 0, `target "t": keep: names no rule`},
+		{"keep: {last: 0}", nil, 0, `target "t": keep: names no rule`},
+		{"keep: {daily: seven}", nil, 0, "cannot unmarshal"},
+		{"keep: {within: 7d, every: 1h}", nil, 0, "field every not found"},
+		{"keep: 7d", nil, 0, "cannot unmarshal"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.keep, func(t *testing.T) {
+			cfg, err := Parse([]byte("targets:\n  - name: t\n    url: file:///backup/etcd\n    " + tc.keep + "\n"))
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, cfg.Targets[0].Keep)
+			if tc.want != nil {
+				require.Equal(t, tc.within, tc.want.WithinDuration())
+			}
+		})
+	}
 }

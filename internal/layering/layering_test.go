@@ -31,6 +31,8 @@ var layers = map[string]int{
 	"internal/delta": 2, "internal/deltalog": 2, "internal/retention": 2, "internal/policy": 2,
 	// Restore drills: the restore of a backup into a scratch member of its own, and its checks.
 	"internal/drill": 2,
+	// Carrying out the retention policy: what the prune command and the agent call.
+	"internal/prune": 2,
 
 	// The cluster: its description, how members are stopped and started, what is known of each
 	// member and what a quorum of them can do. A layer of its own below the capabilities, so that
@@ -48,11 +50,11 @@ var layers = map[string]int{
 
 	// Test helpers: real etcd clusters and MinIO, and the faults only tests inject. They stand
 	// beside the layers (testHelper): they may import any shipped package, and none imports them.
-	"internal/testcluster": 0, "internal/testenv": 0,
+	"internal/testcluster": 0, "internal/testenv": 0, "internal/testrepo": 0,
 }
 
 // testHelper are the packages only tests may import.
-var testHelper = map[string]bool{"internal/testcluster": true, "internal/testenv": true}
+var testHelper = map[string]bool{"internal/testcluster": true, "internal/testenv": true, "internal/testrepo": true}
 
 // forbidden are imports between packages that the layers alone allow but that must not exist.
 var forbidden = map[[2]string]string{

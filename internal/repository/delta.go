@@ -56,6 +56,9 @@ func (s SegmentRef) DataName(c Codec) string {
 // String returns the segment as people read it: base:first-last.
 func (s SegmentRef) String() string { return fmt.Sprintf("%s:%d-%d", s.Base, s.First, s.Last) }
 
+// ChainsPrefix is the folder every chain's folder is in.
+const ChainsPrefix = deltasDir
+
 // ChainPrefix returns the prefix under which every object of the chain of base lies.
 func ChainPrefix(base string) string { return deltasDir + base + "/" }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 
@@ -62,12 +63,48 @@ type ChainListing struct {
 	Ended bool
 	// Data are the names of the data objects listed, for the ones without a manifest.
 	Data map[string]bool
+	// Sizes are the stored sizes of every object listed, by name.
+	Sizes map[string]int64
+}
+
+// Empty reports whether the listing found no object at all: the base has no chain.
+func (l ChainListing) Empty() bool { return len(l.Sizes) == 0 }
+
+// DataOf returns the data objects listed of segment s (its .delta[.zst][.age] object; more than
+// one only if something wrote odd names), found by name alone.
+func (l ChainListing) DataOf(s SegmentRef) []string {
+	var out []string
+	for name := range l.Data {
+		if strings.HasPrefix(name, s.stem()+".delta") {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ChainBases returns the bases of every chain folder in the repository (deltas/<base>/), in the
+// order of their names, whether or not the base's manifest is there.
+func (r *Repository) ChainBases(ctx context.Context) ([]string, error) {
+	var out []string
+	err := r.be.List(ctx, deltasDir, func(fi backend.FileInfo) error {
+		base, _, ok := strings.Cut(strings.TrimPrefix(fi.Name, deltasDir), "/")
+		if ok && ValidID(base) && (len(out) == 0 || out[len(out)-1] != base) {
+			out = append(out, base)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("target %s: list the delta chains: %w", r.Target.Name, err)
+	}
+	return out, nil
 }
 
 // ListChain lists the objects of the chain of base.
 func (r *Repository) ListChain(ctx context.Context, base string) (ChainListing, error) {
-	l := ChainListing{Base: base, Data: map[string]bool{}}
+	l := ChainListing{Base: base, Data: map[string]bool{}, Sizes: map[string]int64{}}
 	err := r.be.List(ctx, ChainPrefix(base), func(fi backend.FileInfo) error {
+		l.Sizes[fi.Name] = fi.Size
 		if s, ok := ParseSegmentManifestName(fi.Name); ok {
 			l.Segments = append(l.Segments, s)
 			return nil

@@ -162,6 +162,9 @@ func IsDataObject(name string) bool {
 	return strings.HasPrefix(name, snapshotsDir) && strings.HasPrefix(path.Base(name), "snapshot.db")
 }
 
+// BackupPrefix returns the prefix of every object of a backup's folder: snapshots/<id>/.
+func BackupPrefix(id string) string { return snapshotsDir + id + "/" }
+
 // ManifestName returns the name of a backup's manifest.
 func ManifestName(id string) string { return snapshotsDir + id + "/" + manifestName }
 

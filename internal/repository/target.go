@@ -26,6 +26,9 @@ type Target struct {
 	Offline bool `yaml:"offline,omitempty" json:"offline,omitempty"`
 	// Media names the kind of medium (disk, s3, tape, usb); the 3-2-1 rule counts media kinds.
 	Media string `yaml:"media,omitempty" json:"media,omitempty"`
+	// Keep is what `etcdguard prune` keeps in the target; nil: the target is never pruned.
+	// Only the config file sets it: a target given by URL on the command line has none.
+	Keep *Keep `yaml:"keep,omitempty" json:"keep,omitempty"`
 }
 
 // ParseTarget reads a target from a --target value: a URL whose query may carry name=, offline=
@@ -110,6 +113,11 @@ func (t *Target) Normalize() error {
 			scheme = redact.Placeholder // "KEY:SECRET@host" parses as scheme KEY
 		}
 		return fmt.Errorf("target URL %s: unknown scheme %q: use file:///path or s3://bucket/prefix", t.Redacted(), scheme)
+	}
+	if t.Keep != nil {
+		if err := t.Keep.check(); err != nil {
+			return fmt.Errorf("target %q: %w", t.Name, err)
+		}
 	}
 	return nil
 }

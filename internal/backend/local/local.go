@@ -370,6 +370,51 @@ func (l *Local) Remove(ctx context.Context, name string) error {
 	return nil
 }
 
+var _ backend.FolderRemover = (*Local)(nil)
+
+// RemoveFolder removes the folder of prefix ("deltas/<id>/") if it is empty: Remove keeps
+// folders, and a folder left behind by every pruned backup would pile up. A folder that is not
+// empty (or is a symlink, or is not there) is left, and is no error; a folder left behind by a
+// crash costs nothing but a listing entry.
+func (l *Local) RemoveFolder(ctx context.Context, prefix string) error {
+	name := strings.TrimSuffix(prefix, "/")
+	if err := l.checkOp(ctx, name); err != nil {
+		return fmt.Errorf("remove folder %s: %w", prefix, err)
+	}
+	p := l.path(name)
+	fi, err := os.Lstat(p)
+	if err != nil || !fi.IsDir() {
+		return nil
+	}
+	if err := os.Remove(p); err != nil && !isNotExist(err) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		return l.mapErr("remove folder "+prefix, err)
+	}
+	return nil
+}
+
+// Folders returns the folders directly under prefix, as prefixes; none when prefix's own folder is
+// not there. Symlinks are not folders of the repository and are left out.
+func (l *Local) Folders(ctx context.Context, prefix string) ([]string, error) {
+	name := strings.TrimSuffix(prefix, "/")
+	if err := l.checkOp(ctx, name); err != nil {
+		return nil, fmt.Errorf("list folders under %s: %w", prefix, err)
+	}
+	entries, err := os.ReadDir(l.path(name))
+	if isNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, l.mapErr("list folders under "+prefix, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, name+"/"+e.Name()+"/")
+		}
+	}
+	return out, nil
+}
+
 // kindOf names what a non-regular file is, for messages.
 func kindOf(m fs.FileMode) string {
 	switch {

@@ -260,3 +260,36 @@ func TestSweepPartial(t *testing.T) {
 	require.FileExists(t, filepath.Join(root, "locks", "l.partial-9"), "outside the prefix")
 	require.Equal(t, []string{"snapshots/a/obj"}, backendtest.ListNames(t, b, ""))
 }
+
+// TestRemoveFolder: Folders lists the folders under a prefix, empty ones included; RemoveFolder
+// removes an empty one, and leaves one with an object, a symlink to a folder, and a folder that
+// is not there, without an error.
+func TestRemoveFolder(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "repo")
+	b, err := local.New(root, local.Options{})
+	require.NoError(t, err)
+	ctx := t.Context()
+	_, err = b.Save(ctx, "deltas/a/end.json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	_, err = b.Save(ctx, "deltas/b/end.json", strings.NewReader("{}"))
+	require.NoError(t, err)
+	require.NoError(t, b.Remove(ctx, "deltas/a/end.json"))
+	require.DirExists(t, filepath.Join(root, "deltas", "a"), "Remove keeps folders")
+	require.NoError(t, os.Symlink(filepath.Join(root, "deltas", "a"), filepath.Join(root, "deltas", "link")))
+
+	folders, err := b.Folders(ctx, "deltas/")
+	require.NoError(t, err)
+	require.Equal(t, []string{"deltas/a/", "deltas/b/"}, folders, "empty ones too; not the symlink")
+	folders, err = b.Folders(ctx, "marks/")
+	require.NoError(t, err)
+	require.Empty(t, folders)
+
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/a/"))
+	require.NoDirExists(t, filepath.Join(root, "deltas", "a"))
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/b/"))
+	require.FileExists(t, filepath.Join(root, "deltas", "b", "end.json"))
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/link/"))
+	_, err = os.Lstat(filepath.Join(root, "deltas", "link"))
+	require.NoError(t, err, "a symlink is not a folder of the repository")
+	require.NoError(t, b.RemoveFolder(ctx, "deltas/never/"))
+}

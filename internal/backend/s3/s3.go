@@ -217,6 +217,7 @@ var (
 	_ backend.Backend    = (*S3)(nil)
 	_ backend.Archival   = (*S3)(nil)
 	_ backend.Checksumer = (*S3)(nil)
+	_ backend.Retainer   = (*S3)(nil)
 )
 
 // classOf is the storage class an object is saved in ("" for the bucket's default).
@@ -490,6 +491,12 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(backend.FileInfo) 
 }
 
 // Remove deletes the object; S3 does not report deleting a missing key as an error.
+//
+// It sends no version id and never asks to bypass a governance retention. On a versioned bucket
+// (every Object Lock bucket is one) S3 then writes a delete marker and succeeds, even for an
+// object under Object Lock: the object disappears from listings while its bytes stay as a
+// noncurrent version, until the bucket's lifecycle rule removes them. Callers that remove
+// backups ask Locked first (backend.Retainer).
 func (s *S3) Remove(ctx context.Context, name string) error {
 	doing := fmt.Sprintf("remove %s from %s", name, s.bucketURL())
 	key, err := s.key(name)
