@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -199,6 +200,7 @@ func TestMonitoring(t *testing.T) {
 	tape := filepath.Join(e.dir, "tape")
 	require.NoError(t, os.Mkdir(tape, 0o700))
 	b = []byte(strings.Replace(string(b), "targets:\n", fmt.Sprintf("targets:\n  - name: tape\n    url: file://%s\n    offline: true\n    media: tape\n", tape), 1))
+	b = []byte(strings.Replace(string(b), "file://"+e.repo+"\n", "file://"+e.repo+"\n    keep: {within: 30d}\n", 1))
 	b = append(b, []byte("  policy-check-interval: 2s\n  delta-seal-interval: 1s\n  drill-schedule: \"*/5 * * * * *\"\n  drill-target: s3\nstate-dir: "+e.state+"\n")...)
 	require.NoError(t, os.WriteFile(cfg, b, 0o600))
 	a := startAgent(t, cfg)
@@ -253,6 +255,8 @@ func TestMonitoring(t *testing.T) {
 		require.Equal(t, "1", value("etcdguard_policy_compliant", `rule="`+rule+`"`), rule)
 	}
 	require.NotEmpty(t, value("etcdguard_offline_copy_age_seconds"))
+	require.Equal(t, "0", value("etcdguard_retention_removed_total", `target="local"`), "declared for the target with a keep: policy")
+	require.Empty(t, seriesWith(series, "etcdguard_retention_removed_total", `target="s3"`), "s3 has no keep: policy")
 	require.Len(t, seriesWith(series, "etcdguard_certificate_expiry_timestamp_seconds", `role="ca"`), 1)
 	require.Len(t, seriesWith(series, "etcdguard_certificate_expiry_timestamp_seconds", `role="client"`), 1)
 	for s := range series {
@@ -475,4 +479,40 @@ func TestDrillFailureAlerts(t *testing.T) {
 		require.Equal(t, before.Kvs[i].Key, after.Kvs[i].Key)
 		require.Equal(t, before.Kvs[i].ModRevision, after.Kvs[i].ModRevision)
 	}
+}
+
+// TestAgentPrunes: the agent takes a snapshot every 2 s into a local target whose keep: policy
+// keeps the last 3, and prunes every 3 s: old backups and their chains go, counted in
+// etcdguard_retention_removed_total; the target never holds many more than 3 plus what came
+// since the last prune, and everything left verifies.
+func TestAgentPrunes(t *testing.T) {
+	e := newRecoverEnv(t, "3.6")
+	cfg := writeAgentConfig(t, e, "", "127.0.0.1:0", "*/2 * * * * *")
+	b, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	b = []byte(strings.Replace(string(b), "file://"+e.repo+"\n", "file://"+e.repo+"\n    keep: {last: 3}\n", 1))
+	b = append(b, []byte("  prune-schedule: \"*/3 * * * * *\"\n  delta-seal-interval: 1s\n")...)
+	require.NoError(t, os.WriteFile(cfg, b, 0o600))
+	a := startAgent(t, cfg)
+
+	var series map[string]string
+	require.Eventually(t, func() bool {
+		_, series = scrape(t, a.url+"/metrics")
+		n, _ := strconv.Atoi(series[`etcdguard_retention_removed_total{target="local"}`])
+		return n >= 4
+	}, 60*time.Second, 250*time.Millisecond, "the agent prunes the old backups")
+	require.NotEmpty(t, seriesWith(series, "etcdguard_retention_last_run_timestamp_seconds", `target="local"`, `state="pruned"`))
+	require.Contains(t, a.out.String(), "scheduled prune done")
+
+	// Stop the agent, so that nothing is added or removed, then check what is left.
+	require.NoError(t, a.cmd.Process.Signal(syscall.SIGTERM))
+	<-a.exited
+	out := list(t, "--target", "file://"+e.repo)
+	require.LessOrEqual(t, len(out.Backups), 3+2, "the last 3, and at most what came after the last prune")
+	require.GreaterOrEqual(t, len(out.Backups), 3)
+	r := etcdguard(t, "snapshot", "verify", "--all", "--target", "file://"+e.repo)
+	require.Equal(t, 0, r.code, r.stderr)
+	chains, err := os.ReadDir(filepath.Join(e.repo, "deltas"))
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(chains), len(out.Backups), "the removed backups' chains went with them")
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/etcdguard/etcdguard/internal/deltalog"
 	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/policy"
+	"github.com/etcdguard/etcdguard/internal/prune"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -45,6 +46,8 @@ type Settings struct {
 	Policy PolicySettings
 	// Drill configures the scheduled restore drills.
 	Drill DrillSettings
+	// Prune configures the scheduled pruning of targets with a keep: policy.
+	Prune PruneSettings
 }
 
 // Options configures an agent.
@@ -88,6 +91,8 @@ type Agent struct {
 	// drillWake: the settings changed, the drill scheduler computes its next slot again.
 	drillWake chan struct{}
 	lastDrill *drill.Result // the last drill this agent ran (when there is no state dir)
+	pruneWake chan struct{}
+	lastPrune *prune.Report // the last scheduled prune; nil before the first
 	shippers  []*deltalog.Shipper
 	metrics   *metrics
 	running   time.Time // when the run in progress started; zero when none is
@@ -126,8 +131,9 @@ func New(ctx context.Context, opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent: listen on %s: %w", s.ListenAddress, err)
 	}
 	a := &Agent{opts: opts, lg: lg, ln: ln, wakeup: make(chan struct{}, 1), settings: s,
-		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1), checkNow: make(chan struct{}, 1), drillWake: make(chan struct{}, 1)}
+		snapNow: make(chan string, 1), newBases: make(chan repository.Manifest, 1), checkNow: make(chan struct{}, 1), drillWake: make(chan struct{}, 1), pruneWake: make(chan struct{}, 1)}
 	a.metrics = newMetrics(a)
+	a.metrics.prune.declare(s.Save.Targets)
 	a.warnFastSchedule(s)
 	a.newest, a.lastFull = a.newestIn(ctx, s.Save.Targets)
 	return a, nil
@@ -167,6 +173,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	{
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { a.drills(ctx); return nil }, func(error) { cancel() })
+	}
+	{
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { a.prunes(ctx); return nil }, func(error) { cancel() })
 	}
 	{
 		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
@@ -225,7 +235,8 @@ func (a *Agent) reload(ctx context.Context) {
 	a.mu.Lock()
 	a.settings, a.newest, a.lastFull = s, newest, lastFull
 	a.mu.Unlock()
-	for _, ch := range []chan struct{}{a.wakeup, a.drillWake} {
+	a.metrics.prune.declare(s.Save.Targets)
+	for _, ch := range []chan struct{}{a.wakeup, a.drillWake, a.pruneWake} {
 		select {
 		case ch <- struct{}{}:
 		default:

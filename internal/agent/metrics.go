@@ -75,6 +75,7 @@ type metrics struct {
 	snapshotDuration prometheus.Histogram
 	drills           prometheus.Counter
 	drillFailures    *prometheus.CounterVec
+	prune            pruneMetrics
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -110,6 +111,8 @@ func newMetrics(a *Agent) *metrics {
 			m.drillFailures.WithLabelValues(string(r))
 		}
 	}
+	m.prune = newPruneMetrics()
+	m.reg.MustRegister(m.prune.collectors()...)
 	m.reg.MustRegister(m.snapshots, m.snapshotFailures, m.snapshotDuration, m.drills, m.drillFailures, stateCollector{a},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -196,7 +199,9 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 	d := a.delta
 	shippers := a.shippers
 	pol := a.policy
+	lastPrune := a.lastPrune
 	a.mu.Unlock()
+	collectPrune(lastPrune, gauge)
 	collectPolicy(pol, now, gauge)
 	if s.Drill.Enabled || s.Drill.Options.StateDir != "" {
 		collectDrill(a.lastDrillResult(s.Drill), gauge)

@@ -136,12 +136,17 @@ func (o *agentOptions) settings(cmd *cobra.Command, env Env, g *globalOptions) (
 	if err != nil {
 		return agent.Settings{}, fmt.Errorf("%w: agent: drill-schedule: %w", ErrUsage, err)
 	}
+	pruneSched, err := config.ParseSchedule(ac.PruneSchedule)
+	if err != nil {
+		return agent.Settings{}, fmt.Errorf("%w: agent: prune-schedule: %w", ErrUsage, err)
+	}
 	ids, err := loadIdentities(s)
 	if err != nil {
 		return agent.Settings{}, err
 	}
 	return agent.Settings{
-		Save: save,
+		Save:  save,
+		Prune: agent.PruneSettings{Enabled: ac.PruneOn(), Schedule: pruneSched, ScheduleSpec: ac.PruneSchedule},
 		Drill: agent.DrillSettings{Enabled: ac.DrillOn(), Schedule: drillSched, ScheduleSpec: ac.DrillSchedule,
 			Options: drill.Options{Targets: save.Targets, Target: ac.DrillTarget, Identities: ids, WorkDir: s.cfg.WorkDir, StateDir: s.cfg.StateDir}},
 		Schedule: sched, ScheduleSpec: ac.SnapshotSchedule, ListenAddress: ac.ListenAddress,

@@ -88,7 +88,14 @@ type Agent struct {
 	Drill         *bool  `yaml:"drill"`
 	DrillSchedule string `yaml:"drill-schedule"`
 	DrillTarget   string `yaml:"drill-target"`
+	// Prune turns the scheduled pruning on (the default: only targets with a keep: policy are
+	// pruned); PruneSchedule says when (cron, default hourly at minute 15).
+	Prune         *bool  `yaml:"prune"`
+	PruneSchedule string `yaml:"prune-schedule"`
 }
+
+// PruneOn reports whether scheduled pruning is on: unless prune is false.
+func (a Agent) PruneOn() bool { return a.Prune == nil || *a.Prune }
 
 // DrillOn reports whether scheduled drills are on: unless drill is false.
 func (a Agent) DrillOn() bool { return a.Drill == nil || *a.Drill }
@@ -104,6 +111,8 @@ const (
 	DefaultListenAddress = "127.0.0.1:9479"
 	// DefaultDrillSchedule runs a restore drill every day at 03:30.
 	DefaultDrillSchedule = "30 3 * * *"
+	// DefaultPruneSchedule prunes every hour, at minute 15 (between the default snapshots).
+	DefaultPruneSchedule = "15 * * * *"
 )
 
 // Schedule says when a recurring job is due.
@@ -167,7 +176,7 @@ func Default() Config {
 		CommandTimeout: Duration(5 * time.Second),
 		Compression:    repository.CompressionZstd,
 		StateDir:       "/var/lib/etcdguard",
-		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress, DrillSchedule: DefaultDrillSchedule},
+		Agent:          Agent{SnapshotSchedule: DefaultSnapshotSchedule, ListenAddress: DefaultListenAddress, DrillSchedule: DefaultDrillSchedule, PruneSchedule: DefaultPruneSchedule},
 		Policy:         Policy{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: Duration(7 * 24 * time.Hour)},
 	}
 }
@@ -244,6 +253,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseSchedule(c.Agent.DrillSchedule); err != nil {
 		return fmt.Errorf("agent: drill-schedule: %w", err)
+	}
+	if _, err := ParseSchedule(c.Agent.PruneSchedule); err != nil {
+		return fmt.Errorf("agent: prune-schedule: %w", err)
 	}
 	if c.Agent.DrillTarget != "" && !normalized[c.Agent.DrillTarget] {
 		return fmt.Errorf("agent: drill-target %q names no target", c.Agent.DrillTarget)

@@ -67,7 +67,7 @@ func TestFullConfig(t *testing.T) {
 	require.Equal(t, "/etc/kubernetes/manifests/etcd.yaml", cfg.Cluster.Members[0].StaticPodManifest)
 	require.Equal(t, "etcd.service", cfg.Cluster.Members[1].SystemdUnit)
 	require.Equal(t, []string{"/etc/kubernetes/manifests/kube-apiserver.yaml"}, cfg.Cluster.ControlPlaneManifests)
-	require.Equal(t, Agent{SnapshotSchedule: "0 * * * *", ListenAddress: "0.0.0.0:9479", DrillSchedule: "0 2 * * *", DrillTarget: "s3",
+	require.Equal(t, Agent{SnapshotSchedule: "0 * * * *", ListenAddress: "0.0.0.0:9479", DrillSchedule: "0 2 * * *", DrillTarget: "s3", PruneSchedule: "15 * * * *",
 		PolicyCheckInterval: Duration(10 * time.Minute)}, cfg.Agent)
 	require.Equal(t, Policy{Copies: 3, Media: 2, Offline: 1, OfflineMaxAge: Duration(14 * 24 * time.Hour)}, cfg.Policy)
 }
