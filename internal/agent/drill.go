@@ -39,33 +39,8 @@ func (a *Agent) drills(ctx context.Context) {
 		}
 	}
 	lg := a.lg.With("component", "drill")
-	var last time.Time
-	for {
-		s := a.current().Drill
-		now := a.opts.Now()
-		next := s.Schedule.Next(later(now, last))
-		if next.IsZero() {
-			lg.Error("the drill schedule has no next slot", "drill_schedule", s.ScheduleSpec)
-			<-ctx.Done()
-			return
-		}
-		t := time.NewTimer(next.Sub(now))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-a.drillWake:
-			t.Stop()
-			continue
-		case <-t.C:
-		}
-		last = next
-		if !a.isWriter() {
-			lg.Debug("scheduled drill left to the delta writer: this agent stands by", "slot", next)
-			continue
-		}
-		a.runDrill(ctx, lg, s)
-	}
+	a.onSchedule(ctx, lg, "drill", a.drillWake, func(s Settings) (config.Schedule, string) { return s.Drill.Schedule, s.Drill.ScheduleSpec },
+		func(s Settings) { a.runDrill(ctx, lg, s.Drill) })
 }
 
 // runDrill runs one drill and records its result.

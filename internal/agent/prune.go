@@ -2,7 +2,7 @@ package agent
 
 import (
 	"context"
-	"time"
+	"log/slog"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -30,49 +30,29 @@ func (a *Agent) prunes(ctx context.Context) {
 		return
 	}
 	lg := a.lg.With("component", "prune")
-	var last time.Time
-	for {
-		s := a.current()
-		now := a.opts.Now()
-		next := s.Prune.Schedule.Next(later(now, last))
-		if next.IsZero() {
-			lg.Error("the prune schedule has no next slot", "prune_schedule", s.Prune.ScheduleSpec)
-			<-ctx.Done()
-			return
-		}
-		t := time.NewTimer(next.Sub(now))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-a.pruneWake:
-			t.Stop()
-			continue
-		case <-t.C:
-		}
-		last = next
-		if !a.isWriter() {
-			lg.Debug("scheduled prune left to the delta writer: this agent stands by", "slot", next)
-			continue
-		}
-		rep, err := prune.Run(ctx, prune.Options{Targets: s.Save.Targets, Now: a.opts.Now, Logger: lg, Command: pruneCommand})
-		if ctx.Err() != nil {
-			return
-		}
-		a.metrics.pruned(rep)
-		a.mu.Lock()
-		a.lastPrune = &rep
-		a.mu.Unlock()
-		if err != nil {
-			lg.Error("scheduled prune failed in some targets; the next slot tries again", "error", err)
-			continue
-		}
-		removed := 0
-		for _, tr := range rep.Targets {
-			removed += tr.Removed
-		}
-		lg.Info("scheduled prune done", "removed", removed, "next_slot", s.Prune.Schedule.Next(a.opts.Now()))
+	a.onSchedule(ctx, lg, "prune", a.pruneWake, func(s Settings) (config.Schedule, string) { return s.Prune.Schedule, s.Prune.ScheduleSpec },
+		func(s Settings) { a.runPrune(ctx, lg, s) })
+}
+
+// runPrune prunes the targets once and records the report.
+func (a *Agent) runPrune(ctx context.Context, lg *slog.Logger, s Settings) {
+	rep, err := prune.Run(ctx, prune.Options{Targets: s.Save.Targets, Now: a.opts.Now, Logger: lg, Command: pruneCommand})
+	if ctx.Err() != nil {
+		return
 	}
+	a.metrics.pruned(rep)
+	a.mu.Lock()
+	a.lastPrune = &rep
+	a.mu.Unlock()
+	if err != nil {
+		lg.Error("scheduled prune failed in some targets; the next slot tries again", "error", err)
+		return
+	}
+	removed := 0
+	for _, tr := range rep.Targets {
+		removed += tr.Removed
+	}
+	lg.Info("scheduled prune done", "removed", removed, "next_slot", s.Prune.Schedule.Next(a.opts.Now()))
 }
 
 // pruneMetrics are the counters of the agent's pruning.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/etcdguard/etcdguard/internal/config"
 	"github.com/etcdguard/etcdguard/internal/repository"
 	"github.com/etcdguard/etcdguard/internal/snapshot"
 )
@@ -131,4 +133,39 @@ func (a *Agent) classify(err error) (int, string) {
 		return 1, "failure"
 	}
 	return a.opts.Classify(err)
+}
+
+// onSchedule runs job at every slot of the schedule that sched picks from the current settings,
+// until ctx ends, on the delta writer only (a standby agent leaves it to the writer: one run
+// per cluster). wake says the settings changed: the next slot is computed again. Runs never
+// overlap: job runs in this goroutine.
+func (a *Agent) onSchedule(ctx context.Context, lg *slog.Logger, name string, wake <-chan struct{}, sched func(Settings) (config.Schedule, string), job func(Settings)) {
+	var last time.Time
+	for {
+		s := a.current()
+		sc, spec := sched(s)
+		now := a.opts.Now()
+		next := sc.Next(later(now, last))
+		if next.IsZero() {
+			lg.Error("the "+name+" schedule has no next slot", "schedule", spec)
+			<-ctx.Done()
+			return
+		}
+		t := time.NewTimer(next.Sub(now))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-wake:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		last = next
+		if !a.isWriter() {
+			lg.Debug("scheduled "+name+" left to the delta writer: this agent stands by", "slot", next)
+			continue
+		}
+		job(a.current())
+	}
 }
