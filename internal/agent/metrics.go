@@ -237,8 +237,22 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if cf.file == "" {
 			continue
 		}
+		// One series per subject, the first to expire: a bundle in the middle of a rotation
+		// holds the old CA and the new under one name.
+		first := map[string]time.Time{}
+		var subjects []string
 		for _, crt := range readCerts(cf.file) {
-			gauge(descCertExpiry, unix(crt.NotAfter), cf.file, cf.role, crt.Subject.CommonName)
+			cn := crt.Subject.CommonName
+			at, ok := first[cn]
+			if !ok {
+				subjects = append(subjects, cn)
+			}
+			if !ok || crt.NotAfter.Before(at) {
+				first[cn] = crt.NotAfter
+			}
+		}
+		for _, cn := range subjects {
+			gauge(descCertExpiry, unix(first[cn]), cf.file, cf.role, cn)
 		}
 	}
 }
@@ -263,9 +277,17 @@ func recoveryPoint(now time.Time, d deltaState) time.Duration {
 	return max(now.Sub(since), 0)
 }
 
-// readCerts reads the certificates of a PEM file; a file that does not read yields none (doctor
-// and certs check say why; the metric's absence is itself alerted on).
+// maxCertFile bounds what a scrape reads of a certificate file: a system CA bundle is a few
+// hundred KiB.
+const maxCertFile = 4 << 20
+
+// readCerts reads the certificates of a PEM file; a file that does not read (or is not a regular
+// file of at most maxCertFile bytes: a scrape must not block on a FIFO nor read a log named by
+// mistake) yields none (doctor and certs check say why).
 func readCerts(path string) []*x509.Certificate {
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxCertFile {
+		return nil
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil
