@@ -64,3 +64,13 @@ func TestCertificateExpiryBundle(t *testing.T) {
 	require.Len(t, mf.Metric, 1)
 	require.Equal(t, float64(old.Unix()), mf.Metric[0].GetGauge().GetValue())
 }
+
+// TestDeltaWriterWithDeltaLogOff: with the delta log off on purpose there is no writer to elect,
+// and no etcdguard_delta_writer (a 0 there raised EtcdguardDeltaWriterAbsent for good).
+func TestDeltaWriterWithDeltaLogOff(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	a := &Agent{opts: Options{Now: func() time.Time { return now }}}
+	mfs := scrape(t, a)
+	require.NotContains(t, mfs, "etcdguard_delta_writer")
+	require.Contains(t, mfs, "etcdguard_ready")
+}

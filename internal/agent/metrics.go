@@ -148,7 +148,7 @@ var (
 	descReady = prometheus.NewDesc("etcdguard_ready",
 		"1 while the agent calls the cluster protected (as /-/ready answers 200), 0 otherwise.", nil, nil)
 	descWriter = prometheus.NewDesc("etcdguard_delta_writer",
-		"1 while this agent is the cluster's elected delta writer, 0 while it stands by or the delta log is off.", nil, nil)
+		"1 while this agent is the cluster's elected delta writer, 0 while it stands by; absent while the delta log is off.", nil, nil)
 	descLastDelta = prometheus.NewDesc("etcdguard_last_delta_timestamp_seconds",
 		"When the newest revision durable in the target's delta log was received (Unix time): the open segment on the delta target, sealed and shipped segments on the others.", []string{"target"}, nil)
 	descDurable = prometheus.NewDesc("etcdguard_delta_durable_revision",
@@ -230,8 +230,6 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if writer {
 			gauge(descRPO, recoveryPoint(now, d).Seconds())
 		}
-	} else {
-		gauge(descWriter, 0)
 	}
 	for _, cf := range []struct{ file, role string }{{s.Save.Etcd.CACert, "ca"}, {s.Save.Etcd.Cert, "client"}} {
 		if cf.file == "" {
