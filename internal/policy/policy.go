@@ -271,11 +271,42 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 				Next: "etcdguard doctor names the problem; the check counts nothing from it"})
 		}
 	}
+	if f, ok := clockFinding(targets, now); ok {
+		add(f)
+	}
 	rep.Worst = OK
 	for _, f := range rep.Findings {
 		rep.Worst = worse(rep.Worst, f.Severity)
 	}
 	return rep
+}
+
+// clockSkew is how far after the check's time a backup or an inventory may be dated before the
+// check calls the clocks wrong: a few minutes between hosts are usual.
+const clockSkew = 5 * time.Minute
+
+// clockFinding warns of a backup or an inventory dated after now: this host's clock went
+// backwards (an RTC reset after a power cut), or the host that took it was ahead. Ages measured
+// from such a time are negative, and a copy would pass for fresh for as long as that lasts.
+func clockFinding(targets []Target, now time.Time) (Finding, bool) {
+	var what string
+	var at time.Time
+	for _, t := range targets {
+		for _, h := range t.Backups {
+			if h.Started.After(now.Add(clockSkew)) && h.Started.After(at) {
+				what, at = fmt.Sprintf("backup %s on %s was taken at %s", h.ID, t.Name, h.Started.UTC().Format(time.RFC3339)), h.Started
+			}
+		}
+		if !t.Seen && t.SeenAt.After(now.Add(clockSkew)) && t.SeenAt.After(at) {
+			what, at = fmt.Sprintf("the inventory of %s was read at %s", t.Name, t.SeenAt.UTC().Format(time.RFC3339)), t.SeenAt
+		}
+	}
+	if at.IsZero() {
+		return Finding{}, false
+	}
+	return Finding{Rule: "clock", Severity: Warning,
+		Message: fmt.Sprintf("%s, %s after this check's time (%s): this host's clock went backwards, or the host that took it was ahead; the ages above are not to be trusted", what, days(at.Sub(now)), now.UTC().Format(time.RFC3339)),
+		Next:    "set the clocks right (etcdguard doctor compares this host's with etcd's and S3's), then check again"}, true
 }
 
 func worse(a, b string) string {

@@ -53,6 +53,13 @@ func TestEvaluate(t *testing.T) {
 			map[string][]string{"copies": {Critical, "2 copies", "not in [s3]"}}},
 		{"an online target unreadable", []Target{ssd, {Name: "s3", Media: "s3", Error: "connection refused"}, tape(true, now, "b1h")}, Critical,
 			map[string][]string{"readable": {Warning, "s3 could not be read: connection refused"}, "copies": {Critical}}},
+		// The host's clock went back a day (an RTC reset after a power cut): the tape's copy
+		// looks fresh for as long as the clock is wrong.
+		{"a backup dated after now", []Target{{Name: "ssd", Media: "disk", Seen: true, Backups: held("b-30h")},
+			{Name: "s3", Media: "s3", Seen: true, Backups: held("b-30h")}, tape(true, now, "b-30h")}, Warning,
+			map[string][]string{"clock": {Warning, "b-30h", "went backwards", "etcdguard doctor"}, "offline": {OK}}},
+		{"an inventory read after now", []Target{ssd, s3, tape(false, now.Add(48*time.Hour), "b25h")}, Warning,
+			map[string][]string{"clock": {Warning, "inventory of tape"}}},
 		{"nothing anywhere", []Target{{Name: "ssd", Media: "disk", Seen: true}}, Critical,
 			map[string][]string{"copies": {Critical, "no target holds any backup"}}},
 	} {
