@@ -54,7 +54,7 @@ func exitCodes() []exitCode {
 		{9, "refused: the data dir holds data (add --quarantine to move it aside) or is in use by a running etcd, a recovery plan does not match what is found (or is too old to resume), no recovery is safe from what is known, the backup is of a newer etcd than the member will run (add --allow-version-skew), the CA to renew from is itself invalid, or a restore drill's work dir has less free space than the drill needs", []error{restore.ErrDataDirInUse, restore.ErrPlanMismatch, restore.ErrUnsafe, restore.ErrVersionSkew, certs.ErrCAInvalid, drill.ErrBudget}},
 		{12, "unfinished: this host's part of a recovery is done; members on other hosts must be recovered there (the message says the command for each host)", []error{restore.ErrOtherHost}},
 		{13, "drill failed: the backup was fetched and checked, but it did not restore, etcd did not start on it, or the scratch member did not serve what the backup records (a damaged backup exits 5, a target that cannot be read 8)", []error{drill.ErrFailed}},
-		{10, "doctor, certs check, policy check: the worst finding is a warning (policy check: a rule judged only from an unmounted medium's recorded inventory, or a target unreadable)", []error{doctor.ErrWarning, policy.ErrUnchecked}},
+		{10, "doctor, certs check, policy check: the worst finding is a warning (policy check: a rule judged only from an unmounted medium's recorded inventory, a target unreadable, or an inventory that could not be read or recorded)", []error{doctor.ErrWarning, policy.ErrUnchecked}},
 		{11, "doctor, certs check, policy check: at least one finding is critical (policy check: a 3-2-1 rule is broken)", []error{doctor.ErrCritical, policy.ErrBroken}},
 		{1, "any other failure", nil},
 	}

@@ -118,6 +118,13 @@ policy:
 	sev, msg := finding(p, "offline")
 	require.Equal(t, "warning", sev, msg)
 	require.Contains(t, msg, "tape is not mounted")
+	// Its mount point, an empty folder while nothing is mounted, is no reading of the tape.
+	require.NoError(t, os.Mkdir(tape, 0o700))
+	p = check(at(3.2), 10)
+	sev, msg = finding(p, "offline")
+	require.Equal(t, "warning", sev, msg)
+	require.Contains(t, msg, "tape is not mounted")
+	require.NoError(t, os.Remove(tape))
 
 	p = check(at(9.1), 11)
 	sev, msg = finding(p, "offline")

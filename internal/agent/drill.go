@@ -76,11 +76,12 @@ var (
 		"The revision the last drill restored and checked.", []string{"target"}, nil)
 )
 
-// lastDrillResult is the newest drill: from the history in the state dir when there is one (so
-// that a drill run by hand, `etcdguard drill`, counts too), else the last one this agent ran.
+// lastDrillResult is the newest drill that passed or failed (an interrupted one says nothing of
+// the backup): from the history in the state dir when there is one (so that a drill run by hand,
+// `etcdguard drill`, counts too), else the last one this agent ran.
 func (a *Agent) lastDrillResult(s DrillSettings) *drill.Result {
 	if s.Options.StateDir != "" {
-		if r, _, err := drill.Last(s.Options.StateDir, a.opts.Now()); err == nil {
+		if r, _, err := drill.LastVerdict(s.Options.StateDir, a.opts.Now()); err == nil {
 			return &r
 		}
 	}

@@ -151,7 +151,7 @@ var (
 	descReady = prometheus.NewDesc("etcdguard_ready",
 		"1 while the agent calls the cluster protected (as /-/ready answers 200), 0 otherwise.", nil, nil)
 	descWriter = prometheus.NewDesc("etcdguard_delta_writer",
-		"1 while this agent is the cluster's elected delta writer, 0 while it stands by or the delta log is off.", nil, nil)
+		"1 while this agent is the cluster's elected delta writer, 0 while it stands by; absent while the delta log is off.", nil, nil)
 	descLastDelta = prometheus.NewDesc("etcdguard_last_delta_timestamp_seconds",
 		"When the newest revision durable in the target's delta log was received (Unix time): the open segment on the delta target, sealed and shipped segments on the others.", []string{"target"}, nil)
 	descDurable = prometheus.NewDesc("etcdguard_delta_durable_revision",
@@ -235,15 +235,27 @@ func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
 		if writer {
 			gauge(descRPO, recoveryPoint(now, d).Seconds())
 		}
-	} else {
-		gauge(descWriter, 0)
 	}
 	for _, cf := range []struct{ file, role string }{{s.Save.Etcd.CACert, "ca"}, {s.Save.Etcd.Cert, "client"}} {
 		if cf.file == "" {
 			continue
 		}
+		// One series per subject, the first to expire: a bundle in the middle of a rotation
+		// holds the old CA and the new under one name.
+		first := map[string]time.Time{}
+		var subjects []string
 		for _, crt := range readCerts(cf.file) {
-			gauge(descCertExpiry, unix(crt.NotAfter), cf.file, cf.role, crt.Subject.CommonName)
+			cn := crt.Subject.CommonName
+			at, ok := first[cn]
+			if !ok {
+				subjects = append(subjects, cn)
+			}
+			if !ok || crt.NotAfter.Before(at) {
+				first[cn] = crt.NotAfter
+			}
+		}
+		for _, cn := range subjects {
+			gauge(descCertExpiry, unix(first[cn]), cf.file, cf.role, cn)
 		}
 	}
 }
@@ -268,9 +280,17 @@ func recoveryPoint(now time.Time, d deltaState) time.Duration {
 	return max(now.Sub(since), 0)
 }
 
-// readCerts reads the certificates of a PEM file; a file that does not read yields none (doctor
-// and certs check say why; the metric's absence is itself alerted on).
+// maxCertFile bounds what a scrape reads of a certificate file: a system CA bundle is a few
+// hundred KiB.
+const maxCertFile = 4 << 20
+
+// readCerts reads the certificates of a PEM file; a file that does not read (or is not a regular
+// file of at most maxCertFile bytes: a scrape must not block on a FIFO nor read a log named by
+// mistake) yields none (doctor and certs check say why).
 func readCerts(path string) []*x509.Certificate {
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxCertFile {
+		return nil
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil

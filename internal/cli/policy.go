@@ -30,7 +30,8 @@ An offline target that is not mounted cannot be read: its inventory as read the 
 not been seen. Set the numbers in the config file's policy: section.
 
 For monitoring: exit code 0 when every rule holds, 11 when one is broken, 10 when one could only
-be judged from a recorded inventory or a target could not be read; -o json for the whole report.`,
+be judged from a recorded inventory, a target could not be read, or an inventory could not be
+read or recorded; -o json for the whole report.`,
 		Example: `  etcdguard policy check --config /etc/etcdguard.yaml
   etcdguard policy check --config /etc/etcdguard.yaml -o json`,
 		Args: cobra.NoArgs,

@@ -83,6 +83,17 @@ func History(stateDir string) ([]Result, error) {
 // Last returns the newest drill recorded under stateDir, passed or not, and how long ago it
 // finished by now; ErrNoDrill when none is.
 func Last(stateDir string, now time.Time) (Result, time.Duration, error) {
+	return last(stateDir, now, func(Result) bool { return true })
+}
+
+// LastVerdict is Last over the drills that say something of the backup: passed, or failed for a
+// reason other than ReasonInterrupted (an agent stopped, or a Ctrl-C, mid-drill). Monitoring
+// reads it: an interrupted drill is no failure of the backup, and hides none.
+func LastVerdict(stateDir string, now time.Time) (Result, time.Duration, error) {
+	return last(stateDir, now, func(r Result) bool { return r.Reason != ReasonInterrupted })
+}
+
+func last(stateDir string, now time.Time, keep func(Result) bool) (Result, time.Duration, error) {
 	dir := historyDir(stateDir)
 	names, err := historyNames(dir)
 	if err != nil {
@@ -90,7 +101,7 @@ func Last(stateDir string, now time.Time) (Result, time.Duration, error) {
 	}
 	for _, n := range slices.Backward(names) {
 		r, err := readResult(filepath.Join(dir, n))
-		if err != nil {
+		if err != nil || !keep(r) {
 			continue // a damaged file does not hide the drills before it
 		}
 		return r, now.Sub(r.Finished), nil

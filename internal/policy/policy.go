@@ -26,7 +26,8 @@ import (
 )
 
 // ErrBroken and ErrUnchecked are returned (wrapped) by `policy check` when a rule is broken, and
-// when a rule could only be judged from a recorded inventory or a target could not be read.
+// when a rule could only be judged from a recorded inventory, a target could not be read, or an
+// inventory could not be read or recorded.
 var (
 	ErrBroken    = errors.New("the 3-2-1 rule is broken")
 	ErrUnchecked = errors.New("the 3-2-1 rule could not be fully checked")
@@ -56,6 +57,9 @@ type Target struct {
 	SeenAt  time.Time `json:"seen_at,omitzero"`
 	Error   string    `json:"error,omitempty"`
 	Backups []Held    `json:"backups"`
+	// InventoryError says why its recorded inventory could not be read or recorded (an offline
+	// target's; a warning: the next check without the medium cannot judge it).
+	InventoryError string `json:"inventory_error,omitempty"`
 }
 
 // Held is one backup a target holds.
@@ -258,16 +262,51 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 		add(Finding{Rule: "media", Severity: sev, Message: fmt.Sprintf("the newest backup's copies are on %d kind(s) of media (the rule asks for %d)", nMedia, r.Media), Next: next})
 	}
 	for _, t := range targets {
+		if t.InventoryError != "" {
+			add(Finding{Rule: "inventory", Severity: Warning, Message: t.InventoryError,
+				Next: "the check judges an unmounted medium by its inventory: make the state dir writable, or remove a damaged file and mount the medium once"})
+		}
 		if !t.Seen && !t.Offline {
 			add(Finding{Rule: "readable", Severity: Warning, Message: fmt.Sprintf("target %s could not be read: %s", t.Name, t.Error),
 				Next: "etcdguard doctor names the problem; the check counts nothing from it"})
 		}
+	}
+	if f, ok := clockFinding(targets, now); ok {
+		add(f)
 	}
 	rep.Worst = OK
 	for _, f := range rep.Findings {
 		rep.Worst = worse(rep.Worst, f.Severity)
 	}
 	return rep
+}
+
+// clockSkew is how far after the check's time a backup or an inventory may be dated before the
+// check calls the clocks wrong: a few minutes between hosts are usual.
+const clockSkew = 5 * time.Minute
+
+// clockFinding warns of a backup or an inventory dated after now: this host's clock went
+// backwards (an RTC reset after a power cut), or the host that took it was ahead. Ages measured
+// from such a time are negative, and a copy would pass for fresh for as long as that lasts.
+func clockFinding(targets []Target, now time.Time) (Finding, bool) {
+	var what string
+	var at time.Time
+	for _, t := range targets {
+		for _, h := range t.Backups {
+			if h.Started.After(now.Add(clockSkew)) && h.Started.After(at) {
+				what, at = fmt.Sprintf("backup %s on %s was taken at %s", h.ID, t.Name, h.Started.UTC().Format(time.RFC3339)), h.Started
+			}
+		}
+		if !t.Seen && t.SeenAt.After(now.Add(clockSkew)) && t.SeenAt.After(at) {
+			what, at = fmt.Sprintf("the inventory of %s was read at %s", t.Name, t.SeenAt.UTC().Format(time.RFC3339)), t.SeenAt
+		}
+	}
+	if at.IsZero() {
+		return Finding{}, false
+	}
+	return Finding{Rule: "clock", Severity: Warning,
+		Message: fmt.Sprintf("%s, %s after this check's time (%s): this host's clock went backwards, or the host that took it was ahead; the ages above are not to be trusted", what, days(at.Sub(now)), now.UTC().Format(time.RFC3339)),
+		Next:    "set the clocks right (etcdguard doctor compares this host's with etcd's and S3's), then check again"}, true
 }
 
 func worse(a, b string) string {
@@ -307,7 +346,9 @@ func Check(ctx context.Context, opts Options) (Report, error) {
 	if c != nil {
 		defer c.Close()
 	}
-	if err != nil {
+	// No target read is a report too (the unmounted media by their inventories, the others
+	// unreadable), unless the check itself was stopped.
+	if err != nil && (c == nil || ctx.Err() != nil) {
 		return Report{}, err
 	}
 	at := now()
@@ -321,20 +362,29 @@ func Check(ctx context.Context, opts Options) (Report, error) {
 	var ts []Target
 	for _, t := range opts.Targets {
 		pt := Target{Name: t.Name, Media: t.Media, Offline: t.Offline, Backups: held[t.Name]}
-		if why, bad := c.Unreadable[t.Name]; bad {
-			pt.Error = why
-			if t.Offline && opts.StateDir != "" {
-				inv, err := readInventory(opts.StateDir, t.Name)
-				if err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return Report{}, err
-				}
-				pt.SeenAt, pt.Backups = inv.SeenAt, inv.Backups
+		why, unreadable := c.Unreadable[t.Name]
+		var inv inventory
+		if t.Offline && opts.StateDir != "" && (unreadable || len(pt.Backups) == 0) {
+			var err error
+			inv, err = readInventory(opts.StateDir, t.Name)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				pt.InventoryError = err.Error()
 			}
+		}
+		if !unreadable && len(pt.Backups) == 0 && len(inv.Backups) > 0 {
+			// A medium's mount point is an empty folder while nothing is mounted on it: an
+			// empty listing of a medium that held backups is not a reading of it.
+			unreadable = true
+			why = fmt.Sprintf("it lists no backup, but held %d when read at %s: is the medium mounted? (an unmounted mount point is an empty folder)", len(inv.Backups), inv.SeenAt.UTC().Format(time.RFC3339))
+		}
+		if unreadable {
+			pt.Error = why
+			pt.SeenAt, pt.Backups = inv.SeenAt, inv.Backups
 		} else {
 			pt.Seen, pt.SeenAt = true, at
 			if t.Offline && opts.StateDir != "" {
 				if err := writeInventory(opts.StateDir, t.Name, inventory{SeenAt: at, Backups: pt.Backups}); err != nil {
-					return Report{}, err
+					pt.InventoryError = err.Error()
 				}
 			}
 		}
@@ -357,16 +407,35 @@ func inventoryPath(stateDir, target string) string {
 	return filepath.Join(stateDir, "inventory", url.PathEscape(target)+".json") // a name never leaves the folder
 }
 
+// maxInventory bounds what is read of an inventory: a million backups' ids and times.
+const maxInventory = 64 << 20
+
 func readInventory(stateDir, target string) (inventory, error) {
 	var inv inventory
-	data, err := os.ReadFile(inventoryPath(stateDir, target))
+	data, err := readRegular(inventoryPath(stateDir, target), maxInventory)
 	if err != nil {
-		return inv, err
+		return inv, fmt.Errorf("the recorded inventory of offline target %s: %w", target, err)
 	}
 	if err := json.Unmarshal(data, &inv); err != nil {
 		return inv, fmt.Errorf("the recorded inventory of offline target %s, %s, does not read (%v): remove it, and mount the target once to record it again", target, inventoryPath(stateDir, target), err)
 	}
 	return inv, nil
+}
+
+// readRegular reads a regular file of at most limit bytes: never a symbolic link, a FIFO (that
+// would block) or a device.
+func readRegular(path string, limit int64) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s): remove it, and mount the target once to record it again", path, fi.Mode().Type())
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, more than an inventory holds (%d): remove it, and mount the target once to record it again", path, fi.Size(), limit)
+	}
+	return os.ReadFile(path)
 }
 
 func writeInventory(stateDir, target string, inv inventory) error {

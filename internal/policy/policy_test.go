@@ -1,9 +1,15 @@
 package policy
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/etcdguard/etcdguard/internal/repository"
 )
 
 func TestEvaluate(t *testing.T) {
@@ -47,6 +53,13 @@ func TestEvaluate(t *testing.T) {
 			map[string][]string{"copies": {Critical, "2 copies", "not in [s3]"}}},
 		{"an online target unreadable", []Target{ssd, {Name: "s3", Media: "s3", Error: "connection refused"}, tape(true, now, "b1h")}, Critical,
 			map[string][]string{"readable": {Warning, "s3 could not be read: connection refused"}, "copies": {Critical}}},
+		// The host's clock went back a day (an RTC reset after a power cut): the tape's copy
+		// looks fresh for as long as the clock is wrong.
+		{"a backup dated after now", []Target{{Name: "ssd", Media: "disk", Seen: true, Backups: held("b-30h")},
+			{Name: "s3", Media: "s3", Seen: true, Backups: held("b-30h")}, tape(true, now, "b-30h")}, Warning,
+			map[string][]string{"clock": {Warning, "b-30h", "went backwards", "etcdguard doctor"}, "offline": {OK}}},
+		{"an inventory read after now", []Target{ssd, s3, tape(false, now.Add(48*time.Hour), "b25h")}, Warning,
+			map[string][]string{"clock": {Warning, "inventory of tape"}}},
 		{"nothing anywhere", []Target{{Name: "ssd", Media: "disk", Seen: true}}, Critical,
 			map[string][]string{"copies": {Critical, "no target holds any backup"}}},
 	} {
@@ -99,4 +112,77 @@ func TestEvaluateBackupRows(t *testing.T) {
 	if rep.Worst != OK {
 		t.Errorf("worst %s: the tape's copy of a counts for the newest (%+v)", rep.Worst, rep.Findings)
 	}
+}
+
+// TestCheckInventories runs Check over real file:// targets: an offline target whose mount point
+// is there but empty (the medium is not mounted), a state dir that cannot be written, a damaged
+// inventory, every target unreadable. Each still gives a report, not an error, and never loses
+// a recorded inventory.
+func TestCheckInventories(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	seenAt := now.Add(-24 * time.Hour)
+	recorded := inventory{SeenAt: seenAt, Backups: []Held{{ID: "b1", Started: now.Add(-30 * time.Hour)}}}
+	tape := func(t *testing.T, mkdir bool) repository.Target {
+		dir := filepath.Join(t.TempDir(), "mnt", "tape")
+		if mkdir {
+			require.NoError(t, os.MkdirAll(dir, 0o700))
+		}
+		tg, err := repository.ParseTarget("file://" + dir + "?offline=true&media=tape&name=tape")
+		require.NoError(t, err)
+		return tg
+	}
+	check := func(t *testing.T, stateDir string, targets ...repository.Target) Report {
+		t.Helper()
+		rep, err := Check(t.Context(), Options{Targets: targets, Rules: DefaultRules, StateDir: stateDir, Now: func() time.Time { return now }})
+		require.NoError(t, err, "the check gives a report")
+		return rep
+	}
+	finding := func(rep Report, rule string) Finding {
+		for _, f := range rep.Findings {
+			if f.Rule == rule {
+				return f
+			}
+		}
+		return Finding{}
+	}
+
+	t.Run("the mount point is empty: the medium is not mounted", func(t *testing.T) {
+		state := t.TempDir()
+		require.NoError(t, writeInventory(state, "tape", recorded))
+		rep := check(t, state, tape(t, true))
+		tp := rep.Targets[0]
+		require.False(t, tp.Seen, "an empty listing of a medium that held backups is not a reading of it")
+		require.Equal(t, recorded.Backups, tp.Backups)
+		require.Contains(t, tp.Error, "mounted")
+		require.Equal(t, Warning, finding(rep, "offline").Severity, "judged from the inventory: %+v", rep.Findings)
+		inv, err := readInventory(state, "tape")
+		require.NoError(t, err)
+		require.Equal(t, recorded.Backups, inv.Backups, "the inventory is kept")
+	})
+	t.Run("the state dir cannot be written", func(t *testing.T) {
+		state := filepath.Join(t.TempDir(), "state")
+		require.NoError(t, os.WriteFile(state, nil, 0o600)) // a file: nothing can be made under it
+		rep := check(t, state, tape(t, true))
+		require.True(t, rep.Targets[0].Seen)
+		f := finding(rep, "inventory")
+		require.Equal(t, Warning, f.Severity, "%+v", rep.Findings)
+		require.Contains(t, f.Message, "tape")
+	})
+	t.Run("a damaged inventory", func(t *testing.T) {
+		state := t.TempDir()
+		require.NoError(t, os.MkdirAll(filepath.Join(state, "inventory"), 0o700))
+		require.NoError(t, os.WriteFile(inventoryPath(state, "tape"), []byte("{not json"), 0o600))
+		rep := check(t, state, tape(t, false))
+		require.Equal(t, Critical, finding(rep, "offline").Severity)
+		f := finding(rep, "inventory")
+		require.Equal(t, Warning, f.Severity, "%+v", rep.Findings)
+		require.Contains(t, f.Message, "does not read")
+	})
+	t.Run("every target unreadable", func(t *testing.T) {
+		state := t.TempDir()
+		require.NoError(t, writeInventory(state, "tape", recorded))
+		rep := check(t, state, tape(t, false))
+		require.Equal(t, recorded.Backups, rep.Targets[0].Backups, "judged from its inventory")
+		require.Equal(t, Warning, finding(rep, "offline").Severity, "%+v", rep.Findings)
+	})
 }

@@ -187,6 +187,14 @@ func TestParseTarget(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "local", ts[0].Name)
 	require.Equal(t, "local-2", ts[1].Name)
+	// A default name never lands on a name given: two targets named alike would count as one
+	// copy in the 3-2-1 check and share one inventory.
+	ts, err = NormalizeTargets([]Target{{URL: "file:///a"}, {URL: "file:///b", Name: "local-2"}, {URL: "file:///c"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"local", "local-2", "local-3"}, []string{ts[0].Name, ts[1].Name, ts[2].Name})
+	ts, err = NormalizeTargets([]Target{{URL: "file:///a"}, {URL: "file:///b", Name: "local"}})
+	require.NoError(t, err)
+	require.Equal(t, []string{"local-2", "local"}, []string{ts[0].Name, ts[1].Name}, "the name given is kept")
 }
 
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }

@@ -131,17 +131,26 @@ func (t Target) IsLocal() bool { return strings.HasPrefix(t.URL, "file:") }
 func (t Target) Redacted() string { return redact.URL(t.URL) }
 
 // NormalizeTargets normalizes every target and makes the names unique by adding -2, -3, ...
+// A name given is kept: a default name (local, s3) steps over it.
 func NormalizeTargets(ts []Target) ([]Target, error) {
 	out := make([]Target, 0, len(ts))
-	seen := map[string]int{}
+	given := map[string]bool{}
 	for _, t := range ts {
+		if t.Name != "" {
+			given[t.Name] = true
+		}
+	}
+	taken := map[string]bool{}
+	for _, t := range ts {
+		named := t.Name != ""
 		if err := t.Normalize(); err != nil {
 			return nil, err
 		}
-		seen[t.Name]++
-		if n := seen[t.Name]; n > 1 {
-			t.Name = t.Name + "-" + strconv.Itoa(n)
+		base := t.Name
+		for n := 2; taken[t.Name] || (!named && given[t.Name]); n++ {
+			t.Name = base + "-" + strconv.Itoa(n)
 		}
+		taken[t.Name] = true
 		out = append(out, t)
 	}
 	return out, nil
