@@ -83,6 +83,22 @@ func setup(b *testing.B) *env {
 
 // load writes Kubernetes-shaped objects (JSON with a random part, so that it compresses about as
 // real data does) until the database holds about mib MiB.
+// loadedCluster starts a TLS-less etcd 3.6 cluster of size members in dir/cluster, with room for
+// a large database, and loads mib MiB into it; it is closed when the benchmark ends.
+func loadedCluster(b *testing.B, dir string, size, mib int) *testcluster.Cluster {
+	b.Helper()
+	c, err := testcluster.Start(b.Context(), testcluster.Options{
+		Size: size, Command: []string{testenv.Etcd(b, "3.6", "etcd")}, Dir: filepath.Join(dir, "cluster"),
+		QuotaBackendBytes: 8 << 30, ExtraArgs: []string{"--max-request-bytes=4194304"},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	load(b, c, mib)
+	return c
+}
+
 func load(b *testing.B, c *testcluster.Cluster, mib int) {
 	b.Helper()
 	cli, err := c.Client(b.Context())

@@ -23,15 +23,7 @@ import (
 func BenchmarkDoctor(b *testing.B) {
 	mib := benchMiB(b)
 	dir := b.TempDir()
-	c, err := testcluster.Start(b.Context(), testcluster.Options{
-		Size: 1, Command: []string{testenv.Etcd(b, "3.6", "etcd")}, Dir: filepath.Join(dir, "cluster"),
-		QuotaBackendBytes: 8 << 30, ExtraArgs: []string{"--max-request-bytes=4194304"},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	load(b, c, mib)
+	c := loadedCluster(b, dir, 1, mib)
 	m := c.Members()[0]
 	if err := m.Kill(); err != nil {
 		b.Fatal(err)

@@ -5,14 +5,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/drill"
 	"github.com/etcdguard/etcdguard/internal/repository"
-	"github.com/etcdguard/etcdguard/internal/testcluster"
 	"github.com/etcdguard/etcdguard/internal/testenv"
 )
 
@@ -26,23 +24,9 @@ import (
 // The ratio that compares like with like is the drill's restore step (etcd's restore code on the
 // fetched plain file) against etcdutl's restore of the same file.
 func BenchmarkDrill(b *testing.B) {
-	mib := 300
-	if v := os.Getenv("ETCDGUARD_BENCH_DRILL_MIB"); v != "" {
-		var err error
-		if mib, err = strconv.Atoi(v); err != nil {
-			b.Fatalf("ETCDGUARD_BENCH_DRILL_MIB=%q: %v", v, err)
-		}
-	}
+	mib := benchEnvInt(b, "ETCDGUARD_BENCH_DRILL_MIB", 300)
 	dir := b.TempDir()
-	c, err := testcluster.Start(b.Context(), testcluster.Options{
-		Size: 1, Command: []string{testenv.Etcd(b, "3.6", "etcd")}, Dir: filepath.Join(dir, "cluster"),
-		QuotaBackendBytes: 8 << 30, ExtraArgs: []string{"--max-request-bytes=4194304"},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	load(b, c, mib)
+	c := loadedCluster(b, dir, 1, mib)
 	etcdutl := testenv.Etcd(b, "3.6", "etcdutl")
 	guard := buildEtcdguard(b, dir)
 	target := repository.Target{Name: "local", URL: "file://" + filepath.Join(dir, "repo"), Media: "disk"}

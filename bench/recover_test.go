@@ -48,15 +48,7 @@ func (c memberControl) Start(ctx context.Context, _ cluster.StartEnv) error {
 func BenchmarkRecover(b *testing.B) {
 	mib := benchMiB(b)
 	dir := b.TempDir()
-	c, err := testcluster.Start(b.Context(), testcluster.Options{
-		Size: 3, Command: []string{testenv.Etcd(b, "3.6", "etcd")}, Dir: filepath.Join(dir, "cluster"),
-		QuotaBackendBytes: 8 << 30, ExtraArgs: []string{"--max-request-bytes=4194304"},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { c.Close() })
-	load(b, c, mib)
+	c := loadedCluster(b, dir, 3, mib)
 	etcdutl := testenv.Etcd(b, "3.6", "etcdutl")
 	etcd := testenv.Etcd(b, "3.6", "etcd")
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
@@ -25,13 +24,10 @@ import (
 // doctorAt runs doctor with an injected clock.
 func doctorAt(t *testing.T, now func() time.Time, wantCode int, args ...string) doctorOut {
 	t.Helper()
-	var out, errb bytes.Buffer
-	code := runAt(append([]string{"doctor", "-o", "json"}, args...), &out, &errb, now)
-	logs.Write(errb.Bytes())
-	t.Logf("doctor %v -> %d\n%s\n%s", args, code, out.String(), errb.String())
-	require.Equal(t, wantCode, code, errb.String())
+	r := etcdguardAt(t, now, append([]string{"doctor", "-o", "json"}, args...)...)
+	require.Equal(t, wantCode, r.code, r.stderr)
 	var d doctorOut
-	require.NoError(t, json.Unmarshal(out.Bytes(), &d))
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &d))
 	return d
 }
 

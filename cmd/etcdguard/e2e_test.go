@@ -55,10 +55,17 @@ type result struct {
 // etcdguard runs the CLI in-process, as main does, and returns its exit code and output.
 func etcdguard(t *testing.T, args ...string) result {
 	t.Helper()
+	return etcdguardAt(t, time.Now, args...)
+}
+
+// etcdguardAt is etcdguard with a clock: tests play clock skew, certificate expiry and days
+// passing.
+func etcdguardAt(t *testing.T, now func() time.Time, args ...string) result {
+	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb)
+	code := runAt(args, &out, &errb, now)
 	logs.Write(errb.Bytes())
-	t.Logf("etcdguard %s\n-> exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out.String(), errb.String())
+	t.Logf("etcdguard %s (at %s)\n-> exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), now().UTC().Format(time.RFC3339), code, out.String(), errb.String())
 	return result{code, out.String(), errb.String()}
 }
 

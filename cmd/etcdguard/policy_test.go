@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -33,22 +32,15 @@ type policyOut struct {
 	} `json:"findings"`
 }
 
-// runAtT runs the CLI in-process with a clock.
-func runAtT(t *testing.T, now time.Time, args ...string) result {
-	t.Helper()
-	var out, errb bytes.Buffer
-	code := runAt(args, &out, &errb, func() time.Time { return now })
-	logs.Write(errb.Bytes())
-	t.Logf("etcdguard %s (at %s)\n-> exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), now.Format(time.RFC3339), code, out.String(), errb.String())
-	return result{code, out.String(), errb.String()}
-}
-
 // TestPolicyCheckIncidentLayout plays the incident's three-target layout (a local SSD, S3, an
 // LTO tape that is offline most of the time) over nine days with a real cluster and MinIO: the
 // 3-2-1 check passes with the tape mounted and fresh; the tape is unmounted and backups go on
 // to the SSD and S3; after 3 days the check warns (judged from the tape's recorded inventory),
 // after 9 it fails (the tape's newest copy is older than its 7-day limit) and says to mount it
 // and copy; once that is done it passes again.
+// clock is a clock stopped at t.
+func clock(t time.Time) func() time.Time { return func() time.Time { return t } }
+
 func TestPolicyCheckIncidentLayout(t *testing.T) {
 	c := startCluster(t, "3.6")
 	loadData(t, c, 50, 256)
@@ -81,7 +73,7 @@ policy:
 	at := func(days float64) time.Time { return day0.Add(time.Duration(days * float64(24*time.Hour))) }
 	check := func(now time.Time, wantCode int) policyOut {
 		t.Helper()
-		r := runAtT(t, now, "policy", "check", "--config", cfg, "-o", "json")
+		r := etcdguardAt(t, clock(now), "policy", "check", "--config", cfg, "-o", "json")
 		require.Equal(t, wantCode, r.code, r.stderr)
 		var p policyOut
 		require.NoError(t, json.Unmarshal([]byte(r.stdout), &p))
@@ -98,7 +90,7 @@ policy:
 	}
 	save := func(now time.Time) {
 		t.Helper()
-		r := runAtT(t, now, "snapshot", "save", "--config", cfg)
+		r := etcdguardAt(t, clock(now), "snapshot", "save", "--config", cfg)
 		require.Contains(t, []int{0, 3}, r.code, r.stderr) // 3: the tape is not mounted
 	}
 
@@ -136,13 +128,13 @@ policy:
 	sev, msg = finding(p, "copies")
 	require.Equal(t, "critical", sev, msg)
 	require.Contains(t, msg, "has 2 copies")
-	r := runAtT(t, at(9.1), "policy", "check", "--config", cfg)
+	r := etcdguardAt(t, clock(at(9.1)), "policy", "check", "--config", cfg)
 	require.Equal(t, 11, r.code)
 	require.Contains(t, r.stdout, "CRITICAL offline")
 
 	// Mounted again and the newest backup copied: 3-2-1 holds.
 	require.NoError(t, os.Rename(tape+".shelf", tape))
-	r = runAtT(t, at(9.2), "snapshot", "copy", "--to", "tape", "--config", cfg, newest)
+	r = etcdguardAt(t, clock(at(9.2)), "snapshot", "copy", "--to", "tape", "--config", cfg, newest)
 	require.Equal(t, 0, r.code, r.stderr)
 	p = check(at(9.3), 0)
 	require.Equal(t, "ok", p.Worst, "%+v", p.Findings)
