@@ -16,8 +16,10 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/etcdguard/etcdguard/internal/atomicfile"
@@ -60,6 +62,9 @@ type Target struct {
 	// InventoryError says why its recorded inventory could not be read or recorded (an offline
 	// target's; a warning: the next check without the medium cannot judge it).
 	InventoryError string `json:"inventory_error,omitempty"`
+	// SameAs names an earlier target that is the same place (one folder by another path, one
+	// bucket prefix): its backups are not a copy of their own and are not counted again.
+	SameAs string `json:"same_as,omitempty"`
 }
 
 // Held is one backup a target holds.
@@ -128,6 +133,9 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 	var newestOff time.Time
 	var newestOffTarget string
 	for _, t := range targets {
+		if t.SameAs != "" {
+			continue
+		}
 		var newest time.Time
 		for _, h := range t.Backups {
 			b := byID[h.ID]
@@ -241,7 +249,7 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 		copies, nMedia := len(holders), len(mediaOf)
 		missing := []string{}
 		for _, t := range targets {
-			if !holders[t.Name] && !t.Offline {
+			if !holders[t.Name] && !t.Offline && t.SameAs == "" {
 				missing = append(missing, t.Name)
 			}
 		}
@@ -262,6 +270,12 @@ func Evaluate(targets []Target, r Rules, now time.Time) Report {
 		add(Finding{Rule: "media", Severity: sev, Message: fmt.Sprintf("the newest backup's copies are on %d kind(s) of media (the rule asks for %d)", nMedia, r.Media), Next: next})
 	}
 	for _, t := range targets {
+		if t.SameAs != "" {
+			add(Finding{Rule: "same-place", Severity: Warning,
+				Message: fmt.Sprintf("targets %s and %s are the same place: their backups are one copy, counted once", t.SameAs, t.Name),
+				Next:    "give each target a place of its own (another disk, bucket or medium), or remove one of them from the config"})
+			continue
+		}
 		if t.InventoryError != "" {
 			add(Finding{Rule: "inventory", Severity: Warning, Message: t.InventoryError,
 				Next: "the check judges an unmounted medium by its inventory: make the state dir writable, or remove a damaged file and mount the medium once"})
@@ -360,6 +374,7 @@ func Check(ctx context.Context, opts Options) (Report, error) {
 		}
 	}
 	var ts []Target
+	places := map[string]string{} // place -> the first target there
 	for _, t := range opts.Targets {
 		pt := Target{Name: t.Name, Media: t.Media, Offline: t.Offline, Backups: held[t.Name]}
 		why, unreadable := c.Unreadable[t.Name]
@@ -391,9 +406,32 @@ func Check(ctx context.Context, opts Options) (Report, error) {
 		if pt.Backups == nil {
 			pt.Backups = []Held{}
 		}
+		if first, ok := places[place(t)]; ok {
+			pt.SameAs = first
+		} else {
+			places[place(t)] = t.Name
+		}
 		ts = append(ts, pt)
 	}
 	return Evaluate(ts, opts.Rules, at), nil
+}
+
+// place names where a target's backups are, so that two targets naming one place (a folder by
+// two paths or through a symlink, one bucket prefix) count as one copy: a file target's folder
+// with symlinks resolved (as far as it exists), an S3 target's endpoint, bucket and prefix.
+func place(t repository.Target) string {
+	u, err := url.Parse(t.URL)
+	if err != nil {
+		return t.URL
+	}
+	if u.Scheme == "file" {
+		p := filepath.Clean(u.Path)
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			p = r
+		}
+		return "file:" + p
+	}
+	return u.Scheme + "://" + u.Query().Get("endpoint") + "/" + u.Host + "/" + strings.Trim(path.Clean("/"+u.Path), "/")
 }
 
 // inventory is what an offline target held when it was last read.

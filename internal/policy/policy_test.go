@@ -186,3 +186,45 @@ func TestCheckInventories(t *testing.T) {
 		require.Equal(t, Warning, finding(rep, "offline").Severity, "%+v", rep.Findings)
 	})
 }
+
+// TestCheckSamePlace: one folder named by three targets (its path, a symlink to it, the path
+// with a trailing slash) is one copy on one medium, whatever media the targets claim.
+func TestCheckSamePlace(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	dir := filepath.Join(t.TempDir(), "real")
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	link := filepath.Join(filepath.Dir(dir), "link")
+	require.NoError(t, os.Symlink(dir, link))
+	var targets []repository.Target
+	for _, spec := range []string{"file://" + dir + "?name=a", "file://" + link + "?name=b&media=usb", "file://" + dir + "/?name=c&media=tape"} {
+		tg, err := repository.ParseTarget(spec)
+		require.NoError(t, err)
+		targets = append(targets, tg)
+	}
+	repo, err := repository.Open(t.Context(), targets[0])
+	require.NoError(t, err)
+	defer repo.Close()
+	m := repository.Manifest{Format: 1, ID: "20261202T110000Z-0000abcd", Kind: repository.KindFull, ClusterID: "1", Revision: 5,
+		Started: now.Add(-time.Hour), Created: now.Add(-time.Hour), Status: repository.SnapshotStatus{Revision: 5}}
+	m.Data, m.Compression = "snapshots/"+m.ID+"/snapshot.db", repository.CompressionNone
+	require.NoError(t, repo.SaveManifest(t.Context(), m))
+
+	rep, err := Check(t.Context(), Options{Targets: targets, Rules: DefaultRules, Now: func() time.Time { return now }})
+	require.NoError(t, err)
+	require.Len(t, rep.Backups, 1)
+	require.Equal(t, 1, rep.Backups[0].Copies, "%+v", rep.Backups[0])
+	require.Equal(t, 1, rep.Backups[0].Media)
+	require.Equal(t, []string{"a"}, rep.Backups[0].Targets)
+	var same []string
+	for _, f := range rep.Findings {
+		if f.Rule == "same-place" {
+			require.Equal(t, Warning, f.Severity)
+			same = append(same, f.Message)
+		}
+	}
+	require.Equal(t, []string{
+		"targets a and b are the same place: their backups are one copy, counted once",
+		"targets a and c are the same place: their backups are one copy, counted once",
+	}, same)
+	require.Equal(t, Critical, rep.Worst, "one copy on one disk breaks 3-2-1")
+}
